@@ -1,0 +1,156 @@
+//! Settings: the built-in defaults (`config/default.toml`, compiled in), an optional TOML
+//! file over them, and `SWITCHBOARD__SECTION__KEY` environment variables over both.
+//!
+//! Empty strings mean "not configured" so that an environment variable can switch an
+//! optional key off.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// The development HS256 secret shipped in the defaults; refused off loopback.
+pub const DEV_SECRET: &str = "switchboard-dev-secret";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub storage: StorageSettings,
+    pub bus: BusSettings,
+    pub redis: RedisSettings,
+    pub ws: WsSettings,
+    pub events: EventSettings,
+    pub phone: PhoneSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub allowed_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub max_sessions: usize,
+    pub shutdown_timeout_secs: u64,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub hs256_secret: String,
+    pub public_key_pem_file: String,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Embedded,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StorageSettings {
+    pub backend: StorageBackend,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusBackend {
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BusSettings {
+    pub backend: BusBackend,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: String,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WsSettings {
+    pub heartbeat_interval_ms: u64,
+    pub client_timeout_ms: u64,
+    pub queue_capacity: usize,
+    pub max_frame_bytes: usize,
+    pub replay_limit: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventSettings {
+    pub retention: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PhoneSettings {
+    pub default_country: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub filter: String,
+}
+
+impl Settings {
+    /// The built-in defaults with environment overrides applied, and `file` between them.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Settings> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder
+            .add_source(
+                config::Environment::with_prefix("SWITCHBOARD")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("server.allowed_origins")
+                    .try_parsing(true),
+            )
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("invalid configuration")
+    }
+
+    /// The built-in defaults alone, ignoring the environment (tests start from these).
+    pub fn defaults() -> Settings {
+        config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            // unwrap: the defaults are compiled in and covered by a unit test.
+            .unwrap()
+    }
+}
+
+/// `Some(s)` unless `s` is empty: how optional string keys are read.
+pub fn configured(s: &str) -> Option<&str> {
+    if s.trim().is_empty() { None } else { Some(s) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults_describe_the_embedded_single_node() {
+        let s = Settings::defaults();
+        assert_eq!(s.storage.backend, StorageBackend::Embedded);
+        assert_eq!(s.bus.backend, BusBackend::Local);
+        assert!(s.server.bind.starts_with("127.0.0.1:"));
+        assert_eq!(s.auth.hs256_secret, DEV_SECRET);
+        assert_eq!(configured(&s.auth.issuer), None);
+    }
+}

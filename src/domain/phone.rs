@@ -1,0 +1,115 @@
+//! Phone numbers in E.164, parsed with the `phonenumber` crate (libphonenumber's metadata).
+//!
+//! Input may carry spaces, dashes, dots and parentheses; a national number gets the
+//! configured default country. We check the characters ourselves first because
+//! libphonenumber is lenient on purpose (it accepts letters, extensions, "tel:" URIs), and
+//! the contract is not. We do not require the number to be *assigned* in the numbering plan:
+//! test numbers such as +1 555 … are legitimate input here.
+
+use std::{fmt, str::FromStr};
+
+use phonenumber::{Mode, country};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be a phone number: E.164 (+ and 8-15 digits) or a national number")]
+pub struct InvalidPhone;
+
+/// A phone number in E.164 form (`+` and 8–15 digits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Wraps a number read back from storage (already E.164).
+    pub(crate) fn trusted(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+}
+
+impl AsRef<str> for PhoneNumber {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses numbers with a default country for national input.
+#[derive(Debug, Clone, Copy)]
+pub struct PhoneParser {
+    default_country: country::Id,
+}
+
+impl PhoneParser {
+    /// `default_country` is an ISO 3166 alpha-2 region such as "US".
+    pub fn new(default_country: &str) -> Result<Self, String> {
+        country::Id::from_str(&default_country.to_ascii_uppercase())
+            .map(|default_country| Self { default_country })
+            .map_err(|_| format!("unknown country {default_country:?}"))
+    }
+
+    pub fn parse(&self, input: &str) -> Result<PhoneNumber, InvalidPhone> {
+        let trimmed = input.trim();
+        let allowed = |(i, c): (usize, char)| {
+            c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')') || (c == '+' && i == 0)
+        };
+        if trimmed.is_empty() || !trimmed.char_indices().all(allowed) {
+            return Err(InvalidPhone);
+        }
+        let digits = trimmed.bytes().filter(u8::is_ascii_digit).count();
+        if !(4..=17).contains(&digits) {
+            return Err(InvalidPhone);
+        }
+        let parsed =
+            phonenumber::parse(Some(self.default_country), trimmed).map_err(|_| InvalidPhone)?;
+        let e164 = parsed.format().mode(Mode::E164).to_string();
+        let n = e164.len() - 1;
+        if e164.starts_with('+') && (8..=15).contains(&n) && e164[1..].bytes().all(|b| b.is_ascii_digit()) {
+            Ok(PhoneNumber(e164))
+        } else {
+            Err(InvalidPhone)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us() -> PhoneParser {
+        PhoneParser::new("US").unwrap()
+    }
+
+    #[test]
+    fn e164_and_decorated_numbers_normalise_to_e164() {
+        for input in ["+15551234567", "+1 (555) 123-4567", "555.123.4567", "(555) 123 4567", "+44 20 7946 0958"] {
+            let n = us().parse(input).unwrap_or_else(|_| panic!("{input}"));
+            assert!(n.as_str().starts_with('+'), "{input} -> {n}");
+        }
+        assert_eq!(us().parse("555-123-4567").unwrap().as_str(), "+15551234567");
+        assert_eq!(us().parse("+44 20 7946 0958").unwrap().as_str(), "+442079460958");
+    }
+
+    #[test]
+    fn anything_else_is_rejected() {
+        for input in ["", "abc", "555-CALL-NOW", "+1 555 123 4567 ext 2", "tel:+15551234567", "12", "++15551234567", "1+5551234567"] {
+            assert!(us().parse(input).is_err(), "{input}");
+        }
+    }
+
+    #[test]
+    fn the_default_country_applies_to_national_numbers() {
+        let gb = PhoneParser::new("gb").unwrap();
+        assert_eq!(gb.parse("020 7946 0958").unwrap().as_str(), "+442079460958");
+        assert!(PhoneParser::new("XX").is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! Black-box tests of the v1 contract: each test starts the hub on port 0 with its own data
+//! directory and talks to it over real HTTP and real websockets.
+
+mod helpers;
+
+mod auth;
+mod crash;
+mod directory;
+mod errors;
+mod ingestion;
+mod message_center;
+mod operations;
+mod websocket;
+mod resume;

@@ -103,8 +103,12 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn from_settings(s: &AuthSettings) -> anyhow::Result<Verifier> {
-        let hs256 = configured(&s.hs256_secret)
-            .map(|secret| (DecodingKey::from_secret(secret.as_bytes()), validation(Algorithm::HS256, s)));
+        let hs256 = configured(&s.hs256_secret).map(|secret| {
+            (
+                DecodingKey::from_secret(secret.as_bytes()),
+                validation(Algorithm::HS256, s),
+            )
+        });
         let public = match configured(&s.public_key_pem_file) {
             None => None,
             Some(path) => {
@@ -125,18 +129,20 @@ impl Verifier {
 
     /// Verifies `token` and parses its claims.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let (key, validation) = [&self.hs256, &self.public]
             .into_iter()
             .flatten()
             .find(|(_, v)| v.algorithms.contains(&header.alg))
-            .ok_or_else(|| AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)))?;
-        let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| {
-            match e.kind() {
+            .ok_or_else(|| {
+                AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg))
+            })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid(e.to_string()),
-            }
-        })?;
+            })?;
         principal(data.claims)
     }
 }
@@ -170,13 +176,29 @@ fn principal(c: Claims) -> Result<Principal, AuthError> {
     let bad = |what: &str| AuthError::Invalid(format!("claim {what} is malformed"));
     let tenant = TenantId::parse(&c.tenant).map_err(|_| bad("tenant"))?;
     let user = UserId::parse(&c.sub).map_err(|_| bad("sub"))?;
-    let roles = c.roles.iter().map(|r| Role::parse(r).ok_or_else(|| bad("roles"))).collect::<Result<Vec<_>, _>>()?;
+    let roles = c
+        .roles
+        .iter()
+        .map(|r| Role::parse(r).ok_or_else(|| bad("roles")))
+        .collect::<Result<Vec<_>, _>>()?;
     let locations = match c.locations {
-        Some(ls) => ls.iter().map(|l| LocationId::parse(l).map_err(|_| bad("locations"))).collect::<Result<Vec<_>, _>>()?,
-        None if roles.iter().any(|r| matches!(r, Role::User | Role::Admin)) => return Err(bad("locations")),
+        Some(ls) => ls
+            .iter()
+            .map(|l| LocationId::parse(l).map_err(|_| bad("locations")))
+            .collect::<Result<Vec<_>, _>>()?,
+        None if roles.iter().any(|r| matches!(r, Role::User | Role::Admin)) => {
+            return Err(bad("locations"));
+        }
         None => Vec::new(),
     };
-    Ok(Principal { tenant, user, name: c.name, roles, locations: locations.into(), exp: c.exp })
+    Ok(Principal {
+        tenant,
+        user,
+        name: c.name,
+        roles,
+        locations: locations.into(),
+        exp: c.exp,
+    })
 }
 
 /// What `switchboard token` and the tests mint.
@@ -209,7 +231,10 @@ impl TokenSpec {
 
 /// Seconds since the epoch.
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Signs `spec` with an HS256 secret.
@@ -224,9 +249,13 @@ pub fn mint_hs256(secret: &str, spec: &TokenSpec) -> String {
         iss: spec.issuer.clone(),
         aud: spec.audience.clone(),
     };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
-        // unwrap: HS256 encoding of a serializable struct cannot fail.
-        .unwrap()
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    // unwrap: HS256 encoding of a serializable struct cannot fail.
+    .unwrap()
 }
 
 #[cfg(test)]
@@ -247,7 +276,10 @@ mod tests {
     #[test]
     fn a_minted_token_verifies_to_its_claims() {
         let s = settings();
-        let t = mint_hs256("unit-secret", &TokenSpec::new("u1", "acme", &["user"], &["L1"]));
+        let t = mint_hs256(
+            "unit-secret",
+            &TokenSpec::new("u1", "acme", &["user"], &["L1"]),
+        );
         let p = verifier(&s).verify(&t).unwrap();
         assert_eq!(p.user.as_str(), "u1");
         assert_eq!(p.tenant.as_str(), "acme");
@@ -258,20 +290,37 @@ mod tests {
     #[test]
     fn a_token_signed_with_another_secret_is_invalid() {
         let t = mint_hs256("other", &TokenSpec::new("u1", "acme", &["user"], &["L1"]));
-        assert!(matches!(verifier(&settings()).verify(&t), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            verifier(&settings()).verify(&t),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]
     fn an_expired_token_is_expired() {
         let claims = serde_json::json!({"sub": "u", "tenant": "t", "roles": ["user"], "locations": [], "exp": now_secs() - 3600});
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"unit-secret")).unwrap();
-        assert_eq!(verifier(&settings()).verify(&t).unwrap_err(), AuthError::Expired);
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"unit-secret"),
+        )
+        .unwrap();
+        assert_eq!(
+            verifier(&settings()).verify(&t).unwrap_err(),
+            AuthError::Expired
+        );
     }
 
     #[test]
     fn a_token_without_exp_is_refused() {
-        let claims = serde_json::json!({"sub": "u", "tenant": "t", "roles": ["user"], "locations": []});
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"unit-secret")).unwrap();
+        let claims =
+            serde_json::json!({"sub": "u", "tenant": "t", "roles": ["user"], "locations": []});
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"unit-secret"),
+        )
+        .unwrap();
         assert!(verifier(&settings()).verify(&t).is_err());
     }
 
@@ -279,8 +328,16 @@ mod tests {
     fn alg_none_and_unconfigured_algorithms_are_refused() {
         use base64_free::b64;
         let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
-        let body = b64(format!(r#"{{"sub":"u","tenant":"t","roles":["user"],"locations":[],"exp":{}}}"#, now_secs() + 60).as_bytes());
-        assert!(verifier(&settings()).verify(&format!("{header}.{body}.")).is_err());
+        let body = b64(format!(
+            r#"{{"sub":"u","tenant":"t","roles":["user"],"locations":[],"exp":{}}}"#,
+            now_secs() + 60
+        )
+        .as_bytes());
+        assert!(
+            verifier(&settings())
+                .verify(&format!("{header}.{body}."))
+                .is_err()
+        );
         let hs384 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS384),
             &serde_json::json!({"sub":"u","tenant":"t","roles":["user"],"locations":[],"exp": now_secs()+60}),
@@ -297,34 +354,62 @@ mod tests {
         s.audience = "switchboard".into();
         let mut spec = TokenSpec::new("u1", "acme", &["user"], &["L1"]);
         let v = verifier(&s);
-        assert!(v.verify(&mint_hs256("unit-secret", &spec)).is_err(), "no iss/aud");
+        assert!(
+            v.verify(&mint_hs256("unit-secret", &spec)).is_err(),
+            "no iss/aud"
+        );
         spec.issuer = Some("https://issuer".into());
-        assert!(v.verify(&mint_hs256("unit-secret", &spec)).is_err(), "no aud");
+        assert!(
+            v.verify(&mint_hs256("unit-secret", &spec)).is_err(),
+            "no aud"
+        );
         spec.audience = Some("switchboard".into());
         assert!(v.verify(&mint_hs256("unit-secret", &spec)).is_ok());
         spec.audience = Some("other".into());
-        assert!(v.verify(&mint_hs256("unit-secret", &spec)).is_err(), "wrong aud");
+        assert!(
+            v.verify(&mint_hs256("unit-secret", &spec)).is_err(),
+            "wrong aud"
+        );
     }
 
     #[test]
     fn members_need_locations_and_roles_must_be_known() {
         let v = verifier(&settings());
         let enc = |c: serde_json::Value| {
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(b"unit-secret")).unwrap()
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &c,
+                &EncodingKey::from_secret(b"unit-secret"),
+            )
+            .unwrap()
         };
         let exp = now_secs() + 60;
-        assert!(v.verify(&enc(serde_json::json!({"sub":"u","tenant":"t","roles":["user"],"exp":exp}))).is_err());
+        assert!(
+            v.verify(&enc(
+                serde_json::json!({"sub":"u","tenant":"t","roles":["user"],"exp":exp})
+            ))
+            .is_err()
+        );
         assert!(v.verify(&enc(serde_json::json!({"sub":"u","tenant":"t","roles":["root"],"locations":[],"exp":exp}))).is_err());
-        assert!(v.verify(&enc(serde_json::json!({"sub":"svc","tenant":"t","roles":["service"],"exp":exp}))).is_ok());
+        assert!(
+            v.verify(&enc(
+                serde_json::json!({"sub":"svc","tenant":"t","roles":["service"],"exp":exp})
+            ))
+            .is_ok()
+        );
     }
 
     /// Just enough base64url to hand-craft an unsigned token.
     mod base64_free {
         pub fn b64(input: &[u8]) -> String {
-            const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            const A: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
             let mut out = String::new();
             for chunk in input.chunks(3) {
-                let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
                 for i in 0..=chunk.len() {
                     out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
                 }

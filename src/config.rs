@@ -35,6 +35,7 @@ pub struct ServerSettings {
     pub max_sessions: usize,
     pub shutdown_timeout_secs: u64,
     pub workers: usize,
+    pub static_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,5 +1,35 @@
 //! Switchboard: a realtime notification hub for the Message Center.
+//!
+//! Customers text a company; the staff who should know see it at once. The ingestion
+//! service posts inbound messages over HTTP, the main application upserts the directory,
+//! and client apps hold a websocket for live pop-ups, the unread badge, read state and
+//! assignments.
+//!
+//! # Layout
+//! - [`rules`]: the Message Center's rules (audience, auto-assignment, read state, unread
+//!   counts, who receives an event), pure functions.
+//! - [`domain`]: parsed ids and phone numbers, and the contract's JSON shapes.
+//! - [`store`]: the `Store` trait (durable state and the event log) and its embedded
+//!   SQLite implementation.
+//! - [`bus`]: the `Bus` trait (committed events to every node) and the in-process bus.
+//! - [`hub`]: this node's sessions and the fan-out of events to their bounded queues.
+//! - [`session`]: one websocket connection's protocol (hello, resume, follow, heartbeat).
+//! - [`routes`]: the HTTP API, one file per area; [`error`] maps failures to problem+json.
+//! - [`auth`]: JWT verification and the caller's identity.
+//! - [`event`]: events, their routes and frames.
+//! - [`config`], [`startup`], [`telemetry`], [`metrics`]: running it.
+
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod domain;
+pub mod error;
+pub mod event;
+pub mod hub;
+pub mod metrics;
+pub mod routes;
+pub mod rules;
+pub mod session;
 pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,29 +1,193 @@
-//! STUB (being written): building and running the application.
-use crate::config::Settings;
+//! Building the application from settings, binding its listener, and running it until a
+//! signal or a `Stopper` ends it gracefully.
+
+use std::{net::TcpListener, sync::Arc, time::Duration};
+
+use actix_web::{
+    App, HttpResponse, HttpServer,
+    dev::{Server, ServerHandle},
+    middleware::from_fn,
+    web,
+};
+use anyhow::{Context, bail};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::{
+    auth::Verifier,
+    bus::{Bus, local::LocalBus},
+    config::{BusBackend, DEV_SECRET, Settings, StorageBackend},
+    domain::PhoneParser,
+    error::ApiError,
+    hub::Hub,
+    metrics::Metrics,
+    routes::{self, AppState, input::json_error},
+    session,
+    store::{Store, embedded::Embedded},
+    telemetry,
+};
 
 pub struct Application {
     port: u16,
+    server: Server,
+    stopper: Stopper,
 }
 
+/// Stops the application gracefully: sessions are told to resume elsewhere (1001), then
+/// in-flight requests finish.
 #[derive(Clone)]
-pub struct Stopper;
+pub struct Stopper {
+    handle: ServerHandle,
+    shutdown: Arc<watch::Sender<bool>>,
+    hub: Arc<Hub>,
+    timeout: Duration,
+}
 
 impl Stopper {
-    /// Graceful stop: sessions closed with 1001, in-flight requests finished.
-    pub async fn stop(&self) {}
+    pub async fn stop(&self) {
+        self.shutdown.send_replace(true);
+        if tokio::time::timeout(self.timeout, self.hub.until_empty())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.hub.len(),
+                "sessions still open at the shutdown timeout"
+            );
+        }
+        self.handle.stop(true).await;
+    }
 }
 
 impl Application {
-    pub async fn build(_settings: Settings) -> anyhow::Result<Application> {
-        Ok(Application { port: 0 })
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(&settings.server.bind)
+            .with_context(|| format!("binding {}", settings.server.bind))?;
+        let addr = listener.local_addr()?;
+        if settings.auth.hs256_secret == DEV_SECRET && !addr.ip().is_loopback() {
+            bail!(
+                "refusing to listen on {addr} with the development secret: set auth.hs256_secret"
+            );
+        }
+        let settings = Arc::new(settings);
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        let bus: Arc<dyn Bus> = match settings.bus.backend {
+            BusBackend::Local => Arc::new(LocalBus::new(hub.clone())),
+            BusBackend::Redis => {
+                bail!("bus.backend = \"redis\" is not available in this build yet")
+            }
+        };
+        let store: Arc<dyn Store> = match settings.storage.backend {
+            StorageBackend::Embedded => Arc::new(Embedded::open(
+                &settings.storage.path,
+                bus.clone(),
+                settings.events.retention,
+            )?),
+            StorageBackend::Redis => {
+                bail!("storage.backend = \"redis\" is not available in this build yet")
+            }
+        };
+        let verifier = Arc::new(Verifier::from_settings(&settings.auth)?);
+        let phones =
+            PhoneParser::new(&settings.phone.default_country).map_err(anyhow::Error::msg)?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let session_deps = Arc::new(session::Deps {
+            store: store.clone(),
+            hub: hub.clone(),
+            verifier: verifier.clone(),
+            ws: settings.ws.clone(),
+            leeway_secs: settings.auth.leeway_secs,
+            shutdown: shutdown_rx.clone(),
+        });
+        let state = web::Data::new(AppState {
+            store,
+            bus,
+            hub: hub.clone(),
+            verifier,
+            phones,
+            settings: settings.clone(),
+            metrics,
+            session_deps,
+            shutdown: shutdown_rx,
+        });
+        let limit = settings.server.max_body_bytes;
+        let static_dir = settings.server.static_dir.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(limit)
+                        .error_handler(move |e, _| json_error(e, limit).into()),
+                )
+                .app_data(web::PayloadConfig::new(limit))
+                .wrap(from_fn(telemetry::access_log))
+                .configure(routes::configure)
+                .service(actix_files::Files::new("/", &static_dir).index_file("index.html"))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::NotFound("route"))
+                }))
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server.listen(listener)?.run();
+        info!(%addr, storage = ?settings.storage.backend, bus = ?settings.bus.backend, "switchboard listening");
+        let stopper = Stopper {
+            handle: server.handle(),
+            shutdown: Arc::new(shutdown_tx),
+            hub,
+            timeout: Duration::from_secs(settings.server.shutdown_timeout_secs),
+        };
+        Ok(Application {
+            port: addr.port(),
+            server,
+            stopper,
+        })
     }
+
     pub fn port(&self) -> u16 {
         self.port
     }
+
     pub fn stopper(&self) -> Stopper {
-        Stopper
+        self.stopper.clone()
     }
+
+    /// Runs until stopped by SIGTERM/SIGINT (when `signals`) or a `Stopper`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        Ok(())
+        self.server.await
+    }
+
+    /// Like `run_until_stopped`, also stopping gracefully on SIGTERM or SIGINT.
+    pub async fn run_with_signals(self) -> std::io::Result<()> {
+        let stopper = self.stopper.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("signal received: closing sessions (1001), finishing requests");
+            stopper.stop().await;
+        });
+        self.server.await
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -12,7 +12,8 @@ pub struct InvalidId;
 /// Whether `s` is a well-formed id.
 pub fn is_valid_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// Behaviour shared by every id newtype.
@@ -35,6 +36,7 @@ macro_rules! id_type {
 
         impl $name {
             /// Wraps a value that was already validated (read back from storage, or generated).
+            #[allow(dead_code)] // not every kind is read back from storage
             pub(crate) fn trusted(s: impl Into<String>) -> Self {
                 Self(s.into())
             }

@@ -32,7 +32,9 @@ impl Timestamp {
 
     /// Parses an RFC 3339 timestamp (any offset).
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        OffsetDateTime::parse(s, &Rfc3339).ok().map(Self::from_datetime)
+        OffsetDateTime::parse(s, &Rfc3339)
+            .ok()
+            .map(Self::from_datetime)
     }
 }
 
@@ -83,7 +85,10 @@ pub struct Preferences {
 
 impl Default for Preferences {
     fn default() -> Self {
-        Self { notify_sales_resource: true, notify_service_resource: true }
+        Self {
+            notify_sales_resource: true,
+            notify_service_resource: true,
+        }
     }
 }
 

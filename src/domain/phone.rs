@@ -73,7 +73,10 @@ impl PhoneParser {
             phonenumber::parse(Some(self.default_country), trimmed).map_err(|_| InvalidPhone)?;
         let e164 = parsed.format().mode(Mode::E164).to_string();
         let n = e164.len() - 1;
-        if e164.starts_with('+') && (8..=15).contains(&n) && e164[1..].bytes().all(|b| b.is_ascii_digit()) {
+        if e164.starts_with('+')
+            && (8..=15).contains(&n)
+            && e164[1..].bytes().all(|b| b.is_ascii_digit())
+        {
             Ok(PhoneNumber(e164))
         } else {
             Err(InvalidPhone)
@@ -91,17 +94,35 @@ mod tests {
 
     #[test]
     fn e164_and_decorated_numbers_normalise_to_e164() {
-        for input in ["+15551234567", "+1 (555) 123-4567", "555.123.4567", "(555) 123 4567", "+44 20 7946 0958"] {
+        for input in [
+            "+15551234567",
+            "+1 (555) 123-4567",
+            "555.123.4567",
+            "(555) 123 4567",
+            "+44 20 7946 0958",
+        ] {
             let n = us().parse(input).unwrap_or_else(|_| panic!("{input}"));
             assert!(n.as_str().starts_with('+'), "{input} -> {n}");
         }
         assert_eq!(us().parse("555-123-4567").unwrap().as_str(), "+15551234567");
-        assert_eq!(us().parse("+44 20 7946 0958").unwrap().as_str(), "+442079460958");
+        assert_eq!(
+            us().parse("+44 20 7946 0958").unwrap().as_str(),
+            "+442079460958"
+        );
     }
 
     #[test]
     fn anything_else_is_rejected() {
-        for input in ["", "abc", "555-CALL-NOW", "+1 555 123 4567 ext 2", "tel:+15551234567", "12", "++15551234567", "1+5551234567"] {
+        for input in [
+            "",
+            "abc",
+            "555-CALL-NOW",
+            "+1 555 123 4567 ext 2",
+            "tel:+15551234567",
+            "12",
+            "++15551234567",
+            "1+5551234567",
+        ] {
             assert!(us().parse(input).is_err(), "{input}");
         }
     }

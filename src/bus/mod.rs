@@ -1,0 +1,29 @@
+//! Cross-node fan-out of committed events.
+//!
+//! The store hands every committed batch to `Bus::publish` in log order; the bus brings it to
+//! the `EventSink` (the hub) of every node. `local` is the in-process bus of a single node:
+//! publishing *is* delivering to this node's hub.
+
+pub mod local;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::event::Event;
+
+/// Receives committed events on one node (implemented by the hub). Must not block: it only
+/// queues frames for sessions.
+pub trait EventSink: Send + Sync + 'static {
+    fn deliver(&self, events: &[Arc<Event>]);
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Delivers `events` (one committed batch, in log order) to every node. Called by the
+    /// store right after the commit, before the callers are answered.
+    fn publish(&self, events: Vec<Event>);
+
+    /// Whether the bus answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), String>;
+}

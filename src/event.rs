@@ -1,0 +1,160 @@
+//! Events: what changed, who should hear of it (`Route`), and the frame clients receive.
+//!
+//! An event is appended to the tenant's log and handed to the bus in one step by the store
+//! (so log order and delivery order agree), then encoded once into the frame every recipient
+//! session shares.
+
+use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{LocationId, TenantId, UserId};
+
+/// The event types of the contract, plus one internal type that never reaches a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "message.new")]
+    MessageNew,
+    #[serde(rename = "message.sent")]
+    MessageSent,
+    #[serde(rename = "thread.read")]
+    ThreadRead,
+    #[serde(rename = "thread.unread")]
+    ThreadUnread,
+    #[serde(rename = "thread.assigned")]
+    ThreadAssigned,
+    /// Carries no data in the log: each recipient session computes its own count.
+    #[serde(rename = "unread.count")]
+    UnreadCount,
+    #[serde(rename = "images.linked")]
+    ImagesLinked,
+    /// A user's `subscribe_all` changed (data: `{"subscribe_all": bool}`): the hubs update
+    /// their session indexes. Internal.
+    #[serde(rename = "subscription.changed")]
+    SubscriptionChanged,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::MessageNew => "message.new",
+            EventKind::MessageSent => "message.sent",
+            EventKind::ThreadRead => "thread.read",
+            EventKind::ThreadUnread => "thread.unread",
+            EventKind::ThreadAssigned => "thread.assigned",
+            EventKind::UnreadCount => "unread.count",
+            EventKind::ImagesLinked => "images.linked",
+            EventKind::SubscriptionChanged => "subscription.changed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
+
+    /// Whether clients ever see this kind.
+    pub fn is_internal(self) -> bool {
+        matches!(self, EventKind::SubscriptionChanged)
+    }
+}
+
+/// Who receives an event. `rules::receives` is the one place that reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The thread's location: a user or admin must be granted it to receive the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<LocationId>,
+    /// Users who receive it (the notified resources of the thread's folder(s)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserId>,
+    /// Sessions following one of these resources (the drop-down) receive it too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<UserId>,
+    /// Users with `subscribe_all` on receive it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub subscribers: bool,
+    /// `service` sessions of the tenant receive it, whatever their locations.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub services: bool,
+    /// Every session of the tenant receives it (preference changes move everyone's count).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tenant_wide: bool,
+}
+
+/// An event before the log gives it an id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub route: Route,
+    /// The `data` member of the frame, as JSON text.
+    pub data: String,
+}
+
+impl NewEvent {
+    pub fn new(kind: EventKind, route: Route, data: impl Serialize) -> Self {
+        // unwrap: every data type we pass is a plain struct of strings, numbers and bools.
+        NewEvent {
+            kind,
+            route,
+            data: serde_json::to_string(&data).unwrap(),
+        }
+    }
+}
+
+/// A logged event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub tenant: TenantId,
+    /// Position in the tenant's log: unique and increasing within the tenant.
+    pub id: u64,
+    pub kind: EventKind,
+    pub route: Route,
+    pub data: String,
+}
+
+impl Event {
+    /// The client frame `{"type", "id", "data"}`, encoded once for every recipient.
+    pub fn frame(&self) -> ByteString {
+        frame(self.kind, self.id, &self.data)
+    }
+}
+
+/// Encodes an event frame around already-encoded `data`.
+pub fn frame(kind: EventKind, id: u64, data: &str) -> ByteString {
+    ByteString::from(format!(
+        r#"{{"type":"{}","id":"{}","data":{}}}"#,
+        kind.as_str(),
+        id,
+        data
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_the_contract_envelope_around_the_data() {
+        let f = frame(EventKind::ThreadRead, 7, r#"{"thread_id":"t1","by":"u1"}"#);
+        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "thread.read", "id": "7", "data": {"thread_id": "t1", "by": "u1"}})
+        );
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for k in [
+            EventKind::MessageNew,
+            EventKind::MessageSent,
+            EventKind::ThreadRead,
+            EventKind::ThreadUnread,
+            EventKind::ThreadAssigned,
+            EventKind::UnreadCount,
+            EventKind::ImagesLinked,
+            EventKind::SubscriptionChanged,
+        ] {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+    }
+}

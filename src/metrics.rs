@@ -1,0 +1,102 @@
+//! Prometheus metrics of one application instance (its own registry, so tests that run
+//! several hubs in one process do not mix their figures).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Open websocket sessions on this node.
+    pub sessions: IntGauge,
+    /// Websocket handshakes accepted.
+    pub handshakes: IntCounter,
+    /// Events received from the bus, by type.
+    pub events: IntCounterVec,
+    /// Frames queued for sessions (one per event per recipient session).
+    pub deliveries: IntCounter,
+    /// Sessions closed with 4008 because their queue was full.
+    pub queue_overflows: IntCounter,
+    /// Inbound messages stored (201s).
+    pub ingested: IntCounter,
+    /// Time to store an inbound message durably and publish its events.
+    pub ingest_seconds: Histogram,
+    /// HTTP responses, by status class.
+    pub http_responses: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry =
+            Registry::new_custom(Some("switchboard".into()), None).expect("valid prefix");
+        let sessions = IntGauge::new("sessions", "Open websocket sessions on this node").unwrap();
+        let handshakes =
+            IntCounter::new("handshakes_total", "Websocket handshakes accepted").unwrap();
+        let events = IntCounterVec::new(
+            Opts::new("events_total", "Events received from the bus"),
+            &["type"],
+        )
+        .unwrap();
+        let deliveries = IntCounter::new("deliveries_total", "Frames queued for sessions").unwrap();
+        let queue_overflows = IntCounter::new(
+            "queue_overflows_total",
+            "Sessions closed with 4008 (queue full)",
+        )
+        .unwrap();
+        let ingested = IntCounter::new("ingested_total", "Inbound messages stored").unwrap();
+        let ingest_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ingest_seconds",
+                "Time to store an inbound message and publish its events",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )
+        .unwrap();
+        let http_responses = IntCounterVec::new(
+            Opts::new("http_responses_total", "HTTP responses"),
+            &["class"],
+        )
+        .unwrap();
+        // unwrap: the names above are valid and registered once on a fresh registry.
+        registry.register(Box::new(sessions.clone())).unwrap();
+        registry.register(Box::new(handshakes.clone())).unwrap();
+        registry.register(Box::new(events.clone())).unwrap();
+        registry.register(Box::new(deliveries.clone())).unwrap();
+        registry
+            .register(Box::new(queue_overflows.clone()))
+            .unwrap();
+        registry.register(Box::new(ingested.clone())).unwrap();
+        registry.register(Box::new(ingest_seconds.clone())).unwrap();
+        registry.register(Box::new(http_responses.clone())).unwrap();
+        Metrics {
+            registry,
+            sessions,
+            handshakes,
+            events,
+            deliveries,
+            queue_overflows,
+            ingested,
+            ingest_seconds,
+            http_responses,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // unwrap: encoding into a Vec cannot fail for well-formed metrics.
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

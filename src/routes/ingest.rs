@@ -1,0 +1,89 @@
+//! `POST /api/v1/messages/inbound`: inbound SMS/MMS from the ingestion service.
+
+use actix_web::{HttpResponse, web};
+use serde_json::Value;
+
+use super::{Caller, State, input::Body};
+use crate::{
+    domain::model::Timestamp,
+    error::ApiError,
+    store::{AttachmentInput, InboundInput},
+};
+
+const MAX_ATTACHMENTS: usize = 20;
+const MAX_EXTERNAL_ID: usize = 200;
+const MAX_URL: usize = 2048;
+
+pub async fn inbound(
+    state: State,
+    caller: Caller,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let p = caller.service()?;
+    let input = parse(&state, Body::new(body)?)?;
+    let timer = state.metrics.ingest_seconds.start_timer();
+    let ingested = state.store.ingest(&p.tenant, input).await?;
+    timer.observe_duration();
+    if ingested.created {
+        state.metrics.ingested.inc();
+        Ok(HttpResponse::Created().json(ingested))
+    } else {
+        Ok(HttpResponse::Ok().json(ingested))
+    }
+}
+
+fn parse(state: &State, body: Body) -> Result<InboundInput, ApiError> {
+    let external_id = body.text("external_id", MAX_EXTERNAL_ID)?;
+    let from = body.phone("from", &state.phones)?;
+    let to = body.phone("to", &state.phones)?;
+    let text = body.opt_string("body")?.unwrap_or_default();
+    let raw = body.array("attachments")?;
+    if raw.len() > MAX_ATTACHMENTS {
+        return Err(ApiError::invalid(
+            "attachments",
+            format!("at most {MAX_ATTACHMENTS} attachments"),
+        ));
+    }
+    let attachments = raw
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let field = |name: &str| format!("attachments[{i}].{name}");
+            let get = |name: &str| match a.get(name) {
+                Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_URL => {
+                    Ok(s.clone())
+                }
+                _ => Err(ApiError::invalid(field(name), "must be a non-empty string")),
+            };
+            let url = get("url")?;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ApiError::invalid(field("url"), "must be an http(s) URL"));
+            }
+            Ok(AttachmentInput {
+                url,
+                content_type: get("content_type")?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if text.is_empty() && attachments.is_empty() {
+        return Err(ApiError::invalid(
+            "body",
+            "may be empty only when there are attachments",
+        ));
+    }
+    let received_at = match body.opt_string("received_at")? {
+        None => None,
+        Some(s) => Some(
+            Timestamp::parse_rfc3339(&s)
+                .ok_or_else(|| ApiError::invalid("received_at", "must be an RFC 3339 timestamp"))?,
+        ),
+    };
+    Ok(InboundInput {
+        external_id,
+        from,
+        to,
+        body: text,
+        attachments,
+        received_at,
+    })
+}

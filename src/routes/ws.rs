@@ -1,0 +1,69 @@
+//! `GET /ws`: the websocket handshake. Origin and token are checked before the upgrade; the
+//! session itself runs in `crate::session`.
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use tracing::Instrument;
+
+use super::{State, authenticate};
+use crate::{auth::Role, error::ApiError, session};
+
+pub async fn handshake(
+    state: State,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    check_origin(&req, &state.settings.server.allowed_origins)?;
+    let principal = authenticate(&req, true)?;
+    if state.hub.len() >= state.settings.server.max_sessions {
+        return Err(ApiError::Unavailable(
+            "this node holds as many sessions as it may; retry elsewhere".into(),
+        ));
+    }
+    if *state.shutdown.borrow() {
+        return Err(ApiError::Unavailable("shutting down".into()));
+    }
+    let (response, ws_session, stream) =
+        actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let max = state.settings.ws.max_frame_bytes;
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
+    let is_service = principal.has(Role::Service) && !principal.is_member();
+    let (handle, queue) = state.hub.register(
+        principal.tenant.clone(),
+        principal.user.clone(),
+        is_service,
+        principal.locations.clone(),
+        state.settings.ws.queue_capacity,
+    );
+    state.metrics.handshakes.inc();
+    let span = tracing::info_span!("session", tenant = %principal.tenant, user_id = %principal.user, session_id = %handle.id);
+    let deps = state.session_deps.clone();
+    actix_web::rt::spawn(
+        session::run(deps, handle, queue, ws_session, stream, principal).instrument(span),
+    );
+    Ok(response)
+}
+
+/// Browsers send `Origin`; only the hub's own and the configured ones may open a session.
+/// Non-browser clients send none and are let through (their token is what counts).
+fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), ApiError> {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
+    let host = req.connection_info().host().to_owned();
+    let own = [format!("http://{host}"), format!("https://{host}")];
+    if own.iter().any(|o| o.eq_ignore_ascii_case(origin))
+        || allowed
+            .iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "origin {origin} is not allowed"
+        )))
+    }
+}

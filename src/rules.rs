@@ -1,0 +1,493 @@
+//! The Message Center's rules, as plain functions over plain data (no I/O).
+//!
+//! - **Audience** of a thread: its folder's sales resource (unless the tenant turned
+//!   `notify_sales_resource` off), its service resource (likewise), and every user with
+//!   `subscribe_all` on — always only users whose token grants the thread's location. An
+//!   operator who is none of these is not notified and does not list the thread as "mine";
+//!   the folder's Communications tab stays open to everyone granted its location.
+//! - **Resource view** (the drop-down): threads on folders where U is a *notified* resource.
+//! - **Auto-assignment**: an unassigned thread takes the folder when exactly one folder lists
+//!   the customer's number; none or several leave it unassigned (re-tried on the next inbound).
+//!   An assigned thread keeps its folder.
+//! - **Read state** is shared per thread and moves only on an inbound message, a reply,
+//!   mark-read and mark-unread.
+//! - **Unread count** of a user: the sum of `unread_count` over their "mine" view.
+//! - **Delivery**: who receives an event (`receives`), live and on replay alike.
+//!
+//! Store implementations and the hub call these; nobody re-derives a rule elsewhere.
+
+use crate::{
+    domain::{FolderId, LocationId, UserId, model::Preferences},
+    event::Route,
+};
+
+/// The two resources of a folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub sales: Option<UserId>,
+    pub service: Option<UserId>,
+}
+
+/// The resources of a folder whom the tenant's preferences notify, without duplicates.
+pub fn notified(resources: &Resources, prefs: Preferences) -> Vec<UserId> {
+    let mut out = Vec::with_capacity(2);
+    if prefs.notify_sales_resource {
+        out.extend(resources.sales.clone());
+    }
+    if prefs.notify_service_resource {
+        if let Some(s) = &resources.service {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Who a viewer is, as far as the rules care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer<'a> {
+    pub user: &'a UserId,
+    pub locations: &'a [LocationId],
+    pub subscribe_all: bool,
+}
+
+/// Whether a thread at `location`, whose folder notifies `notified`, is in the viewer's
+/// audience (their "mine" view).
+pub fn in_audience(viewer: &Viewer<'_>, location: &LocationId, notified: &[UserId]) -> bool {
+    viewer.locations.contains(location) && (viewer.subscribe_all || notified.contains(viewer.user))
+}
+
+/// Whether a thread at `location`, whose folder notifies `notified`, is in the resource view
+/// of `resource` as seen by a viewer granted `locations`.
+pub fn in_resource_view(
+    locations: &[LocationId],
+    resource: &UserId,
+    location: &LocationId,
+    notified: &[UserId],
+) -> bool {
+    locations.contains(location) && notified.contains(resource)
+}
+
+/// The route of an event about a thread: its audience, and followers of its resources.
+pub fn thread_route(location: &LocationId, notified: &[UserId]) -> Route {
+    Route {
+        location: Some(location.clone()),
+        users: notified.to_vec(),
+        resources: notified.to_vec(),
+        subscribers: true,
+        ..Route::default()
+    }
+}
+
+/// The route of an event that concerns two audiences at once (a re-assignment).
+pub fn union_route(a: Route, b: &Route) -> Route {
+    let mut r = a;
+    for u in &b.users {
+        if !r.users.contains(u) {
+            r.users.push(u.clone());
+        }
+    }
+    for u in &b.resources {
+        if !r.resources.contains(u) {
+            r.resources.push(u.clone());
+        }
+    }
+    r.subscribers |= b.subscribers;
+    r.services |= b.services;
+    r.tenant_wide |= b.tenant_wide;
+    r
+}
+
+/// The route of the `unread.count` that follows a change of a thread's unread state: the
+/// users whose "mine" view holds the thread (not followers, not services).
+pub fn count_route(thread_route: &Route) -> Route {
+    Route {
+        resources: Vec::new(),
+        services: false,
+        ..thread_route.clone()
+    }
+}
+
+/// The folder an inbound message's thread ends up with.
+pub fn auto_assign(
+    current: Option<FolderId>,
+    folders_listing_number: &[FolderId],
+) -> Option<FolderId> {
+    current.or_else(|| match folders_listing_number {
+        [only] => Some(only.clone()),
+        _ => None,
+    })
+}
+
+/// What may change a thread's read state. Nothing else does (not assignment, not linking
+/// images, not directory changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadChange {
+    Inbound,
+    Reply,
+    MarkRead,
+    MarkUnread,
+}
+
+/// The thread's `unread_count` after `change`: the inbound messages since it was last read.
+/// A thread is unread exactly when this is above zero.
+pub fn next_unread_count(count: u32, change: ReadChange) -> u32 {
+    match change {
+        ReadChange::Inbound => count.saturating_add(1),
+        ReadChange::Reply | ReadChange::MarkRead => 0,
+        ReadChange::MarkUnread => count.max(1),
+    }
+}
+
+/// A session as delivery sees it.
+#[derive(Debug, Clone)]
+pub struct Recipient<'a> {
+    pub viewer: Viewer<'a>,
+    pub is_service: bool,
+    pub follow: Option<&'a UserId>,
+}
+
+/// Whether a session receives an event with `route` (live and on replay).
+pub fn receives(r: &Recipient<'_>, route: &Route) -> bool {
+    if r.is_service && route.services {
+        return true;
+    }
+    if let Some(loc) = &route.location {
+        if !r.viewer.locations.contains(loc) {
+            return false;
+        }
+    }
+    route.tenant_wide
+        || route.users.contains(r.viewer.user)
+        || (route.subscribers && r.viewer.subscribe_all)
+        || r.follow.is_some_and(|f| route.resources.contains(f))
+}
+
+/// A user's unread count: the sum over the threads of their "mine" view.
+pub fn unread_total<'t>(
+    viewer: &Viewer<'_>,
+    threads: impl IntoIterator<Item = (&'t LocationId, &'t [UserId], u32)>,
+) -> u64 {
+    threads
+        .into_iter()
+        .filter(|(loc, notified, _)| in_audience(viewer, loc, notified))
+        .map(|(_, _, n)| u64::from(n))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::Id;
+
+    fn u(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+    fn l(s: &str) -> LocationId {
+        LocationId::parse(s).unwrap()
+    }
+    fn f(s: &str) -> FolderId {
+        FolderId::parse(s).unwrap()
+    }
+    fn prefs(sales: bool, service: bool) -> Preferences {
+        Preferences {
+            notify_sales_resource: sales,
+            notify_service_resource: service,
+        }
+    }
+    fn res(sales: Option<&str>, service: Option<&str>) -> Resources {
+        Resources {
+            sales: sales.map(u),
+            service: service.map(u),
+        }
+    }
+
+    #[test]
+    fn notified_resources_follow_the_tenant_preferences() {
+        let cases: &[(Resources, Preferences, &[&str])] = &[
+            (
+                res(Some("sam"), Some("sue")),
+                prefs(true, true),
+                &["sam", "sue"],
+            ),
+            (res(Some("sam"), Some("sue")), prefs(false, true), &["sue"]),
+            (res(Some("sam"), Some("sue")), prefs(true, false), &["sam"]),
+            (res(Some("sam"), Some("sue")), prefs(false, false), &[]),
+            (res(None, Some("sue")), prefs(true, true), &["sue"]),
+            (res(Some("sam"), None), prefs(true, true), &["sam"]),
+            (res(None, None), prefs(true, true), &[]),
+            (res(Some("sam"), Some("sam")), prefs(true, true), &["sam"]),
+            (res(Some("sam"), Some("sam")), prefs(false, true), &["sam"]),
+        ];
+        for (r, p, want) in cases {
+            let want: Vec<UserId> = want.iter().map(|s| u(s)).collect();
+            assert_eq!(notified(r, *p), want, "{r:?} {p:?}");
+        }
+    }
+
+    #[test]
+    fn the_audience_is_notified_resources_and_subscribers_granted_the_location() {
+        let (sam, olga) = (u("sam"), u("olga"));
+        let l1 = [l("L1")];
+        let l2 = [l("L2")];
+        let notified = [sam.clone()];
+        let v = |user, locations, subscribe_all| Viewer {
+            user,
+            locations,
+            subscribe_all,
+        };
+        let cases = [
+            (v(&sam, &l1[..], false), true, "the sales resource"),
+            (
+                v(&sam, &l2[..], false),
+                false,
+                "a resource without the location",
+            ),
+            (
+                v(&olga, &l1[..], false),
+                false,
+                "an operator who is no resource",
+            ),
+            (v(&olga, &l1[..], true), true, "a subscribe-all operator"),
+            (
+                v(&olga, &l2[..], true),
+                false,
+                "a subscribe-all operator without the location",
+            ),
+        ];
+        for (viewer, want, what) in cases {
+            assert_eq!(in_audience(&viewer, &l("L1"), &notified), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn an_unassigned_thread_has_only_subscribers_as_audience() {
+        let sam = u("sam");
+        let locs = [l("L1")];
+        let viewer = Viewer {
+            user: &sam,
+            locations: &locs,
+            subscribe_all: false,
+        };
+        assert!(!in_audience(
+            &viewer,
+            &l("L1"),
+            &notified(&Resources::default(), prefs(true, true))
+        ));
+    }
+
+    #[test]
+    fn auto_assignment_needs_exactly_one_folder_and_keeps_an_assigned_one() {
+        let cases: &[(Option<&str>, &[&str], Option<&str>)] = &[
+            (None, &[], None),
+            (None, &["F1"], Some("F1")),
+            (None, &["F1", "F2"], None),
+            (Some("F9"), &[], Some("F9")),
+            (Some("F9"), &["F1"], Some("F9")),
+            (Some("F9"), &["F1", "F2"], Some("F9")),
+        ];
+        for (current, listing, want) in cases {
+            let listing: Vec<FolderId> = listing.iter().map(|s| f(s)).collect();
+            assert_eq!(
+                auto_assign(current.map(f), &listing),
+                want.map(f),
+                "{current:?} {listing:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn read_state_moves_only_as_the_help_page_says() {
+        use ReadChange::*;
+        let cases = [
+            (0, Inbound, 1),
+            (3, Inbound, 4),
+            (4, Reply, 0),
+            (0, Reply, 0),
+            (4, MarkRead, 0),
+            (0, MarkUnread, 1),
+            (3, MarkUnread, 3),
+        ];
+        for (before, change, after) in cases {
+            assert_eq!(
+                next_unread_count(before, change),
+                after,
+                "{before} {change:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn delivery_follows_the_route() {
+        let (sam, olga, svc) = (u("sam"), u("olga"), u("svc"));
+        let l1 = [l("L1")];
+        let route = thread_route(&l("L1"), &[sam.clone()]);
+        let rcpt = |user, subscribe_all, is_service, follow| Recipient {
+            viewer: Viewer {
+                user,
+                locations: &l1[..],
+                subscribe_all,
+            },
+            is_service,
+            follow,
+        };
+        assert!(receives(&rcpt(&sam, false, false, None), &route));
+        assert!(!receives(&rcpt(&olga, false, false, None), &route));
+        assert!(
+            receives(&rcpt(&olga, true, false, None), &route),
+            "subscribe-all"
+        );
+        assert!(
+            receives(&rcpt(&olga, false, false, Some(&sam)), &route),
+            "following sam"
+        );
+        assert!(
+            !receives(&rcpt(&olga, false, false, Some(&olga)), &route),
+            "following someone else"
+        );
+        assert!(
+            !receives(&rcpt(&svc, false, true, None), &route),
+            "services only for message.sent"
+        );
+        let sent = Route {
+            services: true,
+            ..route.clone()
+        };
+        let none: [LocationId; 0] = [];
+        let svc_rcpt = Recipient {
+            viewer: Viewer {
+                user: &svc,
+                locations: &none,
+                subscribe_all: false,
+            },
+            is_service: true,
+            follow: None,
+        };
+        assert!(
+            receives(&svc_rcpt, &sent),
+            "services regardless of locations"
+        );
+        let l2 = [l("L2")];
+        let elsewhere = Recipient {
+            viewer: Viewer {
+                user: &sam,
+                locations: &l2,
+                subscribe_all: true,
+            },
+            is_service: false,
+            follow: Some(&sam),
+        };
+        assert!(!receives(&elsewhere, &route), "never without the location");
+        assert!(!receives(
+            &rcpt(&sam, false, false, None),
+            &count_route(&Route {
+                users: vec![],
+                ..route.clone()
+            })
+        ));
+    }
+
+    #[test]
+    fn a_union_route_reaches_both_audiences_once() {
+        let a = thread_route(&l("L1"), &[u("sam")]);
+        let b = thread_route(&l("L1"), &[u("sam"), u("sue")]);
+        let r = union_route(a, &b);
+        assert_eq!(r.users, vec![u("sam"), u("sue")]);
+        assert_eq!(r.resources, vec![u("sam"), u("sue")]);
+    }
+
+    #[test]
+    fn the_unread_total_sums_the_mine_view() {
+        let sam = u("sam");
+        let locs = [l("L1")];
+        let viewer = Viewer {
+            user: &sam,
+            locations: &locs,
+            subscribe_all: false,
+        };
+        let (l1, l2) = (l("L1"), l("L2"));
+        let mine = vec![sam.clone()];
+        let other = vec![u("sue")];
+        let threads = vec![
+            (&l1, &mine[..], 2),
+            (&l1, &other[..], 5),
+            (&l2, &mine[..], 7),
+            (&l1, &mine[..], 1),
+        ];
+        assert_eq!(unread_total(&viewer, threads.clone()), 3);
+        let all = Viewer {
+            subscribe_all: true,
+            ..viewer
+        };
+        assert_eq!(unread_total(&all, threads), 8);
+    }
+
+    fn id_strategy(prefix: &'static str) -> impl Strategy<Value = String> {
+        (0..4u8).prop_map(move |n| format!("{prefix}{n}"))
+    }
+
+    proptest! {
+        #[test]
+        fn the_audience_never_holds_a_user_without_the_location(
+            user in id_strategy("u"),
+            viewer_locs in proptest::collection::vec(id_strategy("L"), 0..3),
+            thread_loc in id_strategy("L"),
+            sales in proptest::option::of(id_strategy("u")),
+            service in proptest::option::of(id_strategy("u")),
+            subscribe_all in any::<bool>(),
+            p in (any::<bool>(), any::<bool>()),
+            follow in proptest::option::of(id_strategy("u")),
+        ) {
+            let user = u(&user);
+            let locs: Vec<LocationId> = viewer_locs.iter().map(|s| l(s)).collect();
+            let loc = l(&thread_loc);
+            let notified = notified(&Resources { sales: sales.map(|s| u(&s)), service: service.map(|s| u(&s)) }, prefs(p.0, p.1));
+            let viewer = Viewer { user: &user, locations: &locs, subscribe_all };
+            let follow = follow.map(|s| u(&s));
+            let rcpt = Recipient { viewer: viewer.clone(), is_service: false, follow: follow.as_ref() };
+            let route = thread_route(&loc, &notified);
+            if !locs.contains(&loc) {
+                prop_assert!(!in_audience(&viewer, &loc, &notified));
+                prop_assert!(!receives(&rcpt, &route));
+                prop_assert!(!receives(&rcpt, &count_route(&route)));
+            }
+            // Whoever is in the audience receives the thread's events and its count changes.
+            if in_audience(&viewer, &loc, &notified) {
+                prop_assert!(receives(&rcpt, &route));
+                prop_assert!(receives(&rcpt, &count_route(&route)));
+            }
+        }
+
+        #[test]
+        fn a_user_notified_of_a_thread_is_a_resource_the_preferences_allow(
+            sales in proptest::option::of(id_strategy("u")),
+            service in proptest::option::of(id_strategy("u")),
+            p in (any::<bool>(), any::<bool>()),
+        ) {
+            let r = Resources { sales: sales.map(|s| u(&s)), service: service.map(|s| u(&s)) };
+            for n in notified(&r, prefs(p.0, p.1)) {
+                prop_assert!((p.0 && r.sales.as_ref() == Some(&n)) || (p.1 && r.service.as_ref() == Some(&n)));
+            }
+        }
+
+        #[test]
+        fn the_unread_count_is_zero_exactly_after_a_read_or_a_reply(
+            changes in proptest::collection::vec(0..4u8, 0..40)
+        ) {
+            let mut count = 0u32;
+            for c in changes {
+                let change = [ReadChange::Inbound, ReadChange::Reply, ReadChange::MarkRead, ReadChange::MarkUnread][c as usize];
+                let before = count;
+                count = next_unread_count(count, change);
+                match change {
+                    ReadChange::Reply | ReadChange::MarkRead => prop_assert_eq!(count, 0),
+                    ReadChange::Inbound => prop_assert_eq!(count, before + 1),
+                    ReadChange::MarkUnread => prop_assert!(count >= 1 && count >= before),
+                }
+            }
+        }
+    }
+}

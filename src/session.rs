@@ -1,0 +1,407 @@
+//! One websocket connection's protocol: `hello`, event frames, `ping`, `resume`, `follow`,
+//! `refresh`, error frames, heartbeat and the close codes.
+//!
+//! The task owns the connection. It drains the session's bounded queue (filled by the hub)
+//! ahead of client frames, so every event committed before a client frame was read is written
+//! before that frame's answer. Writes to a client that stopped reading wait only here; the
+//! hub notices the full queue and asks this task to close with 4008.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use bytestring::ByteString;
+use serde_json::{Value, json};
+use tokio::{
+    sync::{mpsc, watch},
+    time::{Instant, sleep_until},
+};
+use tracing::{debug, info};
+
+use crate::{
+    auth::{Principal, Verifier, now_secs},
+    config::WsSettings,
+    domain::{Id, UserId},
+    event::{self, Event, EventKind},
+    hub::{Hub, Outbound, SessionHandle},
+    store::{Replay, Scope, Store},
+};
+
+/// Close codes of the contract.
+pub mod close {
+    /// The token expired (or was revoked).
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The client fell behind: its queue overflowed. It should resume.
+    pub const TOO_SLOW: u16 = crate::hub::CLOSE_TOO_SLOW;
+    /// A frame above `ws.max_frame_bytes`.
+    pub const FRAME_TOO_BIG: u16 = 4009;
+    /// No frame or pong within `ws.client_timeout_ms`.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+    /// The server is shutting down: reconnect (elsewhere) and resume.
+    pub const GOING_AWAY: u16 = 1001;
+}
+
+/// How long a close frame may wait behind a client that does not read.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// What every session task needs.
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub verifier: Arc<Verifier>,
+    pub ws: WsSettings,
+    pub leeway_secs: u64,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+struct Conn {
+    deps: Arc<Deps>,
+    handle: Arc<SessionHandle>,
+    session: Session,
+    /// Newest event id written (or skipped as not ours); older ones are never sent again
+    /// except on an explicit `resume`.
+    last_sent: u64,
+    /// The unread count this client last heard.
+    last_count: u64,
+    /// When the token runs out (seconds since the epoch).
+    exp: u64,
+}
+
+/// Why the loop ended.
+enum End {
+    Close(u16, &'static str),
+    Gone,
+}
+
+/// Runs a session until it closes.
+pub async fn run(
+    deps: Arc<Deps>,
+    handle: Arc<SessionHandle>,
+    mut queue: mpsc::Receiver<Outbound>,
+    session: Session,
+    stream: AggregatedMessageStream,
+    principal: Principal,
+) {
+    let mut conn = Conn {
+        deps: deps.clone(),
+        handle: handle.clone(),
+        session,
+        last_sent: 0,
+        last_count: 0,
+        exp: principal.exp,
+    };
+    let end = match conn.open().await {
+        Ok(()) => conn.serve(&mut queue, stream).await,
+        Err(end) => end,
+    };
+    deps.hub.unregister(&handle);
+    queue.close();
+    if let End::Close(code, reason) = end {
+        debug!(code, reason, "closing session");
+        let reason = CloseReason {
+            code: CloseCode::Other(code),
+            description: Some(reason.into()),
+        };
+        let _ = tokio::time::timeout(CLOSE_PATIENCE, conn.session.close(Some(reason))).await;
+    }
+    info!("session closed");
+}
+
+impl Conn {
+    fn scope(&self) -> Scope {
+        let locations = self.handle.state().locations.clone();
+        Scope {
+            tenant: self.handle.tenant.clone(),
+            user: self.handle.user.clone(),
+            locations,
+        }
+    }
+
+    async fn send(&mut self, frame: impl Into<ByteString>) -> Result<(), End> {
+        let frame = frame.into();
+        tokio::select! {
+            sent = self.session.text(frame) => sent.map_err(|_| End::Gone),
+            _ = self.handle.kicked.notified() => Err(End::Close(close::TOO_SLOW, "too slow: resume")),
+        }
+    }
+
+    async fn send_json(&mut self, v: Value) -> Result<(), End> {
+        self.send(v.to_string()).await
+    }
+
+    async fn error(&mut self, code: &str, message: impl Into<String>) -> Result<(), End> {
+        self.send_json(json!({"type": "error", "code": code, "message": message.into()}))
+            .await
+    }
+
+    /// Reads the session's starting point and says hello.
+    async fn open(&mut self) -> Result<(), End> {
+        let start = if self.handle.is_service && self.handle.state().locations.is_empty() {
+            // A service session has no "mine" view; it needs only the log head.
+            let mut s = self.deps.store.session_start(&self.scope()).await;
+            if let Ok(s) = &mut s {
+                s.unread_count = 0;
+            }
+            s
+        } else {
+            self.deps.store.session_start(&self.scope()).await
+        };
+        let start = start.map_err(|_| End::Close(1011, "storage unavailable"))?;
+        self.deps
+            .hub
+            .set_subscribe_all(&self.handle, start.subscribe_all, start.last_event_id);
+        self.last_sent = start.last_event_id;
+        self.last_count = start.unread_count;
+        let hello = json!({
+            "type": "hello",
+            "session_id": self.handle.id,
+            "user_id": self.handle.user,
+            "unread_count": start.unread_count,
+            "last_event_id": start.last_event_id.to_string(),
+        });
+        self.send_json(hello).await
+    }
+
+    async fn serve(
+        &mut self,
+        queue: &mut mpsc::Receiver<Outbound>,
+        mut stream: AggregatedMessageStream,
+    ) -> End {
+        let interval = Duration::from_millis(self.deps.ws.heartbeat_interval_ms.max(1));
+        let timeout = Duration::from_millis(self.deps.ws.client_timeout_ms.max(1));
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
+        let mut last_heard = Instant::now();
+        let mut shutdown = self.deps.shutdown.clone();
+        loop {
+            let expires = expiry_instant(self.exp + self.deps.leeway_secs);
+            let step = tokio::select! {
+                biased;
+                _ = self.handle.kicked.notified() => Err(End::Close(close::TOO_SLOW, "too slow: resume")),
+                _ = shutdown.wait_for(|stop| *stop) => Err(End::Close(close::GOING_AWAY, "server shutting down: resume elsewhere")),
+                _ = sleep_until(expires) => Err(End::Close(close::TOKEN_EXPIRED, "token expired")),
+                out = queue.recv() => match out {
+                    Some(out) => self.outbound(out).await,
+                    None => Err(End::Gone),
+                },
+                msg = stream.recv() => {
+                    last_heard = Instant::now();
+                    self.inbound(msg).await
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > timeout {
+                        Err(End::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+                    } else {
+                        self.session.ping(b"").await.map_err(|_| End::Gone)
+                    }
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Writes one queued item, unless the client already has it.
+    async fn outbound(&mut self, out: Outbound) -> Result<(), End> {
+        match out {
+            Outbound::Event { id, frame } if id > self.last_sent => {
+                self.last_sent = id;
+                self.send(frame).await
+            }
+            Outbound::Count { id } if id > self.last_sent => {
+                self.last_sent = id;
+                self.count(id).await.map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends `unread.count` with event id `id` if the count moved. Returns whether it sent.
+    async fn count(&mut self, id: u64) -> Result<bool, End> {
+        if self.handle.is_service {
+            return Ok(false);
+        }
+        let Ok(n) = self.deps.store.unread_count(&self.scope()).await else {
+            // The count will be right on the next change; an event frame is not lost here.
+            return Ok(false);
+        };
+        if n == self.last_count {
+            return Ok(false);
+        }
+        self.last_count = n;
+        self.send(event::frame(
+            EventKind::UnreadCount,
+            id,
+            &json!({"count": n}).to_string(),
+        ))
+        .await
+        .map(|_| true)
+    }
+
+    async fn inbound(
+        &mut self,
+        msg: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>,
+    ) -> Result<(), End> {
+        match msg {
+            None => Err(End::Gone),
+            Some(Err(actix_ws::ProtocolError::Overflow)) => {
+                Err(End::Close(close::FRAME_TOO_BIG, "frame too big"))
+            }
+            Some(Err(_)) => Err(End::Close(1002, "protocol error")),
+            Some(Ok(AggregatedMessage::Close(_))) => Err(End::Gone),
+            Some(Ok(AggregatedMessage::Ping(p))) => {
+                self.session.pong(&p).await.map_err(|_| End::Gone)
+            }
+            Some(Ok(AggregatedMessage::Pong(_))) => Ok(()),
+            Some(Ok(AggregatedMessage::Binary(_))) => {
+                self.error("bad_frame", "frames are JSON text").await
+            }
+            Some(Ok(AggregatedMessage::Text(text))) => match serde_json::from_str::<Value>(&text) {
+                Ok(v) => self.client_frame(v).await,
+                Err(_) => self.error("bad_frame", "frames are JSON text").await,
+            },
+        }
+    }
+
+    async fn client_frame(&mut self, v: Value) -> Result<(), End> {
+        match v.get("type").and_then(Value::as_str) {
+            Some("ping") => self.send_json(json!({"type": "pong"})).await,
+            Some("resume") => match v.get("last_event_id") {
+                Some(Value::String(s)) => self.resume(s.parse().ok()).await,
+                Some(Value::Number(n)) => self.resume(n.as_u64()).await,
+                _ => self.error("bad_frame", "resume needs last_event_id").await,
+            },
+            Some("follow") => match v.get("resource_id") {
+                Some(Value::Null) => {
+                    self.deps.hub.set_follow(&self.handle, None);
+                    Ok(())
+                }
+                Some(Value::String(s)) => match UserId::parse(s) {
+                    Ok(_) if self.handle.is_service => {
+                        self.error("forbidden", "service sessions have no resource view")
+                            .await
+                    }
+                    Ok(u) => {
+                        self.deps.hub.set_follow(&self.handle, Some(u));
+                        Ok(())
+                    }
+                    Err(e) => self.error("bad_frame", format!("resource_id: {e}")).await,
+                },
+                _ => {
+                    self.error("bad_frame", "follow needs resource_id (a user id or null)")
+                        .await
+                }
+            },
+            Some("refresh") => match v.get("token").and_then(Value::as_str) {
+                Some(token) => self.refresh(token).await,
+                None => self.error("bad_frame", "refresh needs token").await,
+            },
+            Some(other) => {
+                let msg = format!("unknown frame type {other:?}");
+                self.error("bad_frame", msg).await
+            }
+            None => self.error("bad_frame", "frames need a string type").await,
+        }
+    }
+
+    async fn refresh(&mut self, token: &str) -> Result<(), End> {
+        match self.deps.verifier.verify(token) {
+            Err(e) => self.error("unauthorized", e.to_string()).await,
+            Ok(p) if p.tenant != self.handle.tenant || p.user != self.handle.user => {
+                self.error("forbidden", "a refresh token must be for the same user")
+                    .await
+            }
+            Ok(p) => {
+                self.exp = p.exp;
+                self.deps.hub.set_locations(&self.handle, p.locations);
+                Ok(())
+            }
+        }
+    }
+
+    /// Replays what this user should have received after `after`, then says `resumed`.
+    async fn resume(&mut self, after: Option<u64>) -> Result<(), End> {
+        let Some(after) = after else {
+            return self.send_json(json!({"type": "resync"})).await;
+        };
+        let events = match self
+            .deps
+            .store
+            .events_after(&self.handle.tenant, after, self.deps.ws.replay_limit)
+            .await
+        {
+            Ok(Replay::Events(events)) => events,
+            Ok(Replay::TooOld) => return self.send_json(json!({"type": "resync"})).await,
+            Err(_) => return Err(End::Close(1011, "storage unavailable: resume later")),
+        };
+        let mut subscribed = self.subscribed_before(&events);
+        let mut replayed = 0u64;
+        let mut counted = false;
+        for e in &events {
+            if e.kind == EventKind::SubscriptionChanged {
+                if e.route.users.contains(&self.handle.user) {
+                    subscribed = subscription_value(e);
+                }
+                continue;
+            }
+            if !self.receives_at(e, subscribed) {
+                continue;
+            }
+            if e.kind == EventKind::UnreadCount {
+                // Counts are state: the current one, once, is what the client needs.
+                if !counted && self.count(e.id).await? {
+                    replayed += 1;
+                }
+                counted = true;
+                continue;
+            }
+            self.send(e.frame()).await?;
+            replayed += 1;
+        }
+        if let Some(last) = events.last() {
+            self.last_sent = self.last_sent.max(last.id);
+        }
+        self.send_json(json!({"type": "resumed", "replayed": replayed}))
+            .await
+    }
+
+    /// The user's `subscribe_all` before the first of `events`: the opposite of the first
+    /// change among them, or the current value if none.
+    fn subscribed_before(&self, events: &[Event]) -> bool {
+        events
+            .iter()
+            .find(|e| {
+                e.kind == EventKind::SubscriptionChanged
+                    && e.route.users.contains(&self.handle.user)
+            })
+            .map(|e| !subscription_value(e))
+            .unwrap_or_else(|| self.handle.state().subscribe_all)
+    }
+
+    fn receives_at(&self, e: &Event, subscribe_all: bool) -> bool {
+        let state = self.handle.state();
+        let r = crate::rules::Recipient {
+            viewer: crate::rules::Viewer {
+                user: &self.handle.user,
+                locations: &state.locations,
+                subscribe_all,
+            },
+            is_service: self.handle.is_service,
+            follow: state.follow.as_ref(),
+        };
+        crate::rules::receives(&r, &e.route)
+    }
+}
+
+fn subscription_value(e: &Event) -> bool {
+    serde_json::from_str::<Value>(&e.data)
+        .ok()
+        .and_then(|v| v["subscribe_all"].as_bool())
+        .unwrap_or(false)
+}
+
+/// The instant a token expiring at `exp` (seconds since the epoch) runs out.
+fn expiry_instant(exp: u64) -> Instant {
+    let now = now_secs();
+    Instant::now()
+        + Duration::from_secs(exp.saturating_sub(now)).min(Duration::from_secs(365 * 24 * 3600))
+}

@@ -1,0 +1,1252 @@
+//! The embedded store's operations: plain functions over one SQLite connection. Writes take
+//! a `Tx` (they run on the writer thread); reads take a pooled read connection. The rules
+//! (who is notified, auto-assignment, read state) come from `crate::rules`.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::json;
+
+use super::Tx;
+use crate::{
+    domain::{
+        AttachmentId, FolderId, LocationId, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
+        model::{
+            Attachment, Direction, Folder, Ingested, Linked, Location, Me, Message, MessagePage,
+            Photo, Preferences, Resource, Thread, ThreadPage, Timestamp, User,
+        },
+    },
+    event::{EventKind, NewEvent, Route},
+    rules::{self, ReadChange, Resources, Viewer},
+    store::*,
+};
+
+pub(super) fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn json_list<T: AsRef<str>>(items: &[T]) -> String {
+    serde_json::to_string(&items.iter().map(|s| s.as_ref()).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into())
+}
+
+// ---------------------------------------------------------------------------------------
+// Directory
+
+pub(super) fn upsert_location(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    id: &LocationId,
+    input: LocationInput,
+) -> StoreResult<Location> {
+    let c = tx.conn;
+    let numbers = dedup(input.sms_numbers);
+    for n in &numbers {
+        let holder: Option<String> = c
+            .query_row(
+                "SELECT location_id FROM location_numbers WHERE tenant = ?1 AND number = ?2",
+                params![tenant.as_str(), n.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        if let Some(other) = holder.filter(|h| h != id.as_str()) {
+            return Err(StoreError::Conflict(format!(
+                "sms number {n} belongs to location {other}"
+            )));
+        }
+    }
+    c.execute(
+        "INSERT INTO locations (tenant, id, name) VALUES (?1, ?2, ?3) ON CONFLICT (tenant, id) DO UPDATE SET name = excluded.name",
+        params![tenant.as_str(), id.as_str(), input.name],
+    )
+    .map_err(db)?;
+    c.execute(
+        "DELETE FROM location_numbers WHERE tenant = ?1 AND location_id = ?2",
+        params![tenant.as_str(), id.as_str()],
+    )
+    .map_err(db)?;
+    for (i, n) in numbers.iter().enumerate() {
+        c.execute(
+            "INSERT INTO location_numbers (tenant, number, location_id, position) VALUES (?1, ?2, ?3, ?4)",
+            params![tenant.as_str(), n.as_str(), id.as_str(), i as i64],
+        )
+        .map_err(db)?;
+    }
+    Ok(Location {
+        id: id.clone(),
+        name: input.name,
+        sms_numbers: numbers,
+    })
+}
+
+pub(super) fn upsert_user(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    id: &UserId,
+    name: String,
+) -> StoreResult<User> {
+    tx.conn
+        .execute(
+            "INSERT INTO users (tenant, id, name) VALUES (?1, ?2, ?3) ON CONFLICT (tenant, id) DO UPDATE SET name = excluded.name",
+            params![tenant.as_str(), id.as_str(), name],
+        )
+        .map_err(db)?;
+    Ok(User {
+        id: id.clone(),
+        name,
+    })
+}
+
+pub(super) fn upsert_folder(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    id: &FolderId,
+    input: FolderInput,
+) -> StoreResult<Folder> {
+    let c = tx.conn;
+    let location_known = c
+        .query_row(
+            "SELECT 1 FROM locations WHERE tenant = ?1 AND id = ?2",
+            params![tenant.as_str(), input.location_id.as_str()],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(db)?
+        .is_some();
+    if !location_known {
+        return Err(StoreError::invalid(
+            "location_id",
+            format!("unknown location {}", input.location_id),
+        ));
+    }
+    let before = folder_resources(c, tenant, Some(id))?;
+    let numbers = dedup(input.phone_numbers);
+    c.execute(
+        "INSERT INTO folders (tenant, id, name, location_id, sales_resource_id, service_resource_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (tenant, id) DO UPDATE SET name = excluded.name, location_id = excluded.location_id,
+           sales_resource_id = excluded.sales_resource_id, service_resource_id = excluded.service_resource_id",
+        params![
+            tenant.as_str(),
+            id.as_str(),
+            input.name,
+            input.location_id.as_str(),
+            input.sales_resource_id.as_ref().map(|u| u.as_str()),
+            input.service_resource_id.as_ref().map(|u| u.as_str())
+        ],
+    )
+    .map_err(db)?;
+    c.execute(
+        "DELETE FROM folder_numbers WHERE tenant = ?1 AND folder_id = ?2",
+        params![tenant.as_str(), id.as_str()],
+    )
+    .map_err(db)?;
+    for (i, n) in numbers.iter().enumerate() {
+        c.execute(
+            "INSERT INTO folder_numbers (tenant, folder_id, number, position) VALUES (?1, ?2, ?3, ?4)",
+            params![tenant.as_str(), id.as_str(), n.as_str(), i as i64],
+        )
+        .map_err(db)?;
+    }
+    let after = Resources {
+        sales: input.sales_resource_id.clone(),
+        service: input.service_resource_id.clone(),
+    };
+    if before.as_ref().is_some_and(|b| *b != after) {
+        // Threads on this folder changed audience: the old and new resources' counts move.
+        let prefs = preferences(c, tenant)?;
+        let mut users = rules::notified(before.as_ref().unwrap_or(&Resources::default()), prefs);
+        for u in rules::notified(&after, prefs) {
+            if !users.contains(&u) {
+                users.push(u);
+            }
+        }
+        if !users.is_empty() {
+            tx.emit(
+                tenant,
+                NewEvent::new(
+                    EventKind::UnreadCount,
+                    Route {
+                        users,
+                        ..Route::default()
+                    },
+                    json!({}),
+                ),
+            )?;
+        }
+    }
+    Ok(Folder {
+        id: id.clone(),
+        name: input.name,
+        location_id: input.location_id,
+        phone_numbers: numbers,
+        sales_resource_id: input.sales_resource_id,
+        service_resource_id: input.service_resource_id,
+    })
+}
+
+pub(super) fn preferences(c: &Connection, tenant: &TenantId) -> StoreResult<Preferences> {
+    Ok(c.query_row(
+        "SELECT notify_sales, notify_service FROM preferences WHERE tenant = ?1",
+        [tenant.as_str()],
+        |r| {
+            Ok(Preferences {
+                notify_sales_resource: r.get(0)?,
+                notify_service_resource: r.get(1)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(db)?
+    .unwrap_or_default())
+}
+
+pub(super) fn set_preferences(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    patch: PreferencesPatch,
+) -> StoreResult<Preferences> {
+    let before = preferences(tx.conn, tenant)?;
+    let after = Preferences {
+        notify_sales_resource: patch
+            .notify_sales_resource
+            .unwrap_or(before.notify_sales_resource),
+        notify_service_resource: patch
+            .notify_service_resource
+            .unwrap_or(before.notify_service_resource),
+    };
+    tx.conn
+        .execute(
+            "INSERT INTO preferences (tenant, notify_sales, notify_service) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tenant) DO UPDATE SET notify_sales = excluded.notify_sales, notify_service = excluded.notify_service",
+            params![tenant.as_str(), after.notify_sales_resource, after.notify_service_resource],
+        )
+        .map_err(db)?;
+    if after != before {
+        tx.emit(
+            tenant,
+            NewEvent::new(
+                EventKind::UnreadCount,
+                Route {
+                    tenant_wide: true,
+                    ..Route::default()
+                },
+                json!({}),
+            ),
+        )?;
+    }
+    Ok(after)
+}
+
+// ---------------------------------------------------------------------------------------
+// Threads and messages
+
+/// A thread row without its last message.
+struct ThreadRow {
+    id: ThreadId,
+    location_id: LocationId,
+    customer_number: PhoneNumber,
+    folder_id: Option<FolderId>,
+    unread_count: u32,
+    last_message_id: MessageId,
+    last_message_at: i64,
+}
+
+const THREAD_COLUMNS: &str = "t.id, t.location_id, t.customer_number, t.folder_id, t.unread_count, t.last_message_id, t.last_message_at";
+
+fn thread_row(r: &Row<'_>) -> rusqlite::Result<ThreadRow> {
+    Ok(ThreadRow {
+        id: ThreadId::trusted(r.get::<_, String>(0)?),
+        location_id: LocationId::trusted(r.get::<_, String>(1)?),
+        customer_number: PhoneNumber::trusted(r.get::<_, String>(2)?),
+        folder_id: r.get::<_, Option<String>>(3)?.map(FolderId::trusted),
+        unread_count: r.get(4)?,
+        last_message_id: MessageId::trusted(r.get::<_, String>(5)?),
+        last_message_at: r.get(6)?,
+    })
+}
+
+fn find_thread(c: &Connection, tenant: &TenantId, id: &ThreadId) -> StoreResult<ThreadRow> {
+    c.query_row(
+        &format!("SELECT {THREAD_COLUMNS} FROM threads t WHERE t.tenant = ?1 AND t.id = ?2"),
+        params![tenant.as_str(), id.as_str()],
+        thread_row,
+    )
+    .optional()
+    .map_err(db)?
+    .ok_or(StoreError::NotFound("thread"))
+}
+
+fn full_thread(c: &Connection, tenant: &TenantId, row: ThreadRow) -> StoreResult<Thread> {
+    let last_message = load_message(c, tenant, &row.last_message_id)?;
+    Ok(thread_of(row, last_message))
+}
+
+fn thread_of(row: ThreadRow, last_message: Message) -> Thread {
+    Thread {
+        id: row.id,
+        location_id: row.location_id,
+        customer_number: row.customer_number,
+        folder_id: row.folder_id,
+        unread: row.unread_count > 0,
+        unread_count: row.unread_count,
+        last_message,
+        last_message_at: Timestamp::from_micros(row.last_message_at),
+    }
+}
+
+pub(super) fn load_thread(c: &Connection, tenant: &TenantId, id: &ThreadId) -> StoreResult<Thread> {
+    let row = find_thread(c, tenant, id)?;
+    full_thread(c, tenant, row)
+}
+
+const MESSAGE_COLUMNS: &str =
+    "m.id, m.thread_id, m.direction, m.body, m.created_at, m.author_id, m.external_id, m.seq";
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<(Message, i64)> {
+    let direction: String = r.get(2)?;
+    Ok((
+        Message {
+            id: MessageId::trusted(r.get::<_, String>(0)?),
+            thread_id: ThreadId::trusted(r.get::<_, String>(1)?),
+            direction: if direction == "outbound" {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            },
+            body: r.get(3)?,
+            attachments: Vec::new(),
+            created_at: Timestamp::from_micros(r.get(4)?),
+            author_id: r.get::<_, Option<String>>(5)?.map(UserId::trusted),
+            external_id: r.get(6)?,
+        },
+        r.get(7)?,
+    ))
+}
+
+fn with_attachments(c: &Connection, tenant: &TenantId, mut m: Message) -> StoreResult<Message> {
+    let mut stmt = c
+        .prepare_cached("SELECT id, url, content_type FROM attachments WHERE tenant = ?1 AND message_id = ?2 ORDER BY position")
+        .map_err(db)?;
+    m.attachments = stmt
+        .query_map(params![tenant.as_str(), m.id.as_str()], |r| {
+            Ok(Attachment {
+                id: AttachmentId::trusted(r.get::<_, String>(0)?),
+                url: r.get(1)?,
+                content_type: r.get(2)?,
+            })
+        })
+        .map_err(db)?
+        .collect::<Result<_, _>>()
+        .map_err(db)?;
+    Ok(m)
+}
+
+pub(super) fn load_message(
+    c: &Connection,
+    tenant: &TenantId,
+    id: &MessageId,
+) -> StoreResult<Message> {
+    let (m, _) = c
+        .query_row(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.tenant = ?1 AND m.id = ?2"),
+            params![tenant.as_str(), id.as_str()],
+            message_row,
+        )
+        .optional()
+        .map_err(db)?
+        .ok_or(StoreError::NotFound("message"))?;
+    with_attachments(c, tenant, m)
+}
+
+fn insert_message(c: &Connection, tenant: &TenantId, m: &Message) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO messages (tenant, id, thread_id, direction, body, created_at, author_id, external_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            tenant.as_str(),
+            m.id.as_str(),
+            m.thread_id.as_str(),
+            m.direction.as_str(),
+            m.body,
+            m.created_at.micros(),
+            m.author_id.as_ref().map(|u| u.as_str()),
+            m.external_id
+        ])
+    })
+    .map_err(db)?;
+    for (i, a) in m.attachments.iter().enumerate() {
+        c.prepare_cached("INSERT INTO attachments (tenant, id, message_id, position, url, content_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .and_then(|mut s| s.execute(params![tenant.as_str(), a.id.as_str(), m.id.as_str(), i as i64, a.url, a.content_type]))
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+fn save_thread(c: &Connection, tenant: &TenantId, t: &ThreadRow) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO threads (tenant, id, location_id, customer_number, folder_id, unread_count, last_message_id, last_message_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (tenant, id) DO UPDATE SET folder_id = excluded.folder_id, unread_count = excluded.unread_count,
+           last_message_id = excluded.last_message_id, last_message_at = excluded.last_message_at",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            tenant.as_str(),
+            t.id.as_str(),
+            t.location_id.as_str(),
+            t.customer_number.as_str(),
+            t.folder_id.as_ref().map(|f| f.as_str()),
+            t.unread_count,
+            t.last_message_id.as_str(),
+            t.last_message_at
+        ])
+    })
+    .map_err(db)?;
+    Ok(())
+}
+
+/// The resources of a folder, or `None` when there is no such folder.
+fn folder_resources(
+    c: &Connection,
+    tenant: &TenantId,
+    folder: Option<&FolderId>,
+) -> StoreResult<Option<Resources>> {
+    let Some(folder) = folder else {
+        return Ok(None);
+    };
+    c.query_row(
+        "SELECT sales_resource_id, service_resource_id FROM folders WHERE tenant = ?1 AND id = ?2",
+        params![tenant.as_str(), folder.as_str()],
+        |r| {
+            Ok(Resources {
+                sales: r.get::<_, Option<String>>(0)?.map(UserId::trusted),
+                service: r.get::<_, Option<String>>(1)?.map(UserId::trusted),
+            })
+        },
+    )
+    .optional()
+    .map_err(db)
+}
+
+/// The route of events about a thread at `location` on `folder`.
+fn route_for(
+    c: &Connection,
+    tenant: &TenantId,
+    location: &LocationId,
+    folder: Option<&FolderId>,
+) -> StoreResult<Route> {
+    let resources = folder_resources(c, tenant, folder)?.unwrap_or_default();
+    let notified = rules::notified(&resources, preferences(c, tenant)?);
+    Ok(rules::thread_route(location, &notified))
+}
+
+pub(super) fn ingest(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    input: InboundInput,
+) -> StoreResult<Ingested> {
+    let c = tx.conn;
+    let existing: Option<String> = c
+        .query_row(
+            "SELECT id FROM messages WHERE tenant = ?1 AND external_id = ?2",
+            params![tenant.as_str(), input.external_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+    if let Some(id) = existing {
+        let message = load_message(c, tenant, &MessageId::trusted(id))?;
+        let thread = load_thread(c, tenant, &message.thread_id)?;
+        return Ok(Ingested {
+            message,
+            thread,
+            created: false,
+        });
+    }
+    let location: LocationId = c
+        .query_row(
+            "SELECT location_id FROM location_numbers WHERE tenant = ?1 AND number = ?2",
+            params![tenant.as_str(), input.to.as_str()],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()
+        .map_err(db)?
+        .map(LocationId::trusted)
+        .ok_or_else(|| {
+            StoreError::invalid(
+                "to",
+                format!("{} is not an SMS number of any location", input.to),
+            )
+        })?;
+    let current: Option<ThreadRow> = c
+        .query_row(
+            &format!("SELECT {THREAD_COLUMNS} FROM threads t WHERE t.tenant = ?1 AND t.location_id = ?2 AND t.customer_number = ?3"),
+            params![tenant.as_str(), location.as_str(), input.from.as_str()],
+            thread_row,
+        )
+        .optional()
+        .map_err(db)?;
+    let listing: Vec<FolderId> = {
+        let mut stmt = c.prepare_cached("SELECT DISTINCT folder_id FROM folder_numbers WHERE tenant = ?1 AND number = ?2 ORDER BY folder_id").map_err(db)?;
+        stmt.query_map(params![tenant.as_str(), input.from.as_str()], |r| {
+            r.get::<_, String>(0).map(FolderId::trusted)
+        })
+        .map_err(db)?
+        .collect::<Result<_, _>>()
+        .map_err(db)?
+    };
+    let thread_id = current
+        .as_ref()
+        .map(|t| t.id.clone())
+        .unwrap_or_else(ThreadId::generate);
+    let message = Message {
+        id: MessageId::generate(),
+        thread_id: thread_id.clone(),
+        direction: Direction::Inbound,
+        body: input.body,
+        attachments: input
+            .attachments
+            .into_iter()
+            .map(|a| Attachment {
+                id: AttachmentId::generate(),
+                url: a.url,
+                content_type: a.content_type,
+            })
+            .collect(),
+        created_at: input.received_at.unwrap_or_else(Timestamp::now),
+        author_id: None,
+        external_id: Some(input.external_id),
+    };
+    insert_message(c, tenant, &message)?;
+    let row = match current {
+        Some(t) => {
+            let newest = message.created_at.micros() >= t.last_message_at;
+            ThreadRow {
+                folder_id: rules::auto_assign(t.folder_id, &listing),
+                unread_count: rules::next_unread_count(t.unread_count, ReadChange::Inbound),
+                last_message_id: if newest {
+                    message.id.clone()
+                } else {
+                    t.last_message_id
+                },
+                last_message_at: t.last_message_at.max(message.created_at.micros()),
+                ..t
+            }
+        }
+        None => ThreadRow {
+            id: thread_id,
+            location_id: location.clone(),
+            customer_number: input.from,
+            folder_id: rules::auto_assign(None, &listing),
+            unread_count: rules::next_unread_count(0, ReadChange::Inbound),
+            last_message_id: message.id.clone(),
+            last_message_at: message.created_at.micros(),
+        },
+    };
+    save_thread(c, tenant, &row)?;
+    let route = route_for(c, tenant, &location, row.folder_id.as_ref())?;
+    let thread = if row.last_message_id == message.id {
+        thread_of(row, message.clone())
+    } else {
+        full_thread(c, tenant, row)?
+    };
+    tx.emit(
+        tenant,
+        NewEvent::new(
+            EventKind::MessageNew,
+            route.clone(),
+            json!({"thread": thread, "message": message}),
+        ),
+    )?;
+    tx.emit(
+        tenant,
+        NewEvent::new(
+            EventKind::UnreadCount,
+            rules::count_route(&route),
+            json!({}),
+        ),
+    )?;
+    Ok(Ingested {
+        message,
+        thread,
+        created: true,
+    })
+}
+
+pub(super) fn change_read_state(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    id: &ThreadId,
+    by: &UserId,
+    change: ReadChange,
+) -> StoreResult<Thread> {
+    let c = tx.conn;
+    let row = find_thread(c, tenant, id)?;
+    let count = rules::next_unread_count(row.unread_count, change);
+    if count == row.unread_count {
+        return full_thread(c, tenant, row);
+    }
+    let row = ThreadRow {
+        unread_count: count,
+        ..row
+    };
+    save_thread(c, tenant, &row)?;
+    let route = route_for(c, tenant, &row.location_id, row.folder_id.as_ref())?;
+    let kind = if count == 0 {
+        EventKind::ThreadRead
+    } else {
+        EventKind::ThreadUnread
+    };
+    tx.emit(
+        tenant,
+        NewEvent::new(kind, route.clone(), json!({"thread_id": id, "by": by})),
+    )?;
+    tx.emit(
+        tenant,
+        NewEvent::new(
+            EventKind::UnreadCount,
+            rules::count_route(&route),
+            json!({}),
+        ),
+    )?;
+    full_thread(c, tenant, row)
+}
+
+pub(super) fn reply(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    id: &ThreadId,
+    by: &UserId,
+    body: String,
+) -> StoreResult<Message> {
+    let c = tx.conn;
+    let row = find_thread(c, tenant, id)?;
+    let now = Timestamp::now().micros().max(row.last_message_at);
+    let message = Message {
+        id: MessageId::generate(),
+        thread_id: id.clone(),
+        direction: Direction::Outbound,
+        body,
+        attachments: Vec::new(),
+        created_at: Timestamp::from_micros(now),
+        author_id: Some(by.clone()),
+        external_id: None,
+    };
+    insert_message(c, tenant, &message)?;
+    let was_unread = row.unread_count > 0;
+    let row = ThreadRow {
+        unread_count: rules::next_unread_count(row.unread_count, ReadChange::Reply),
+        last_message_id: message.id.clone(),
+        last_message_at: now,
+        ..row
+    };
+    save_thread(c, tenant, &row)?;
+    let route = route_for(c, tenant, &row.location_id, row.folder_id.as_ref())?;
+    let thread = thread_of(row, message.clone());
+    let sent_route = Route {
+        services: true,
+        ..route.clone()
+    };
+    tx.emit(
+        tenant,
+        NewEvent::new(
+            EventKind::MessageSent,
+            sent_route,
+            json!({"thread": thread, "message": message}),
+        ),
+    )?;
+    if was_unread {
+        tx.emit(
+            tenant,
+            NewEvent::new(
+                EventKind::ThreadRead,
+                route.clone(),
+                json!({"thread_id": id, "by": by}),
+            ),
+        )?;
+        tx.emit(
+            tenant,
+            NewEvent::new(
+                EventKind::UnreadCount,
+                rules::count_route(&route),
+                json!({}),
+            ),
+        )?;
+    }
+    Ok(message)
+}
+
+pub(super) fn assign(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    id: &ThreadId,
+    folder: &FolderId,
+    by: &UserId,
+) -> StoreResult<Thread> {
+    let c = tx.conn;
+    let row = find_thread(c, tenant, id)?;
+    if folder_resources(c, tenant, Some(folder))?.is_none() {
+        return Err(StoreError::NotFound("folder"));
+    }
+    if row.folder_id.as_ref() == Some(folder) {
+        return full_thread(c, tenant, row);
+    }
+    let old_route = route_for(c, tenant, &row.location_id, row.folder_id.as_ref())?;
+    let new_route = route_for(c, tenant, &row.location_id, Some(folder))?;
+    let previous = row.folder_id.clone();
+    let row = ThreadRow {
+        folder_id: Some(folder.clone()),
+        ..row
+    };
+    save_thread(c, tenant, &row)?;
+    let unread = row.unread_count > 0;
+    let thread = full_thread(c, tenant, row)?;
+    let route = rules::union_route(old_route, &new_route);
+    tx.emit(
+        tenant,
+        NewEvent::new(
+            EventKind::ThreadAssigned,
+            route.clone(),
+            json!({"thread": thread, "previous_folder_id": previous, "by": by}),
+        ),
+    )?;
+    if unread {
+        // Subscribers keep the thread either way; only the resources' counts move.
+        let counts = Route {
+            subscribers: false,
+            ..rules::count_route(&route)
+        };
+        tx.emit(
+            tenant,
+            NewEvent::new(EventKind::UnreadCount, counts, json!({})),
+        )?;
+    }
+    Ok(thread)
+}
+
+/// Messages of a thread or of a folder's threads, oldest first, a page at a time going back.
+fn message_page(
+    c: &Connection,
+    tenant: &TenantId,
+    filter: &str,
+    key: &str,
+    paging: &Paging,
+) -> StoreResult<MessagePage> {
+    let (at, seq) = paging
+        .before
+        .as_ref()
+        .map(|b| (b.at, b.seq.parse::<i64>().unwrap_or(i64::MAX)))
+        .unwrap_or((i64::MAX, i64::MAX));
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.tenant = ?1 AND {filter} AND (m.created_at, m.seq) < (?3, ?4)
+         ORDER BY m.created_at DESC, m.seq DESC LIMIT ?5"
+    );
+    let mut stmt = c.prepare_cached(&sql).map_err(db)?;
+    let mut rows: Vec<(Message, i64)> = stmt
+        .query_map(
+            params![tenant.as_str(), key, at, seq, paging.limit as i64 + 1],
+            message_row,
+        )
+        .map_err(db)?
+        .collect::<Result<_, _>>()
+        .map_err(db)?;
+    let more = rows.len() > paging.limit;
+    rows.truncate(paging.limit);
+    let next = if more {
+        rows.last().map(|(m, seq)| {
+            Cursor {
+                at: m.created_at.micros(),
+                seq: seq.to_string(),
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    rows.reverse();
+    let messages = rows
+        .into_iter()
+        .map(|(m, _)| with_attachments(c, tenant, m))
+        .collect::<StoreResult<_>>()?;
+    Ok(MessagePage { messages, next })
+}
+
+pub(super) fn thread_messages(
+    c: &Connection,
+    tenant: &TenantId,
+    id: &ThreadId,
+    paging: &Paging,
+) -> StoreResult<MessagePage> {
+    find_thread(c, tenant, id)?;
+    message_page(c, tenant, "m.thread_id = ?2", id.as_str(), paging)
+}
+
+pub(super) fn folder_messages(
+    c: &Connection,
+    tenant: &TenantId,
+    id: &FolderId,
+    paging: &Paging,
+) -> StoreResult<MessagePage> {
+    load_folder(c, tenant, id)?;
+    message_page(
+        c,
+        tenant,
+        "m.thread_id IN (SELECT t.id FROM threads t WHERE t.tenant = ?1 AND t.folder_id = ?2)",
+        id.as_str(),
+        paging,
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Views
+
+fn subscribe_all(c: &Connection, tenant: &TenantId, user: &UserId) -> StoreResult<bool> {
+    Ok(c.query_row(
+        "SELECT subscribe_all FROM subscriptions WHERE tenant = ?1 AND user_id = ?2",
+        params![tenant.as_str(), user.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db)?
+    .unwrap_or(false))
+}
+
+/// Threads in the scope's locations with what the rules need, newest first, optionally only
+/// unread ones and only past a cursor. The caller filters with the rules.
+fn for_each_candidate(
+    c: &Connection,
+    scope: &Scope,
+    unread_only: bool,
+    before: Option<&Cursor>,
+    mut visit: impl FnMut(ThreadRow, Resources) -> bool,
+) -> StoreResult<()> {
+    let (at, id) = before
+        .map(|b| (b.at, b.seq.as_str()))
+        .unwrap_or((i64::MAX, ""));
+    let sql = format!(
+        "SELECT {THREAD_COLUMNS}, f.sales_resource_id, f.service_resource_id FROM threads t
+         LEFT JOIN folders f ON f.tenant = t.tenant AND f.id = t.folder_id
+         WHERE t.tenant = ?1 AND t.location_id IN (SELECT value FROM json_each(?2))
+           AND (?3 = 0 OR t.unread_count > 0)
+           AND (?4 = '' OR (t.last_message_at, t.id) < (?5, ?4))
+         ORDER BY t.last_message_at DESC, t.id DESC"
+    );
+    let mut stmt = c.prepare_cached(&sql).map_err(db)?;
+    let mut rows = stmt
+        .query(params![
+            scope.tenant.as_str(),
+            json_list(&scope.locations),
+            unread_only,
+            id,
+            at
+        ])
+        .map_err(db)?;
+    while let Some(r) = rows.next().map_err(db)? {
+        let row = thread_row(r).map_err(db)?;
+        let resources = Resources {
+            sales: r
+                .get::<_, Option<String>>(7)
+                .map_err(db)?
+                .map(UserId::trusted),
+            service: r
+                .get::<_, Option<String>>(8)
+                .map_err(db)?
+                .map(UserId::trusted),
+        };
+        if !visit(row, resources) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn threads(c: &Connection, scope: &Scope, q: &ThreadQuery) -> StoreResult<ThreadPage> {
+    let prefs = preferences(c, &scope.tenant)?;
+    let subscribed = subscribe_all(c, &scope.tenant, &scope.user)?;
+    let viewer = Viewer {
+        user: &scope.user,
+        locations: &scope.locations,
+        subscribe_all: subscribed,
+    };
+    let mut page = Vec::new();
+    let mut more = false;
+    for_each_candidate(
+        c,
+        scope,
+        q.unread_only,
+        q.before.as_ref(),
+        |row, resources| {
+            let notified = rules::notified(&resources, prefs);
+            let shown = match &q.view {
+                ThreadView::Mine => rules::in_audience(&viewer, &row.location_id, &notified),
+                ThreadView::Resource(u) => {
+                    rules::in_resource_view(&scope.locations, u, &row.location_id, &notified)
+                }
+            };
+            if shown {
+                if page.len() == q.limit {
+                    more = true;
+                    return false;
+                }
+                page.push(row);
+            }
+            true
+        },
+    )?;
+    let next = if more {
+        page.last().map(|t| {
+            Cursor {
+                at: t.last_message_at,
+                seq: t.id.to_string(),
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    let threads = page
+        .into_iter()
+        .map(|row| full_thread(c, &scope.tenant, row))
+        .collect::<StoreResult<_>>()?;
+    Ok(ThreadPage { threads, next })
+}
+
+pub(super) fn unread_count(c: &Connection, scope: &Scope) -> StoreResult<u64> {
+    let prefs = preferences(c, &scope.tenant)?;
+    let subscribed = subscribe_all(c, &scope.tenant, &scope.user)?;
+    let viewer = Viewer {
+        user: &scope.user,
+        locations: &scope.locations,
+        subscribe_all: subscribed,
+    };
+    let mut total = 0;
+    for_each_candidate(c, scope, true, None, |row, resources| {
+        let notified = rules::notified(&resources, prefs);
+        total += rules::unread_total(
+            &viewer,
+            [(&row.location_id, &notified[..], row.unread_count)],
+        );
+        true
+    })?;
+    Ok(total)
+}
+
+pub(super) fn me(c: &Connection, scope: &Scope) -> StoreResult<Me> {
+    let name: Option<String> = c
+        .query_row(
+            "SELECT name FROM users WHERE tenant = ?1 AND id = ?2",
+            params![scope.tenant.as_str(), scope.user.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+    Ok(Me {
+        user_id: scope.user.clone(),
+        tenant: scope.tenant.clone(),
+        name,
+        locations: scope.locations.to_vec(),
+        subscribe_all: subscribe_all(c, &scope.tenant, &scope.user)?,
+        unread_count: unread_count(c, scope)?,
+    })
+}
+
+pub(super) fn set_subscribe_all(tx: &mut Tx<'_>, scope: &Scope, on: bool) -> StoreResult<Me> {
+    let before = subscribe_all(tx.conn, &scope.tenant, &scope.user)?;
+    if before != on {
+        tx.conn
+            .execute(
+                "INSERT INTO subscriptions (tenant, user_id, subscribe_all) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant, user_id) DO UPDATE SET subscribe_all = excluded.subscribe_all",
+                params![scope.tenant.as_str(), scope.user.as_str(), on],
+            )
+            .map_err(db)?;
+        let route = Route {
+            users: vec![scope.user.clone()],
+            ..Route::default()
+        };
+        tx.emit(
+            &scope.tenant,
+            NewEvent::new(
+                EventKind::SubscriptionChanged,
+                route.clone(),
+                json!({"subscribe_all": on}),
+            ),
+        )?;
+        tx.emit(
+            &scope.tenant,
+            NewEvent::new(EventKind::UnreadCount, route, json!({})),
+        )?;
+    }
+    me(tx.conn, scope)
+}
+
+pub(super) fn resources(c: &Connection, scope: &Scope) -> StoreResult<Vec<Resource>> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT r.id, u.name FROM (
+               SELECT sales_resource_id AS id FROM folders WHERE tenant = ?1 AND location_id IN (SELECT value FROM json_each(?2)) AND sales_resource_id IS NOT NULL
+               UNION
+               SELECT service_resource_id FROM folders WHERE tenant = ?1 AND location_id IN (SELECT value FROM json_each(?2)) AND service_resource_id IS NOT NULL
+             ) r LEFT JOIN users u ON u.tenant = ?1 AND u.id = r.id
+             ORDER BY COALESCE(u.name, r.id), r.id",
+        )
+        .map_err(db)?;
+    stmt.query_map(
+        params![scope.tenant.as_str(), json_list(&scope.locations)],
+        |r| {
+            Ok(Resource {
+                user_id: UserId::trusted(r.get::<_, String>(0)?),
+                name: r.get(1)?,
+            })
+        },
+    )
+    .map_err(db)?
+    .collect::<Result<_, _>>()
+    .map_err(db)
+}
+
+// ---------------------------------------------------------------------------------------
+// Folders and photos
+
+pub(super) fn load_folder(c: &Connection, tenant: &TenantId, id: &FolderId) -> StoreResult<Folder> {
+    let mut folder = c
+        .query_row(
+            "SELECT id, name, location_id, sales_resource_id, service_resource_id FROM folders WHERE tenant = ?1 AND id = ?2",
+            params![tenant.as_str(), id.as_str()],
+            |r| {
+                Ok(Folder {
+                    id: FolderId::trusted(r.get::<_, String>(0)?),
+                    name: r.get(1)?,
+                    location_id: LocationId::trusted(r.get::<_, String>(2)?),
+                    phone_numbers: Vec::new(),
+                    sales_resource_id: r.get::<_, Option<String>>(3)?.map(UserId::trusted),
+                    service_resource_id: r.get::<_, Option<String>>(4)?.map(UserId::trusted),
+                })
+            },
+        )
+        .optional()
+        .map_err(db)?
+        .ok_or(StoreError::NotFound("folder"))?;
+    let mut stmt = c.prepare_cached("SELECT number FROM folder_numbers WHERE tenant = ?1 AND folder_id = ?2 ORDER BY position").map_err(db)?;
+    folder.phone_numbers = stmt
+        .query_map(params![tenant.as_str(), id.as_str()], |r| {
+            r.get::<_, String>(0).map(PhoneNumber::trusted)
+        })
+        .map_err(db)?
+        .collect::<Result<_, _>>()
+        .map_err(db)?;
+    Ok(folder)
+}
+
+pub(super) fn search_folders(
+    c: &Connection,
+    scope: &Scope,
+    digits: Option<&str>,
+    text: Option<&str>,
+) -> StoreResult<Vec<Folder>> {
+    let like = |s: &str| {
+        format!(
+            "%{}%",
+            s.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    };
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT f.id FROM folders f WHERE f.tenant = ?1 AND f.location_id IN (SELECT value FROM json_each(?2))
+               AND (?3 IS NULL OR EXISTS (SELECT 1 FROM folder_numbers n WHERE n.tenant = f.tenant AND n.folder_id = f.id AND n.number LIKE ?3 ESCAPE '\\'))
+               AND (?4 IS NULL OR f.name LIKE ?4 ESCAPE '\\')
+             ORDER BY f.name, f.id LIMIT 200",
+        )
+        .map_err(db)?;
+    let ids: Vec<String> = stmt
+        .query_map(
+            params![
+                scope.tenant.as_str(),
+                json_list(&scope.locations),
+                digits.map(like),
+                text.map(like)
+            ],
+            |r| r.get(0),
+        )
+        .map_err(db)?
+        .collect::<Result<_, _>>()
+        .map_err(db)?;
+    ids.into_iter()
+        .map(|id| load_folder(c, &scope.tenant, &FolderId::trusted(id)))
+        .collect()
+}
+
+fn photos_where(
+    c: &Connection,
+    tenant: &TenantId,
+    filter: &str,
+    a: &str,
+    b: &str,
+) -> StoreResult<Vec<Photo>> {
+    let sql = format!(
+        "SELECT attachment_id, message_id, url, linked_by, linked_at FROM photos WHERE tenant = ?1 AND {filter} ORDER BY linked_at, attachment_id"
+    );
+    let mut stmt = c.prepare_cached(&sql).map_err(db)?;
+    stmt.query_map(params![tenant.as_str(), a, b], |r| {
+        Ok(Photo {
+            attachment_id: AttachmentId::trusted(r.get::<_, String>(0)?),
+            message_id: MessageId::trusted(r.get::<_, String>(1)?),
+            url: r.get(2)?,
+            linked_by: UserId::trusted(r.get::<_, String>(3)?),
+            linked_at: Timestamp::from_micros(r.get(4)?),
+        })
+    })
+    .map_err(db)?
+    .collect::<Result<_, _>>()
+    .map_err(db)
+}
+
+pub(super) fn folder_photos(
+    c: &Connection,
+    tenant: &TenantId,
+    id: &FolderId,
+) -> StoreResult<Vec<Photo>> {
+    load_folder(c, tenant, id)?;
+    photos_where(c, tenant, "folder_id = ?2 AND ?3 = ''", id.as_str(), "")
+}
+
+pub(super) fn link_images(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    message: &MessageId,
+    by: &UserId,
+) -> StoreResult<Linked> {
+    let c = tx.conn;
+    let m = load_message(c, tenant, message)?;
+    let thread = find_thread(c, tenant, &m.thread_id)?;
+    let folder = thread.folder_id.clone().ok_or_else(|| {
+        StoreError::Conflict("the message's thread has no folder; assign one first".into())
+    })?;
+    let now = Timestamp::now().micros();
+    let mut linked = 0u32;
+    for a in m.attachments.iter().filter(|a| a.is_image()) {
+        linked += c
+            .prepare_cached(
+                "INSERT INTO photos (tenant, folder_id, attachment_id, message_id, url, linked_by, linked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![tenant.as_str(), folder.as_str(), a.id.as_str(), m.id.as_str(), a.url, by.as_str(), now]))
+            .map_err(db)? as u32;
+    }
+    if linked > 0 {
+        let route = route_for(c, tenant, &thread.location_id, Some(&folder))?;
+        tx.emit(
+            tenant,
+            NewEvent::new(
+                EventKind::ImagesLinked,
+                route,
+                json!({"message_id": m.id, "folder_id": folder, "count": linked}),
+            ),
+        )?;
+    }
+    let photos = photos_where(
+        tx.conn,
+        tenant,
+        "folder_id = ?2 AND message_id = ?3",
+        folder.as_str(),
+        m.id.as_str(),
+    )?;
+    Ok(Linked {
+        folder_id: folder,
+        linked,
+        photos,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions and the event log
+
+fn head(c: &Connection, tenant: &TenantId) -> StoreResult<u64> {
+    Ok(c.query_row(
+        "SELECT head FROM event_heads WHERE tenant = ?1",
+        [tenant.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db)?
+    .unwrap_or(0))
+}
+
+pub(super) fn session_start(c: &mut Connection, scope: &Scope) -> StoreResult<SessionStart> {
+    // One read transaction: the count and the log head describe the same moment.
+    let tx = c.transaction().map_err(db)?;
+    let start = SessionStart {
+        subscribe_all: subscribe_all(&tx, &scope.tenant, &scope.user)?,
+        unread_count: unread_count(&tx, scope)?,
+        last_event_id: head(&tx, &scope.tenant)?,
+    };
+    tx.commit().map_err(db)?;
+    Ok(start)
+}
+
+pub(super) fn events_after(
+    c: &mut Connection,
+    tenant: &TenantId,
+    after: u64,
+    limit: usize,
+) -> StoreResult<Replay> {
+    let tx = c.transaction().map_err(db)?;
+    let head = head(&tx, tenant)?;
+    if after > head || head - after > limit as u64 {
+        return Ok(Replay::TooOld);
+    }
+    if after == head {
+        return Ok(Replay::Events(Vec::new()));
+    }
+    let oldest: Option<u64> = tx
+        .query_row(
+            "SELECT MIN(id) FROM events WHERE tenant = ?1",
+            [tenant.as_str()],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if oldest.is_none_or(|o| o > after + 1) {
+        return Ok(Replay::TooOld);
+    }
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT id, kind, route, data FROM events WHERE tenant = ?1 AND id > ?2 ORDER BY id",
+        )
+        .map_err(db)?;
+    let events = stmt
+        .query_map(params![tenant.as_str(), after], |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(db)?
+        .map(|row| {
+            let (id, kind, route, data) = row.map_err(db)?;
+            Ok(crate::event::Event {
+                tenant: tenant.clone(),
+                id,
+                kind: EventKind::parse(&kind)
+                    .ok_or_else(|| StoreError::Unavailable(format!("unknown event kind {kind}")))?,
+                route: serde_json::from_str(&route)
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                data,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(Replay::Events(events))
+}
+
+fn dedup(numbers: Vec<PhoneNumber>) -> Vec<PhoneNumber> {
+    let mut seen = BTreeSet::new();
+    numbers
+        .into_iter()
+        .filter(|n| seen.insert(n.clone()))
+        .collect()
+}

@@ -1,0 +1,253 @@
+//! Durable state: the directory, threads, messages, read state, preferences, subscriptions,
+//! photos and the per-tenant event log.
+//!
+//! `Store` is the boundary handlers and sessions talk to; `embedded` implements it on SQLite
+//! (the single-node default). Every mutating call is atomic — it commits everything or
+//! nothing — and appends the events it causes to the tenant's log *and* hands them to the bus
+//! in the same step, so the order of the log is the order of delivery. A call returns only
+//! once its change is durable.
+
+pub mod embedded;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{
+    domain::{
+        FolderId, LocationId, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
+        model::{
+            Folder, Ingested, Linked, Location, Me, Message, MessagePage, Photo, Preferences,
+            Resource, Thread, ThreadPage, Timestamp, User,
+        },
+    },
+    event::Event,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{field}: {detail}")]
+    Invalid { field: &'static str, detail: String },
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    pub fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
+        StoreError::Invalid {
+            field,
+            detail: detail.into(),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Who is asking: a user with the locations their token grants.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub locations: Arc<[LocationId]>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocationInput {
+    pub name: String,
+    pub sms_numbers: Vec<PhoneNumber>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FolderInput {
+    pub name: String,
+    pub location_id: LocationId,
+    pub phone_numbers: Vec<PhoneNumber>,
+    pub sales_resource_id: Option<UserId>,
+    pub service_resource_id: Option<UserId>,
+}
+
+/// A partial preferences update: `None` keeps the current value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PreferencesPatch {
+    pub notify_sales_resource: Option<bool>,
+    pub notify_service_resource: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttachmentInput {
+    pub url: String,
+    pub content_type: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboundInput {
+    pub external_id: String,
+    pub from: PhoneNumber,
+    pub to: PhoneNumber,
+    pub body: String,
+    pub attachments: Vec<AttachmentInput>,
+    pub received_at: Option<Timestamp>,
+}
+
+/// Which threads a list shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadView {
+    /// The caller's audience.
+    Mine,
+    /// The drop-down: threads where this user is a notified resource.
+    Resource(UserId),
+}
+
+/// A position in a list: items strictly past it come next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub at: i64,
+    pub seq: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}~{}", self.at, self.seq)
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (at, seq) = s.split_once('~')?;
+        Some(Cursor {
+            at: at.parse().ok()?,
+            seq: seq.to_owned(),
+        })
+        .filter(|c| !c.seq.is_empty())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ThreadQuery {
+    pub view: ThreadView,
+    pub unread_only: bool,
+    pub limit: usize,
+    pub before: Option<Cursor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Paging {
+    pub limit: usize,
+    pub before: Option<Cursor>,
+}
+
+/// What `resume` gets from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replay {
+    /// Every event after the requested id, oldest first (all kinds; the caller filters).
+    Events(Vec<Event>),
+    /// The log no longer reaches back that far, or the id is not one of ours.
+    TooOld,
+}
+
+/// A snapshot taken when a session opens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionStart {
+    pub subscribe_all: bool,
+    pub unread_count: u64,
+    /// The newest event of the tenant's log (0 when there is none).
+    pub last_event_id: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Directory (role `service`).
+    async fn upsert_location(
+        &self,
+        tenant: &TenantId,
+        id: &LocationId,
+        input: LocationInput,
+    ) -> StoreResult<Location>;
+    async fn upsert_user(&self, tenant: &TenantId, id: &UserId, name: String) -> StoreResult<User>;
+    async fn upsert_folder(
+        &self,
+        tenant: &TenantId,
+        id: &FolderId,
+        input: FolderInput,
+    ) -> StoreResult<Folder>;
+    async fn preferences(&self, tenant: &TenantId) -> StoreResult<Preferences>;
+    async fn set_preferences(
+        &self,
+        tenant: &TenantId,
+        patch: PreferencesPatch,
+    ) -> StoreResult<Preferences>;
+
+    // Ingestion.
+    async fn ingest(&self, tenant: &TenantId, input: InboundInput) -> StoreResult<Ingested>;
+
+    // The Message Center.
+    async fn me(&self, scope: &Scope) -> StoreResult<Me>;
+    async fn set_subscribe_all(&self, scope: &Scope, on: bool) -> StoreResult<Me>;
+    async fn resources(&self, scope: &Scope) -> StoreResult<Vec<Resource>>;
+    async fn threads(&self, scope: &Scope, query: ThreadQuery) -> StoreResult<ThreadPage>;
+    async fn thread(&self, tenant: &TenantId, id: &ThreadId) -> StoreResult<Thread>;
+    async fn thread_messages(
+        &self,
+        tenant: &TenantId,
+        id: &ThreadId,
+        paging: Paging,
+    ) -> StoreResult<MessagePage>;
+    async fn mark_read(&self, tenant: &TenantId, id: &ThreadId, by: &UserId)
+    -> StoreResult<Thread>;
+    async fn mark_unread(
+        &self,
+        tenant: &TenantId,
+        id: &ThreadId,
+        by: &UserId,
+    ) -> StoreResult<Thread>;
+    async fn reply(
+        &self,
+        tenant: &TenantId,
+        id: &ThreadId,
+        by: &UserId,
+        body: String,
+    ) -> StoreResult<Message>;
+    async fn assign(
+        &self,
+        tenant: &TenantId,
+        id: &ThreadId,
+        folder: &FolderId,
+        by: &UserId,
+    ) -> StoreResult<Thread>;
+    async fn search_folders(
+        &self,
+        scope: &Scope,
+        phone_digits: Option<String>,
+        text: Option<String>,
+    ) -> StoreResult<Vec<Folder>>;
+    async fn folder(&self, tenant: &TenantId, id: &FolderId) -> StoreResult<Folder>;
+    async fn folder_messages(
+        &self,
+        tenant: &TenantId,
+        id: &FolderId,
+        paging: Paging,
+    ) -> StoreResult<MessagePage>;
+    async fn message(&self, tenant: &TenantId, id: &MessageId) -> StoreResult<Message>;
+    async fn link_images(
+        &self,
+        tenant: &TenantId,
+        message: &MessageId,
+        by: &UserId,
+    ) -> StoreResult<Linked>;
+    async fn folder_photos(&self, tenant: &TenantId, id: &FolderId) -> StoreResult<Vec<Photo>>;
+
+    // Sessions.
+    async fn session_start(&self, scope: &Scope) -> StoreResult<SessionStart>;
+    async fn unread_count(&self, scope: &Scope) -> StoreResult<u64>;
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Replay>;
+
+    /// Whether storage answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+}

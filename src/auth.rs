@@ -129,20 +129,16 @@ impl Verifier {
 
     /// Verifies `token` and parses its claims.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let (key, validation) = [&self.hs256, &self.public]
             .into_iter()
             .flatten()
             .find(|(_, v)| v.algorithms.contains(&header.alg))
-            .ok_or_else(|| {
-                AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg))
-            })?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e.to_string()),
-            })?;
+            .ok_or_else(|| AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)))?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::Invalid(e.to_string()),
+        })?;
         principal(data.claims)
     }
 }
@@ -276,10 +272,7 @@ mod tests {
     #[test]
     fn a_minted_token_verifies_to_its_claims() {
         let s = settings();
-        let t = mint_hs256(
-            "unit-secret",
-            &TokenSpec::new("u1", "acme", &["user"], &["L1"]),
-        );
+        let t = mint_hs256("unit-secret", &TokenSpec::new("u1", "acme", &["user"], &["L1"]));
         let p = verifier(&s).verify(&t).unwrap();
         assert_eq!(p.user.as_str(), "u1");
         assert_eq!(p.tenant.as_str(), "acme");
@@ -290,10 +283,7 @@ mod tests {
     #[test]
     fn a_token_signed_with_another_secret_is_invalid() {
         let t = mint_hs256("other", &TokenSpec::new("u1", "acme", &["user"], &["L1"]));
-        assert!(matches!(
-            verifier(&settings()).verify(&t),
-            Err(AuthError::Invalid(_))
-        ));
+        assert!(matches!(verifier(&settings()).verify(&t), Err(AuthError::Invalid(_))));
     }
 
     #[test]
@@ -305,16 +295,12 @@ mod tests {
             &EncodingKey::from_secret(b"unit-secret"),
         )
         .unwrap();
-        assert_eq!(
-            verifier(&settings()).verify(&t).unwrap_err(),
-            AuthError::Expired
-        );
+        assert_eq!(verifier(&settings()).verify(&t).unwrap_err(), AuthError::Expired);
     }
 
     #[test]
     fn a_token_without_exp_is_refused() {
-        let claims =
-            serde_json::json!({"sub": "u", "tenant": "t", "roles": ["user"], "locations": []});
+        let claims = serde_json::json!({"sub": "u", "tenant": "t", "roles": ["user"], "locations": []});
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
@@ -333,11 +319,7 @@ mod tests {
             now_secs() + 60
         )
         .as_bytes());
-        assert!(
-            verifier(&settings())
-                .verify(&format!("{header}.{body}."))
-                .is_err()
-        );
+        assert!(verifier(&settings()).verify(&format!("{header}.{body}.")).is_err());
         let hs384 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS384),
             &serde_json::json!({"sub":"u","tenant":"t","roles":["user"],"locations":[],"exp": now_secs()+60}),
@@ -354,22 +336,13 @@ mod tests {
         s.audience = "switchboard".into();
         let mut spec = TokenSpec::new("u1", "acme", &["user"], &["L1"]);
         let v = verifier(&s);
-        assert!(
-            v.verify(&mint_hs256("unit-secret", &spec)).is_err(),
-            "no iss/aud"
-        );
+        assert!(v.verify(&mint_hs256("unit-secret", &spec)).is_err(), "no iss/aud");
         spec.issuer = Some("https://issuer".into());
-        assert!(
-            v.verify(&mint_hs256("unit-secret", &spec)).is_err(),
-            "no aud"
-        );
+        assert!(v.verify(&mint_hs256("unit-secret", &spec)).is_err(), "no aud");
         spec.audience = Some("switchboard".into());
         assert!(v.verify(&mint_hs256("unit-secret", &spec)).is_ok());
         spec.audience = Some("other".into());
-        assert!(
-            v.verify(&mint_hs256("unit-secret", &spec)).is_err(),
-            "wrong aud"
-        );
+        assert!(v.verify(&mint_hs256("unit-secret", &spec)).is_err(), "wrong aud");
     }
 
     #[test]
@@ -390,7 +363,12 @@ mod tests {
             ))
             .is_err()
         );
-        assert!(v.verify(&enc(serde_json::json!({"sub":"u","tenant":"t","roles":["root"],"locations":[],"exp":exp}))).is_err());
+        assert!(
+            v.verify(&enc(
+                serde_json::json!({"sub":"u","tenant":"t","roles":["root"],"locations":[],"exp":exp})
+            ))
+            .is_err()
+        );
         assert!(
             v.verify(&enc(
                 serde_json::json!({"sub":"svc","tenant":"t","roles":["service"],"exp":exp})
@@ -402,8 +380,7 @@ mod tests {
     /// Just enough base64url to hand-craft an unsigned token.
     mod base64_free {
         pub fn b64(input: &[u8]) -> String {
-            const A: &[u8; 64] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
             let mut out = String::new();
             for chunk in input.chunks(3) {
                 let n = chunk

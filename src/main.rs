@@ -57,10 +57,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { config } => {
             let settings = Settings::load(config.as_deref())?;
             telemetry::init(&settings.log.filter);
-            Application::build(settings)
-                .await?
-                .run_with_signals()
-                .await?;
+            Application::build(settings).await?.run_with_signals().await?;
         }
         Command::Token {
             sub,

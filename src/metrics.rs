@@ -1,10 +1,7 @@
 //! Prometheus metrics of one application instance (its own registry, so tests that run
 //! several hubs in one process do not mix their figures).
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
@@ -28,46 +25,30 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry =
-            Registry::new_custom(Some("switchboard".into()), None).expect("valid prefix");
+        let registry = Registry::new_custom(Some("switchboard".into()), None).expect("valid prefix");
         let sessions = IntGauge::new("sessions", "Open websocket sessions on this node").unwrap();
-        let handshakes =
-            IntCounter::new("handshakes_total", "Websocket handshakes accepted").unwrap();
-        let events = IntCounterVec::new(
-            Opts::new("events_total", "Events received from the bus"),
-            &["type"],
-        )
-        .unwrap();
+        let handshakes = IntCounter::new("handshakes_total", "Websocket handshakes accepted").unwrap();
+        let events = IntCounterVec::new(Opts::new("events_total", "Events received from the bus"), &["type"]).unwrap();
         let deliveries = IntCounter::new("deliveries_total", "Frames queued for sessions").unwrap();
-        let queue_overflows = IntCounter::new(
-            "queue_overflows_total",
-            "Sessions closed with 4008 (queue full)",
-        )
-        .unwrap();
+        let queue_overflows =
+            IntCounter::new("queue_overflows_total", "Sessions closed with 4008 (queue full)").unwrap();
         let ingested = IntCounter::new("ingested_total", "Inbound messages stored").unwrap();
         let ingest_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "ingest_seconds",
                 "Time to store an inbound message and publish its events",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
-            ]),
+            .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0]),
         )
         .unwrap();
-        let http_responses = IntCounterVec::new(
-            Opts::new("http_responses_total", "HTTP responses"),
-            &["class"],
-        )
-        .unwrap();
+        let http_responses =
+            IntCounterVec::new(Opts::new("http_responses_total", "HTTP responses"), &["class"]).unwrap();
         // unwrap: the names above are valid and registered once on a fresh registry.
         registry.register(Box::new(sessions.clone())).unwrap();
         registry.register(Box::new(handshakes.clone())).unwrap();
         registry.register(Box::new(events.clone())).unwrap();
         registry.register(Box::new(deliveries.clone())).unwrap();
-        registry
-            .register(Box::new(queue_overflows.clone()))
-            .unwrap();
+        registry.register(Box::new(queue_overflows.clone())).unwrap();
         registry.register(Box::new(ingested.clone())).unwrap();
         registry.register(Box::new(ingest_seconds.clone())).unwrap();
         registry.register(Box::new(http_responses.clone())).unwrap();
@@ -88,9 +69,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         // unwrap: encoding into a Vec cannot fail for well-formed metrics.
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .unwrap();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).unwrap();
         String::from_utf8(buf).unwrap_or_default()
     }
 }

@@ -109,11 +109,16 @@ pub fn count_route(thread_route: &Route) -> Route {
     }
 }
 
+/// Users notified before or after a change but not both: those whose "mine" view (and so
+/// unread count) a change of resources or preferences moves.
+pub fn moved(before: &[UserId], after: &[UserId]) -> Vec<UserId> {
+    let mut out: Vec<UserId> = before.iter().filter(|u| !after.contains(u)).cloned().collect();
+    out.extend(after.iter().filter(|u| !before.contains(u)).cloned());
+    out
+}
+
 /// The folder an inbound message's thread ends up with.
-pub fn auto_assign(
-    current: Option<FolderId>,
-    folders_listing_number: &[FolderId],
-) -> Option<FolderId> {
+pub fn auto_assign(current: Option<FolderId>, folders_listing_number: &[FolderId]) -> Option<FolderId> {
     current.or_else(|| match folders_listing_number {
         [only] => Some(only.clone()),
         _ => None,
@@ -208,11 +213,7 @@ mod tests {
     #[test]
     fn notified_resources_follow_the_tenant_preferences() {
         let cases: &[(Resources, Preferences, &[&str])] = &[
-            (
-                res(Some("sam"), Some("sue")),
-                prefs(true, true),
-                &["sam", "sue"],
-            ),
+            (res(Some("sam"), Some("sue")), prefs(true, true), &["sam", "sue"]),
             (res(Some("sam"), Some("sue")), prefs(false, true), &["sue"]),
             (res(Some("sam"), Some("sue")), prefs(true, false), &["sam"]),
             (res(Some("sam"), Some("sue")), prefs(false, false), &[]),
@@ -241,16 +242,8 @@ mod tests {
         };
         let cases = [
             (v(&sam, &l1[..], false), true, "the sales resource"),
-            (
-                v(&sam, &l2[..], false),
-                false,
-                "a resource without the location",
-            ),
-            (
-                v(&olga, &l1[..], false),
-                false,
-                "an operator who is no resource",
-            ),
+            (v(&sam, &l2[..], false), false, "a resource without the location"),
+            (v(&olga, &l1[..], false), false, "an operator who is no resource"),
             (v(&olga, &l1[..], true), true, "a subscribe-all operator"),
             (
                 v(&olga, &l2[..], true),
@@ -312,11 +305,7 @@ mod tests {
             (3, MarkUnread, 3),
         ];
         for (before, change, after) in cases {
-            assert_eq!(
-                next_unread_count(before, change),
-                after,
-                "{before} {change:?}"
-            );
+            assert_eq!(next_unread_count(before, change), after, "{before} {change:?}");
         }
     }
 
@@ -324,7 +313,7 @@ mod tests {
     fn delivery_follows_the_route() {
         let (sam, olga, svc) = (u("sam"), u("olga"), u("svc"));
         let l1 = [l("L1")];
-        let route = thread_route(&l("L1"), &[sam.clone()]);
+        let route = thread_route(&l("L1"), std::slice::from_ref(&sam));
         let rcpt = |user, subscribe_all, is_service, follow| Recipient {
             viewer: Viewer {
                 user,
@@ -336,10 +325,7 @@ mod tests {
         };
         assert!(receives(&rcpt(&sam, false, false, None), &route));
         assert!(!receives(&rcpt(&olga, false, false, None), &route));
-        assert!(
-            receives(&rcpt(&olga, true, false, None), &route),
-            "subscribe-all"
-        );
+        assert!(receives(&rcpt(&olga, true, false, None), &route), "subscribe-all");
         assert!(
             receives(&rcpt(&olga, false, false, Some(&sam)), &route),
             "following sam"
@@ -366,10 +352,7 @@ mod tests {
             is_service: true,
             follow: None,
         };
-        assert!(
-            receives(&svc_rcpt, &sent),
-            "services regardless of locations"
-        );
+        assert!(receives(&svc_rcpt, &sent), "services regardless of locations");
         let l2 = [l("L2")];
         let elsewhere = Recipient {
             viewer: Viewer {
@@ -391,6 +374,20 @@ mod tests {
     }
 
     #[test]
+    fn a_change_of_resources_moves_the_counts_of_those_who_joined_or_left() {
+        let cases: &[(&[&str], &[&str], &[&str])] = &[
+            (&["sam"], &["sam"], &[]),
+            (&["sam"], &["sue"], &["sam", "sue"]),
+            (&["sam", "sue"], &["sue"], &["sam"]),
+            (&[], &["sue"], &["sue"]),
+        ];
+        for (before, after, want) in cases {
+            let v = |xs: &[&str]| xs.iter().map(|s| u(s)).collect::<Vec<_>>();
+            assert_eq!(moved(&v(before), &v(after)), v(want), "{before:?} -> {after:?}");
+        }
+    }
+
+    #[test]
     fn a_union_route_reaches_both_audiences_once() {
         let a = thread_route(&l("L1"), &[u("sam")]);
         let b = thread_route(&l("L1"), &[u("sam"), u("sue")]);
@@ -409,8 +406,8 @@ mod tests {
             subscribe_all: false,
         };
         let (l1, l2) = (l("L1"), l("L2"));
-        let mine = vec![sam.clone()];
-        let other = vec![u("sue")];
+        let mine = [sam.clone()];
+        let other = [u("sue")];
         let threads = vec![
             (&l1, &mine[..], 2),
             (&l1, &other[..], 5),

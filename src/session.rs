@@ -60,8 +60,6 @@ struct Conn {
     /// Newest event id written (or skipped as not ours); older ones are never sent again
     /// except on an explicit `resume`.
     last_sent: u64,
-    /// The unread count this client last heard.
-    last_count: u64,
     /// When the token runs out (seconds since the epoch).
     exp: u64,
 }
@@ -86,7 +84,6 @@ pub async fn run(
         handle: handle.clone(),
         session,
         last_sent: 0,
-        last_count: 0,
         exp: principal.exp,
     };
     let end = match conn.open().await {
@@ -150,7 +147,6 @@ impl Conn {
             .hub
             .set_subscribe_all(&self.handle, start.subscribe_all, start.last_event_id);
         self.last_sent = start.last_event_id;
-        self.last_count = start.unread_count;
         let hello = json!({
             "type": "hello",
             "session_id": self.handle.id,
@@ -161,11 +157,7 @@ impl Conn {
         self.send_json(hello).await
     }
 
-    async fn serve(
-        &mut self,
-        queue: &mut mpsc::Receiver<Outbound>,
-        mut stream: AggregatedMessageStream,
-    ) -> End {
+    async fn serve(&mut self, queue: &mut mpsc::Receiver<Outbound>, mut stream: AggregatedMessageStream) -> End {
         let interval = Duration::from_millis(self.deps.ws.heartbeat_interval_ms.max(1));
         let timeout = Duration::from_millis(self.deps.ws.client_timeout_ms.max(1));
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -209,52 +201,42 @@ impl Conn {
             }
             Outbound::Count { id } if id > self.last_sent => {
                 self.last_sent = id;
-                self.count(id).await.map(|_| ())
+                self.count(id).await
             }
             _ => Ok(()),
         }
     }
 
-    /// Sends `unread.count` with event id `id` if the count moved. Returns whether it sent.
-    async fn count(&mut self, id: u64) -> Result<bool, End> {
+    /// Sends `unread.count` with event id `id` and the user's current count. The store routes
+    /// count events only to users whose count moved, so live and replayed sessions see the
+    /// same ids.
+    async fn count(&mut self, id: u64) -> Result<(), End> {
         if self.handle.is_service {
-            return Ok(false);
+            return Ok(());
         }
-        let Ok(n) = self.deps.store.unread_count(&self.scope()).await else {
-            // The count will be right on the next change; an event frame is not lost here.
-            return Ok(false);
-        };
-        if n == self.last_count {
-            return Ok(false);
-        }
-        self.last_count = n;
+        let n = self
+            .deps
+            .store
+            .unread_count(&self.scope())
+            .await
+            .map_err(|_| End::Close(1011, "storage unavailable: resume later"))?;
         self.send(event::frame(
             EventKind::UnreadCount,
             id,
             &json!({"count": n}).to_string(),
         ))
         .await
-        .map(|_| true)
     }
 
-    async fn inbound(
-        &mut self,
-        msg: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>,
-    ) -> Result<(), End> {
+    async fn inbound(&mut self, msg: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>) -> Result<(), End> {
         match msg {
             None => Err(End::Gone),
-            Some(Err(actix_ws::ProtocolError::Overflow)) => {
-                Err(End::Close(close::FRAME_TOO_BIG, "frame too big"))
-            }
+            Some(Err(actix_ws::ProtocolError::Overflow)) => Err(End::Close(close::FRAME_TOO_BIG, "frame too big")),
             Some(Err(_)) => Err(End::Close(1002, "protocol error")),
             Some(Ok(AggregatedMessage::Close(_))) => Err(End::Gone),
-            Some(Ok(AggregatedMessage::Ping(p))) => {
-                self.session.pong(&p).await.map_err(|_| End::Gone)
-            }
+            Some(Ok(AggregatedMessage::Ping(p))) => self.session.pong(&p).await.map_err(|_| End::Gone),
             Some(Ok(AggregatedMessage::Pong(_))) => Ok(()),
-            Some(Ok(AggregatedMessage::Binary(_))) => {
-                self.error("bad_frame", "frames are JSON text").await
-            }
+            Some(Ok(AggregatedMessage::Binary(_))) => self.error("bad_frame", "frames are JSON text").await,
             Some(Ok(AggregatedMessage::Text(text))) => match serde_json::from_str::<Value>(&text) {
                 Ok(v) => self.client_frame(v).await,
                 Err(_) => self.error("bad_frame", "frames are JSON text").await,
@@ -267,8 +249,7 @@ impl Conn {
             Some("ping") => self.send_json(json!({"type": "pong"})).await,
             Some("resume") => match v.get("last_event_id") {
                 Some(Value::String(s)) => self.resume(s.parse().ok()).await,
-                Some(Value::Number(n)) => self.resume(n.as_u64()).await,
-                _ => self.error("bad_frame", "resume needs last_event_id").await,
+                _ => self.error("bad_frame", "resume needs last_event_id (a string)").await,
             },
             Some("follow") => match v.get("resource_id") {
                 Some(Value::Null) => {
@@ -277,8 +258,7 @@ impl Conn {
                 }
                 Some(Value::String(s)) => match UserId::parse(s) {
                     Ok(_) if self.handle.is_service => {
-                        self.error("forbidden", "service sessions have no resource view")
-                            .await
+                        self.error("forbidden", "service sessions have no resource view").await
                     }
                     Ok(u) => {
                         self.deps.hub.set_follow(&self.handle, Some(u));
@@ -335,7 +315,6 @@ impl Conn {
         };
         let mut subscribed = self.subscribed_before(&events);
         let mut replayed = 0u64;
-        let mut counted = false;
         for e in &events {
             if e.kind == EventKind::SubscriptionChanged {
                 if e.route.users.contains(&self.handle.user) {
@@ -343,25 +322,21 @@ impl Conn {
                 }
                 continue;
             }
-            if !self.receives_at(e, subscribed) {
+            if !Hub::receives(&self.handle, e, Some(subscribed)) {
                 continue;
             }
             if e.kind == EventKind::UnreadCount {
-                // Counts are state: the current one, once, is what the client needs.
-                if !counted && self.count(e.id).await? {
-                    replayed += 1;
-                }
-                counted = true;
-                continue;
+                // Counts are state: each replayed count carries the current one.
+                self.count(e.id).await?;
+            } else {
+                self.send(e.frame()).await?;
             }
-            self.send(e.frame()).await?;
             replayed += 1;
         }
         if let Some(last) = events.last() {
             self.last_sent = self.last_sent.max(last.id);
         }
-        self.send_json(json!({"type": "resumed", "replayed": replayed}))
-            .await
+        self.send_json(json!({"type": "resumed", "replayed": replayed})).await
     }
 
     /// The user's `subscribe_all` before the first of `events`: the opposite of the first
@@ -369,26 +344,9 @@ impl Conn {
     fn subscribed_before(&self, events: &[Event]) -> bool {
         events
             .iter()
-            .find(|e| {
-                e.kind == EventKind::SubscriptionChanged
-                    && e.route.users.contains(&self.handle.user)
-            })
+            .find(|e| e.kind == EventKind::SubscriptionChanged && e.route.users.contains(&self.handle.user))
             .map(|e| !subscription_value(e))
             .unwrap_or_else(|| self.handle.state().subscribe_all)
-    }
-
-    fn receives_at(&self, e: &Event, subscribe_all: bool) -> bool {
-        let state = self.handle.state();
-        let r = crate::rules::Recipient {
-            viewer: crate::rules::Viewer {
-                user: &self.handle.user,
-                locations: &state.locations,
-                subscribe_all,
-            },
-            is_service: self.handle.is_service,
-            follow: state.follow.as_ref(),
-        };
-        crate::rules::receives(&r, &e.route)
     }
 }
 
@@ -402,6 +360,5 @@ fn subscription_value(e: &Event) -> bool {
 /// The instant a token expiring at `exp` (seconds since the epoch) runs out.
 fn expiry_instant(exp: u64) -> Instant {
     let now = now_secs();
-    Instant::now()
-        + Duration::from_secs(exp.saturating_sub(now)).min(Duration::from_secs(365 * 24 * 3600))
+    Instant::now() + Duration::from_secs(exp.saturating_sub(now)).min(Duration::from_secs(365 * 24 * 3600))
 }

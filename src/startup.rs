@@ -50,10 +50,7 @@ impl Stopper {
             .await
             .is_err()
         {
-            warn!(
-                open = self.hub.len(),
-                "sessions still open at the shutdown timeout"
-            );
+            warn!(open = self.hub.len(), "sessions still open at the shutdown timeout");
         }
         self.handle.stop(true).await;
     }
@@ -61,13 +58,11 @@ impl Stopper {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind(&settings.server.bind)
-            .with_context(|| format!("binding {}", settings.server.bind))?;
+        let listener =
+            TcpListener::bind(&settings.server.bind).with_context(|| format!("binding {}", settings.server.bind))?;
         let addr = listener.local_addr()?;
         if settings.auth.hs256_secret == DEV_SECRET && !addr.ip().is_loopback() {
-            bail!(
-                "refusing to listen on {addr} with the development secret: set auth.hs256_secret"
-            );
+            bail!("refusing to listen on {addr} with the development secret: set auth.hs256_secret");
         }
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
@@ -89,8 +84,7 @@ impl Application {
             }
         };
         let verifier = Arc::new(Verifier::from_settings(&settings.auth)?);
-        let phones =
-            PhoneParser::new(&settings.phone.default_country).map_err(anyhow::Error::msg)?;
+        let phones = PhoneParser::new(&settings.phone.default_country).map_err(anyhow::Error::msg)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let session_deps = Arc::new(session::Deps {
             store: store.clone(),
@@ -176,10 +170,7 @@ impl Application {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

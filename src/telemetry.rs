@@ -15,8 +15,7 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber (once; later calls are ignored). `RUST_LOG` wins over
 /// `default_filter`.
 pub fn init(default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -5,8 +5,5 @@ mod ids;
 pub mod model;
 mod phone;
 
-pub use ids::{
-    AttachmentId, FolderId, Id, InvalidId, LocationId, MessageId, SessionId, TenantId, ThreadId,
-    UserId,
-};
+pub use ids::{AttachmentId, FolderId, Id, InvalidId, LocationId, MessageId, SessionId, TenantId, ThreadId, UserId};
 pub use phone::{InvalidPhone, PhoneNumber, PhoneParser};

@@ -5,9 +5,7 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use super::{
-    AttachmentId, FolderId, LocationId, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
-};
+use super::{AttachmentId, FolderId, LocationId, MessageId, PhoneNumber, TenantId, ThreadId, UserId};
 
 /// A UTC instant with microsecond precision, serialized as RFC 3339.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,16 +30,13 @@ impl Timestamp {
 
     /// Parses an RFC 3339 timestamp (any offset).
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        OffsetDateTime::parse(s, &Rfc3339)
-            .ok()
-            .map(Self::from_datetime)
+        OffsetDateTime::parse(s, &Rfc3339).ok().map(Self::from_datetime)
     }
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let t = OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         // unwrap_or: Rfc3339 formatting only fails for years outside 0..=9999.
         f.write_str(&t.format(&Rfc3339).unwrap_or_default())
     }

@@ -69,14 +69,10 @@ impl PhoneParser {
         if !(4..=17).contains(&digits) {
             return Err(InvalidPhone);
         }
-        let parsed =
-            phonenumber::parse(Some(self.default_country), trimmed).map_err(|_| InvalidPhone)?;
+        let parsed = phonenumber::parse(Some(self.default_country), trimmed).map_err(|_| InvalidPhone)?;
         let e164 = parsed.format().mode(Mode::E164).to_string();
         let n = e164.len() - 1;
-        if e164.starts_with('+')
-            && (8..=15).contains(&n)
-            && e164[1..].bytes().all(|b| b.is_ascii_digit())
-        {
+        if e164.starts_with('+') && (8..=15).contains(&n) && e164[1..].bytes().all(|b| b.is_ascii_digit()) {
             Ok(PhoneNumber(e164))
         } else {
             Err(InvalidPhone)
@@ -105,10 +101,7 @@ mod tests {
             assert!(n.as_str().starts_with('+'), "{input} -> {n}");
         }
         assert_eq!(us().parse("555-123-4567").unwrap().as_str(), "+15551234567");
-        assert_eq!(
-            us().parse("+44 20 7946 0958").unwrap().as_str(),
-            "+442079460958"
-        );
+        assert_eq!(us().parse("+44 20 7946 0958").unwrap().as_str(), "+442079460958");
     }
 
     #[test]

@@ -114,11 +114,7 @@ fn remove<K: Eq + std::hash::Hash>(map: &DashMap<K, Sessions>, k: K, key: u64) {
     });
 }
 
-fn collect<K: Eq + std::hash::Hash>(
-    map: &DashMap<K, Sessions>,
-    k: &K,
-    into: &mut HashMap<u64, Arc<SessionHandle>>,
-) {
+fn collect<K: Eq + std::hash::Hash>(map: &DashMap<K, Sessions>, k: &K, into: &mut HashMap<u64, Arc<SessionHandle>>) {
     if let Some(sessions) = map.get(k) {
         for (key, h) in sessions.iter() {
             into.entry(*key).or_insert_with(|| h.clone());
@@ -284,10 +280,7 @@ impl Hub {
     }
 
     fn deliver_one(&self, e: &Event) {
-        self.metrics
-            .events
-            .with_label_values(&[e.kind.as_str()])
-            .inc();
+        self.metrics.events.with_label_values(&[e.kind.as_str()]).inc();
         if e.kind == EventKind::SubscriptionChanged {
             let on = serde_json::from_str::<serde_json::Value>(&e.data)
                 .ok()
@@ -305,7 +298,7 @@ impl Hub {
         let mut frame = None;
         let mut delivered = 0;
         for h in self.candidates(e).into_values() {
-            if !Self::receives(&h, e) {
+            if !Self::receives(&h, e, None) {
                 continue;
             }
             let out = match e.kind {
@@ -328,18 +321,18 @@ impl Hub {
         self.metrics.deliveries.inc_by(delivered);
     }
 
-    /// Whether session `h` receives `e`, by the rules.
-    pub fn receives(h: &SessionHandle, e: &Event) -> bool {
+    /// Whether session `h` receives `e`, by the rules; `subscribe_all` overrides the
+    /// session's current flag (a replay uses the value it had when `e` was made).
+    pub fn receives(h: &SessionHandle, e: &Event, subscribe_all: Option<bool>) -> bool {
         let state = h.state();
-        let follow = state.follow.as_ref();
         let r = Recipient {
             viewer: Viewer {
                 user: &h.user,
                 locations: &state.locations,
-                subscribe_all: state.subscribe_all,
+                subscribe_all: subscribe_all.unwrap_or(state.subscribe_all),
             },
             is_service: h.is_service,
-            follow,
+            follow: state.follow.as_ref(),
         };
         rules::receives(&r, &e.route)
     }

@@ -68,11 +68,7 @@ pub async fn get_preferences(state: State, caller: Caller) -> Result<HttpRespons
     Ok(HttpResponse::Ok().json(state.store.preferences(&caller.0.tenant).await?))
 }
 
-pub async fn put_preferences(
-    state: State,
-    caller: Caller,
-    body: web::Json<Value>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn put_preferences(state: State, caller: Caller, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
     if !(caller.0.has(Role::Service) || caller.0.has(Role::Admin)) {
         return Err(ApiError::Forbidden(
             "preferences are set by the service or an admin".into(),

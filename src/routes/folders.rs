@@ -24,10 +24,7 @@ pub async fn search(state: State, caller: Caller, q: Query) -> Result<HttpRespon
             Some(digits)
         }
     };
-    let text = q
-        .get("q")
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty());
+    let text = q.get("q").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     Ok(HttpResponse::Ok().json(state.store.search_folders(&scope, digits, text).await?))
 }
 
@@ -40,20 +37,11 @@ async fn visible(state: &State, caller: &Caller, raw: &str) -> Result<Folder, Ap
     Ok(folder)
 }
 
-pub async fn get(
-    state: State,
-    caller: Caller,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(visible(&state, &caller, &id).await?))
 }
 
-pub async fn messages(
-    state: State,
-    caller: Caller,
-    id: web::Path<String>,
-    q: Query,
-) -> Result<HttpResponse, ApiError> {
+pub async fn messages(state: State, caller: Caller, id: web::Path<String>, q: Query) -> Result<HttpResponse, ApiError> {
     let folder = visible(&state, &caller, &id).await?;
     Ok(HttpResponse::Ok().json(
         state
@@ -63,25 +51,12 @@ pub async fn messages(
     ))
 }
 
-pub async fn photos(
-    state: State,
-    caller: Caller,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn photos(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let folder = visible(&state, &caller, &id).await?;
-    Ok(HttpResponse::Ok().json(
-        state
-            .store
-            .folder_photos(&caller.0.tenant, &folder.id)
-            .await?,
-    ))
+    Ok(HttpResponse::Ok().json(state.store.folder_photos(&caller.0.tenant, &folder.id).await?))
 }
 
-pub async fn link_images(
-    state: State,
-    caller: Caller,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn link_images(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     caller.member()?;
     let id: MessageId = path_id(&id)?;
     let tenant = &caller.0.tenant;

@@ -14,11 +14,7 @@ const MAX_ATTACHMENTS: usize = 20;
 const MAX_EXTERNAL_ID: usize = 200;
 const MAX_URL: usize = 2048;
 
-pub async fn inbound(
-    state: State,
-    caller: Caller,
-    body: web::Json<Value>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn inbound(state: State, caller: Caller, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
     let p = caller.service()?;
     let input = parse(&state, Body::new(body)?)?;
     let timer = state.metrics.ingest_seconds.start_timer();
@@ -50,9 +46,7 @@ fn parse(state: &State, body: Body) -> Result<InboundInput, ApiError> {
         .map(|(i, a)| {
             let field = |name: &str| format!("attachments[{i}].{name}");
             let get = |name: &str| match a.get(name) {
-                Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_URL => {
-                    Ok(s.clone())
-                }
+                Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_URL => Ok(s.clone()),
                 _ => Err(ApiError::invalid(field(name), "must be a non-empty string")),
             };
             let url = get("url")?;

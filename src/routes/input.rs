@@ -56,10 +56,7 @@ impl Body {
             return Err(ApiError::invalid(field, "must not be empty"));
         }
         if s.chars().count() > max {
-            return Err(ApiError::invalid(
-                field,
-                format!("must be at most {max} characters"),
-            ));
+            return Err(ApiError::invalid(field, format!("must be at most {max} characters")));
         }
         Ok(s)
     }
@@ -105,16 +102,10 @@ impl Body {
                     Value::String(s) => phones
                         .parse(s)
                         .map_err(|e| ApiError::invalid(format!("{field}[{i}]"), e)),
-                    _ => Err(ApiError::invalid(
-                        format!("{field}[{i}]"),
-                        "must be a string",
-                    )),
+                    _ => Err(ApiError::invalid(format!("{field}[{i}]"), "must be a string")),
                 })
                 .collect(),
-            Some(_) => Err(ApiError::invalid(
-                field,
-                "must be an array of phone numbers",
-            )),
+            Some(_) => Err(ApiError::invalid(field, "must be an array of phone numbers")),
         }
     }
 
@@ -141,20 +132,16 @@ pub fn paging(q: &Query) -> Result<Paging, ApiError> {
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=200).contains(&n) => n,
             _ => {
-                return Err(ApiError::invalid(
-                    "limit",
-                    "must be a whole number from 1 to 200",
-                ));
+                return Err(ApiError::invalid("limit", "must be a whole number from 1 to 200"));
             }
         },
     };
-    let before =
-        match q.get("before").filter(|s| !s.is_empty()) {
-            None => None,
-            Some(s) => Some(Cursor::decode(s).ok_or_else(|| {
-                ApiError::invalid("before", "is not a cursor this server gave out")
-            })?),
-        };
+    let before = match q.get("before").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => {
+            Some(Cursor::decode(s).ok_or_else(|| ApiError::invalid("before", "is not a cursor this server gave out"))?)
+        }
+    };
     Ok(Paging { limit, before })
 }
 
@@ -172,14 +159,10 @@ pub fn bearer(req: &HttpRequest, allow_query: bool) -> Option<String> {
     if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         let h = h.to_str().ok()?;
         let (scheme, token) = h.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned());
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
     }
     if allow_query {
-        let q =
-            web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-                .ok()?;
+        let q = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string()).ok()?;
         return q.get("access_token").cloned();
     }
     None

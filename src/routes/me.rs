@@ -18,11 +18,7 @@ pub async fn get(state: State, caller: Caller) -> Result<HttpResponse, ApiError>
     Ok(HttpResponse::Ok().json(with_token_name(me, &caller)))
 }
 
-pub async fn put_subscriptions(
-    state: State,
-    caller: Caller,
-    body: web::Json<Value>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn put_subscriptions(state: State, caller: Caller, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
     let scope = caller.scope()?;
     let on = Body::new(body)?.bool("subscribe_all")?;
     let me = state.store.set_subscribe_all(&scope, on).await?;

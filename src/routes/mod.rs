@@ -98,8 +98,8 @@ pub fn authenticate(req: &HttpRequest, allow_query: bool) -> Result<Principal, A
     let state = req
         .app_data::<State>()
         .ok_or_else(|| ApiError::Unavailable("not configured".into()))?;
-    let token = input::bearer(req, allow_query)
-        .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
+    let token =
+        input::bearer(req, allow_query).ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
     let p = state.verifier.verify(&token)?;
     let span = tracing::Span::current();
     span.record("tenant", p.tenant.as_str());
@@ -113,9 +113,7 @@ impl Caller {
         if self.0.has(Role::Service) {
             Ok(&self.0)
         } else {
-            Err(ApiError::Forbidden(
-                "this call needs the service role".into(),
-            ))
+            Err(ApiError::Forbidden("this call needs the service role".into()))
         }
     }
 
@@ -124,9 +122,7 @@ impl Caller {
         if self.0.is_member() {
             Ok(&self.0)
         } else {
-            Err(ApiError::Forbidden(
-                "this call needs the user or admin role".into(),
-            ))
+            Err(ApiError::Forbidden("this call needs the user or admin role".into()))
         }
     }
 

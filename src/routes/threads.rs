@@ -22,12 +22,10 @@ pub async fn list(state: State, caller: Caller, q: Query) -> Result<HttpResponse
     let view = match q.get("view").map(String::as_str) {
         None | Some("mine") => ThreadView::Mine,
         Some("resource") => {
-            let raw = q.get("resource_id").ok_or_else(|| {
-                ApiError::invalid("resource_id", "is required with view=resource")
-            })?;
-            ThreadView::Resource(
-                UserId::parse(raw).map_err(|e| ApiError::invalid("resource_id", e))?,
-            )
+            let raw = q
+                .get("resource_id")
+                .ok_or_else(|| ApiError::invalid("resource_id", "is required with view=resource"))?;
+            ThreadView::Resource(UserId::parse(raw).map_err(|e| ApiError::invalid("resource_id", e))?)
         }
         Some(_) => return Err(ApiError::invalid("view", "must be mine or resource")),
     };
@@ -50,20 +48,11 @@ async fn visible(state: &State, caller: &Caller, raw: &str) -> Result<Thread, Ap
     Ok(thread)
 }
 
-pub async fn get(
-    state: State,
-    caller: Caller,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(visible(&state, &caller, &id).await?))
 }
 
-pub async fn messages(
-    state: State,
-    caller: Caller,
-    id: web::Path<String>,
-    q: Query,
-) -> Result<HttpResponse, ApiError> {
+pub async fn messages(state: State, caller: Caller, id: web::Path<String>, q: Query) -> Result<HttpResponse, ApiError> {
     let thread = visible(&state, &caller, &id).await?;
     let page = state
         .store
@@ -72,11 +61,7 @@ pub async fn messages(
     Ok(HttpResponse::Ok().json(page))
 }
 
-pub async fn read(
-    state: State,
-    caller: Caller,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn read(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let thread = visible(&state, &caller, &id).await?;
     Ok(HttpResponse::Ok().json(
         state
@@ -86,11 +71,7 @@ pub async fn read(
     ))
 }
 
-pub async fn unread(
-    state: State,
-    caller: Caller,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn unread(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let thread = visible(&state, &caller, &id).await?;
     Ok(HttpResponse::Ok().json(
         state

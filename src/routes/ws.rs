@@ -7,11 +7,7 @@ use tracing::Instrument;
 use super::{State, authenticate};
 use crate::{auth::Role, error::ApiError, session};
 
-pub async fn handshake(
-    state: State,
-    req: HttpRequest,
-    body: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
     check_origin(&req, &state.settings.server.allowed_origins)?;
     let principal = authenticate(&req, true)?;
     if state.hub.len() >= state.settings.server.max_sessions {
@@ -38,11 +34,10 @@ pub async fn handshake(
         state.settings.ws.queue_capacity,
     );
     state.metrics.handshakes.inc();
-    let span = tracing::info_span!("session", tenant = %principal.tenant, user_id = %principal.user, session_id = %handle.id);
+    let span =
+        tracing::info_span!("session", tenant = %principal.tenant, user_id = %principal.user, session_id = %handle.id);
     let deps = state.session_deps.clone();
-    actix_web::rt::spawn(
-        session::run(deps, handle, queue, ws_session, stream, principal).instrument(span),
-    );
+    actix_web::rt::spawn(session::run(deps, handle, queue, ws_session, stream, principal).instrument(span));
     Ok(response)
 }
 
@@ -62,8 +57,6 @@ fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), ApiError> {
     {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(format!(
-            "origin {origin} is not allowed"
-        )))
+        Err(ApiError::Forbidden(format!("origin {origin} is not allowed")))
     }
 }

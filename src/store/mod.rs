@@ -17,8 +17,8 @@ use crate::{
     domain::{
         FolderId, LocationId, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
         model::{
-            Folder, Ingested, Linked, Location, Me, Message, MessagePage, Photo, Preferences,
-            Resource, Thread, ThreadPage, Timestamp, User,
+            Folder, Ingested, Linked, Location, Me, Message, MessagePage, Photo, Preferences, Resource, Thread,
+            ThreadPage, Timestamp, User,
         },
     },
     event::Event,
@@ -159,25 +159,11 @@ pub struct SessionStart {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // Directory (role `service`).
-    async fn upsert_location(
-        &self,
-        tenant: &TenantId,
-        id: &LocationId,
-        input: LocationInput,
-    ) -> StoreResult<Location>;
+    async fn upsert_location(&self, tenant: &TenantId, id: &LocationId, input: LocationInput) -> StoreResult<Location>;
     async fn upsert_user(&self, tenant: &TenantId, id: &UserId, name: String) -> StoreResult<User>;
-    async fn upsert_folder(
-        &self,
-        tenant: &TenantId,
-        id: &FolderId,
-        input: FolderInput,
-    ) -> StoreResult<Folder>;
+    async fn upsert_folder(&self, tenant: &TenantId, id: &FolderId, input: FolderInput) -> StoreResult<Folder>;
     async fn preferences(&self, tenant: &TenantId) -> StoreResult<Preferences>;
-    async fn set_preferences(
-        &self,
-        tenant: &TenantId,
-        patch: PreferencesPatch,
-    ) -> StoreResult<Preferences>;
+    async fn set_preferences(&self, tenant: &TenantId, patch: PreferencesPatch) -> StoreResult<Preferences>;
 
     // Ingestion.
     async fn ingest(&self, tenant: &TenantId, input: InboundInput) -> StoreResult<Ingested>;
@@ -188,34 +174,11 @@ pub trait Store: Send + Sync + 'static {
     async fn resources(&self, scope: &Scope) -> StoreResult<Vec<Resource>>;
     async fn threads(&self, scope: &Scope, query: ThreadQuery) -> StoreResult<ThreadPage>;
     async fn thread(&self, tenant: &TenantId, id: &ThreadId) -> StoreResult<Thread>;
-    async fn thread_messages(
-        &self,
-        tenant: &TenantId,
-        id: &ThreadId,
-        paging: Paging,
-    ) -> StoreResult<MessagePage>;
-    async fn mark_read(&self, tenant: &TenantId, id: &ThreadId, by: &UserId)
-    -> StoreResult<Thread>;
-    async fn mark_unread(
-        &self,
-        tenant: &TenantId,
-        id: &ThreadId,
-        by: &UserId,
-    ) -> StoreResult<Thread>;
-    async fn reply(
-        &self,
-        tenant: &TenantId,
-        id: &ThreadId,
-        by: &UserId,
-        body: String,
-    ) -> StoreResult<Message>;
-    async fn assign(
-        &self,
-        tenant: &TenantId,
-        id: &ThreadId,
-        folder: &FolderId,
-        by: &UserId,
-    ) -> StoreResult<Thread>;
+    async fn thread_messages(&self, tenant: &TenantId, id: &ThreadId, paging: Paging) -> StoreResult<MessagePage>;
+    async fn mark_read(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread>;
+    async fn mark_unread(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread>;
+    async fn reply(&self, tenant: &TenantId, id: &ThreadId, by: &UserId, body: String) -> StoreResult<Message>;
+    async fn assign(&self, tenant: &TenantId, id: &ThreadId, folder: &FolderId, by: &UserId) -> StoreResult<Thread>;
     async fn search_folders(
         &self,
         scope: &Scope,
@@ -223,30 +186,15 @@ pub trait Store: Send + Sync + 'static {
         text: Option<String>,
     ) -> StoreResult<Vec<Folder>>;
     async fn folder(&self, tenant: &TenantId, id: &FolderId) -> StoreResult<Folder>;
-    async fn folder_messages(
-        &self,
-        tenant: &TenantId,
-        id: &FolderId,
-        paging: Paging,
-    ) -> StoreResult<MessagePage>;
+    async fn folder_messages(&self, tenant: &TenantId, id: &FolderId, paging: Paging) -> StoreResult<MessagePage>;
     async fn message(&self, tenant: &TenantId, id: &MessageId) -> StoreResult<Message>;
-    async fn link_images(
-        &self,
-        tenant: &TenantId,
-        message: &MessageId,
-        by: &UserId,
-    ) -> StoreResult<Linked>;
+    async fn link_images(&self, tenant: &TenantId, message: &MessageId, by: &UserId) -> StoreResult<Linked>;
     async fn folder_photos(&self, tenant: &TenantId, id: &FolderId) -> StoreResult<Vec<Photo>>;
 
     // Sessions.
     async fn session_start(&self, scope: &Scope) -> StoreResult<SessionStart>;
     async fn unread_count(&self, scope: &Scope) -> StoreResult<u64>;
-    async fn events_after(
-        &self,
-        tenant: &TenantId,
-        after: u64,
-        limit: usize,
-    ) -> StoreResult<Replay>;
+    async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay>;
 
     /// Whether storage answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

@@ -125,14 +125,25 @@ impl TestApp {
     }
 
     pub async fn location(&self, id: &str, sms: &[&str]) -> Value {
-        self.put_ok(&format!("/api/v1/locations/{id}"), json!({"name": format!("Location {id}"), "sms_numbers": sms})).await
+        self.put_ok(
+            &format!("/api/v1/locations/{id}"),
+            json!({"name": format!("Location {id}"), "sms_numbers": sms}),
+        )
+        .await
     }
 
     pub async fn user(&self, id: &str, name: &str) -> Value {
         self.put_ok(&format!("/api/v1/users/{id}"), json!({"name": name})).await
     }
 
-    pub async fn folder(&self, id: &str, location: &str, phones: &[&str], sales: Option<&str>, service: Option<&str>) -> Value {
+    pub async fn folder(
+        &self,
+        id: &str,
+        location: &str,
+        phones: &[&str],
+        sales: Option<&str>,
+        service: Option<&str>,
+    ) -> Value {
         self.put_ok(
             &format!("/api/v1/folders/{id}"),
             json!({"name": format!("Folder {id}"), "location_id": location, "phone_numbers": phones,
@@ -143,7 +154,8 @@ impl TestApp {
 
     /// Posts an inbound message and returns (status, body).
     pub async fn inbound(&self, external_id: &str, from: &str, to: &str, body: &str) -> (u16, Value) {
-        self.inbound_json(json!({"external_id": external_id, "from": from, "to": to, "body": body})).await
+        self.inbound_json(json!({"external_id": external_id, "from": from, "to": to, "body": body}))
+            .await
     }
 
     pub async fn inbound_json(&self, body: Value) -> (u16, Value) {
@@ -159,13 +171,17 @@ impl TestApp {
         self.user("sam", "Sam Sales").await;
         self.user("sue", "Sue Service").await;
         self.user("olga", "Olga Operator").await;
-        self.folder("F1", "L1", &["+15551234567"], Some("sam"), Some("sue")).await;
+        self.folder("F1", "L1", &["+15551234567"], Some("sam"), Some("sue"))
+            .await;
     }
 
     /// Opens a websocket with the token in the Authorization header and reads `hello`.
     pub async fn ws(&self, token: &str) -> Ws {
         let mut req = self.ws_url().into_client_request().unwrap();
-        req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        req.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
         let (stream, _) = connect_async(req).await.expect("websocket handshake");
         let mut ws = Ws { stream };
         let hello = ws.next_json().await;
@@ -175,7 +191,9 @@ impl TestApp {
 
     /// Opens a websocket and returns it with its hello frame.
     pub async fn ws_hello(&self, token: &str) -> (Ws, Value) {
-        let (stream, _) = connect_async(format!("{}?access_token={token}", self.ws_url())).await.expect("websocket handshake");
+        let (stream, _) = connect_async(format!("{}?access_token={token}", self.ws_url()))
+            .await
+            .expect("websocket handshake");
         let mut ws = Ws { stream };
         let hello = ws.next_json().await;
         assert_eq!(hello["type"], "hello", "first frame is hello: {hello}");
@@ -197,11 +215,17 @@ pub enum Next {
 
 impl Ws {
     pub async fn send_json(&mut self, v: Value) {
-        self.stream.send(WsMessage::Text(v.to_string().into())).await.expect("frame sent");
+        self.stream
+            .send(WsMessage::Text(v.to_string().into()))
+            .await
+            .expect("frame sent");
     }
 
     pub async fn send_text(&mut self, s: &str) {
-        self.stream.send(WsMessage::Text(s.to_owned().into())).await.expect("frame sent");
+        self.stream
+            .send(WsMessage::Text(s.to_owned().into()))
+            .await
+            .expect("frame sent");
     }
 
     /// The next text frame or close, skipping control frames; fails the test after PATIENCE.
@@ -209,14 +233,20 @@ impl Ws {
         let fut = async {
             loop {
                 match self.stream.next().await {
-                    Some(Ok(WsMessage::Text(t))) => return Next::Json(serde_json::from_str(&t).expect("frames are JSON")),
-                    Some(Ok(WsMessage::Close(frame))) => return Next::Closed(frame.map(|f| u16::from(f.code))),
+                    Some(Ok(WsMessage::Text(t))) => {
+                        return Next::Json(serde_json::from_str(&t).expect("frames are JSON"));
+                    }
+                    Some(Ok(WsMessage::Close(frame))) => {
+                        return Next::Closed(frame.map(|f| u16::from(f.code)));
+                    }
                     Some(Ok(_)) => continue,
                     Some(Err(_)) | None => return Next::Closed(None),
                 }
             }
         };
-        tokio::time::timeout(PATIENCE, fut).await.expect("a frame arrives in time")
+        tokio::time::timeout(PATIENCE, fut)
+            .await
+            .expect("a frame arrives in time")
     }
 
     pub async fn next_json(&mut self) -> Value {

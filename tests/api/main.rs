@@ -10,5 +10,5 @@ mod errors;
 mod ingestion;
 mod message_center;
 mod operations;
-mod websocket;
 mod resume;
+mod websocket;

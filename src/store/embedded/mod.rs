@@ -25,8 +25,7 @@ use super::*;
 use crate::{
     bus::Bus,
     domain::model::{
-        Folder, Linked, Location, Me, Message, MessagePage, Photo, Preferences, Resource, Thread,
-        ThreadPage, User,
+        Folder, Linked, Location, Me, Message, MessagePage, Photo, Preferences, Resource, Thread, ThreadPage, User,
     },
     event::{Event, NewEvent},
 };
@@ -46,16 +45,12 @@ impl Embedded {
     pub fn open(dir: &Path, bus: Arc<dyn Bus>, retention: u64) -> anyhow::Result<Embedded> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("switchboard.sqlite3");
-        let conn =
-            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
-        )?;
+        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")?;
         conn.execute_batch(include_str!("schema.sql"))
             .context("creating the schema")?;
-        let manager = SqliteConnectionManager::file(&path).with_init(|c| {
-            c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = true;")
-        });
+        let manager = SqliteConnectionManager::file(&path)
+            .with_init(|c| c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = true;"));
         let readers = r2d2::Pool::builder()
             .max_size(8)
             .build(manager)
@@ -65,10 +60,7 @@ impl Embedded {
             .name("store-writer".into())
             .spawn(move || writer_loop(conn, rx, bus, retention))
             .context("starting the writer thread")?;
-        Ok(Embedded {
-            writer: tx,
-            readers,
-        })
+        Ok(Embedded { writer: tx, readers })
     }
 
     /// Runs `f` on a read connection.
@@ -78,9 +70,7 @@ impl Embedded {
     ) -> StoreResult<R> {
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
             f(&mut conn)
         })
         .await
@@ -127,28 +117,15 @@ impl Tx<'_> {
                 |r| r.get(0),
             )
             .map_err(ops::db)?;
-        let route =
-            serde_json::to_string(&e.route).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let route = serde_json::to_string(&e.route).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         self.conn
-            .prepare_cached(
-                "INSERT INTO events (tenant, id, kind, route, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut s| {
-                s.execute(rusqlite::params![
-                    tenant.as_str(),
-                    id,
-                    e.kind.as_str(),
-                    route,
-                    e.data
-                ])
-            })
+            .prepare_cached("INSERT INTO events (tenant, id, kind, route, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .and_then(|mut s| s.execute(rusqlite::params![tenant.as_str(), id, e.kind.as_str(), route, e.data]))
             .map_err(ops::db)?;
         if id > self.retention {
             self.conn
                 .prepare_cached("DELETE FROM events WHERE tenant = ?1 AND id <= ?2")
-                .and_then(|mut s| {
-                    s.execute(rusqlite::params![tenant.as_str(), id - self.retention])
-                })
+                .and_then(|mut s| s.execute(rusqlite::params![tenant.as_str(), id - self.retention]))
                 .map_err(ops::db)?;
         }
         self.events.push(Event {
@@ -200,12 +177,7 @@ where
     }
 }
 
-fn writer_loop(
-    conn: Connection,
-    mut rx: mpsc::Receiver<Box<dyn Job>>,
-    bus: Arc<dyn Bus>,
-    retention: u64,
-) {
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, bus: Arc<dyn Bus>, retention: u64) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -264,12 +236,7 @@ fn writer_loop(
 
 #[async_trait]
 impl Store for Embedded {
-    async fn upsert_location(
-        &self,
-        tenant: &TenantId,
-        id: &LocationId,
-        input: LocationInput,
-    ) -> StoreResult<Location> {
+    async fn upsert_location(&self, tenant: &TenantId, id: &LocationId, input: LocationInput) -> StoreResult<Location> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.write(move |tx| ops::upsert_location(tx, &tenant, &id, input))
             .await
@@ -277,19 +244,12 @@ impl Store for Embedded {
 
     async fn upsert_user(&self, tenant: &TenantId, id: &UserId, name: String) -> StoreResult<User> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.write(move |tx| ops::upsert_user(tx, &tenant, &id, name))
-            .await
+        self.write(move |tx| ops::upsert_user(tx, &tenant, &id, name)).await
     }
 
-    async fn upsert_folder(
-        &self,
-        tenant: &TenantId,
-        id: &FolderId,
-        input: FolderInput,
-    ) -> StoreResult<Folder> {
+    async fn upsert_folder(&self, tenant: &TenantId, id: &FolderId, input: FolderInput) -> StoreResult<Folder> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.write(move |tx| ops::upsert_folder(tx, &tenant, &id, input))
-            .await
+        self.write(move |tx| ops::upsert_folder(tx, &tenant, &id, input)).await
     }
 
     async fn preferences(&self, tenant: &TenantId) -> StoreResult<Preferences> {
@@ -297,14 +257,9 @@ impl Store for Embedded {
         self.read(move |c| ops::preferences(c, &tenant)).await
     }
 
-    async fn set_preferences(
-        &self,
-        tenant: &TenantId,
-        patch: PreferencesPatch,
-    ) -> StoreResult<Preferences> {
+    async fn set_preferences(&self, tenant: &TenantId, patch: PreferencesPatch) -> StoreResult<Preferences> {
         let tenant = tenant.clone();
-        self.write(move |tx| ops::set_preferences(tx, &tenant, patch))
-            .await
+        self.write(move |tx| ops::set_preferences(tx, &tenant, patch)).await
     }
 
     async fn ingest(&self, tenant: &TenantId, input: InboundInput) -> StoreResult<Ingested> {
@@ -319,8 +274,7 @@ impl Store for Embedded {
 
     async fn set_subscribe_all(&self, scope: &Scope, on: bool) -> StoreResult<Me> {
         let scope = scope.clone();
-        self.write(move |tx| ops::set_subscribe_all(tx, &scope, on))
-            .await
+        self.write(move |tx| ops::set_subscribe_all(tx, &scope, on)).await
     }
 
     async fn resources(&self, scope: &Scope) -> StoreResult<Vec<Resource>> {
@@ -338,65 +292,31 @@ impl Store for Embedded {
         self.read(move |c| ops::load_thread(c, &tenant, &id)).await
     }
 
-    async fn thread_messages(
-        &self,
-        tenant: &TenantId,
-        id: &ThreadId,
-        paging: Paging,
-    ) -> StoreResult<MessagePage> {
+    async fn thread_messages(&self, tenant: &TenantId, id: &ThreadId, paging: Paging) -> StoreResult<MessagePage> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| ops::thread_messages(c, &tenant, &id, &paging))
+        self.read(move |c| ops::thread_messages(c, &tenant, &id, &paging)).await
+    }
+
+    async fn mark_read(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread> {
+        let (tenant, id, by) = (tenant.clone(), id.clone(), by.clone());
+        self.write(move |tx| ops::change_read_state(tx, &tenant, &id, &by, crate::rules::ReadChange::MarkRead))
             .await
     }
 
-    async fn mark_read(
-        &self,
-        tenant: &TenantId,
-        id: &ThreadId,
-        by: &UserId,
-    ) -> StoreResult<Thread> {
+    async fn mark_unread(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread> {
         let (tenant, id, by) = (tenant.clone(), id.clone(), by.clone());
-        self.write(move |tx| {
-            ops::change_read_state(tx, &tenant, &id, &by, crate::rules::ReadChange::MarkRead)
-        })
-        .await
-    }
-
-    async fn mark_unread(
-        &self,
-        tenant: &TenantId,
-        id: &ThreadId,
-        by: &UserId,
-    ) -> StoreResult<Thread> {
-        let (tenant, id, by) = (tenant.clone(), id.clone(), by.clone());
-        self.write(move |tx| {
-            ops::change_read_state(tx, &tenant, &id, &by, crate::rules::ReadChange::MarkUnread)
-        })
-        .await
-    }
-
-    async fn reply(
-        &self,
-        tenant: &TenantId,
-        id: &ThreadId,
-        by: &UserId,
-        body: String,
-    ) -> StoreResult<Message> {
-        let (tenant, id, by) = (tenant.clone(), id.clone(), by.clone());
-        self.write(move |tx| ops::reply(tx, &tenant, &id, &by, body))
+        self.write(move |tx| ops::change_read_state(tx, &tenant, &id, &by, crate::rules::ReadChange::MarkUnread))
             .await
     }
 
-    async fn assign(
-        &self,
-        tenant: &TenantId,
-        id: &ThreadId,
-        folder: &FolderId,
-        by: &UserId,
-    ) -> StoreResult<Thread> {
+    async fn reply(&self, tenant: &TenantId, id: &ThreadId, by: &UserId, body: String) -> StoreResult<Message> {
+        let (tenant, id, by) = (tenant.clone(), id.clone(), by.clone());
+        self.write(move |tx| ops::reply(tx, &tenant, &id, &by, body)).await
+    }
+
+    async fn assign(&self, tenant: &TenantId, id: &ThreadId, folder: &FolderId, by: &UserId) -> StoreResult<Thread> {
         let (tenant, id, folder, by) = (tenant.clone(), id.clone(), folder.clone(), by.clone());
-        self.write(move |tx| ops::assign(tx, &tenant, &id, &folder, &by))
-            .await
+        self.write(move |tx| ops::assign(tx, &tenant, &id, &folder, &by)).await
     }
 
     async fn search_folders(
@@ -415,15 +335,9 @@ impl Store for Embedded {
         self.read(move |c| ops::load_folder(c, &tenant, &id)).await
     }
 
-    async fn folder_messages(
-        &self,
-        tenant: &TenantId,
-        id: &FolderId,
-        paging: Paging,
-    ) -> StoreResult<MessagePage> {
+    async fn folder_messages(&self, tenant: &TenantId, id: &FolderId, paging: Paging) -> StoreResult<MessagePage> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| ops::folder_messages(c, &tenant, &id, &paging))
-            .await
+        self.read(move |c| ops::folder_messages(c, &tenant, &id, &paging)).await
     }
 
     async fn message(&self, tenant: &TenantId, id: &MessageId) -> StoreResult<Message> {
@@ -431,21 +345,14 @@ impl Store for Embedded {
         self.read(move |c| ops::load_message(c, &tenant, &id)).await
     }
 
-    async fn link_images(
-        &self,
-        tenant: &TenantId,
-        message: &MessageId,
-        by: &UserId,
-    ) -> StoreResult<Linked> {
+    async fn link_images(&self, tenant: &TenantId, message: &MessageId, by: &UserId) -> StoreResult<Linked> {
         let (tenant, message, by) = (tenant.clone(), message.clone(), by.clone());
-        self.write(move |tx| ops::link_images(tx, &tenant, &message, &by))
-            .await
+        self.write(move |tx| ops::link_images(tx, &tenant, &message, &by)).await
     }
 
     async fn folder_photos(&self, tenant: &TenantId, id: &FolderId) -> StoreResult<Vec<Photo>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| ops::folder_photos(c, &tenant, &id))
-            .await
+        self.read(move |c| ops::folder_photos(c, &tenant, &id)).await
     }
 
     async fn session_start(&self, scope: &Scope) -> StoreResult<SessionStart> {
@@ -458,15 +365,9 @@ impl Store for Embedded {
         self.read(move |c| ops::unread_count(c, &scope)).await
     }
 
-    async fn events_after(
-        &self,
-        tenant: &TenantId,
-        after: u64,
-        limit: usize,
-    ) -> StoreResult<Replay> {
+    async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay> {
         let tenant = tenant.clone();
-        self.read(move |c| ops::events_after(c, &tenant, after, limit))
-            .await
+        self.read(move |c| ops::events_after(c, &tenant, after, limit)).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -12,8 +12,8 @@ use crate::{
     domain::{
         AttachmentId, FolderId, LocationId, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
         model::{
-            Attachment, Direction, Folder, Ingested, Linked, Location, Me, Message, MessagePage,
-            Photo, Preferences, Resource, Thread, ThreadPage, Timestamp, User,
+            Attachment, Direction, Folder, Ingested, Linked, Location, Me, Message, MessagePage, Photo, Preferences,
+            Resource, Thread, ThreadPage, Timestamp, User,
         },
     },
     event::{EventKind, NewEvent, Route},
@@ -26,8 +26,7 @@ pub(super) fn db(e: rusqlite::Error) -> StoreError {
 }
 
 fn json_list<T: AsRef<str>>(items: &[T]) -> String {
-    serde_json::to_string(&items.iter().map(|s| s.as_ref()).collect::<Vec<_>>())
-        .unwrap_or_else(|_| "[]".into())
+    serde_json::to_string(&items.iter().map(|s| s.as_ref()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -80,22 +79,14 @@ pub(super) fn upsert_location(
     })
 }
 
-pub(super) fn upsert_user(
-    tx: &mut Tx<'_>,
-    tenant: &TenantId,
-    id: &UserId,
-    name: String,
-) -> StoreResult<User> {
+pub(super) fn upsert_user(tx: &mut Tx<'_>, tenant: &TenantId, id: &UserId, name: String) -> StoreResult<User> {
     tx.conn
         .execute(
             "INSERT INTO users (tenant, id, name) VALUES (?1, ?2, ?3) ON CONFLICT (tenant, id) DO UPDATE SET name = excluded.name",
             params![tenant.as_str(), id.as_str(), name],
         )
         .map_err(db)?;
-    Ok(User {
-        id: id.clone(),
-        name,
-    })
+    Ok(User { id: id.clone(), name })
 }
 
 pub(super) fn upsert_folder(
@@ -152,27 +143,17 @@ pub(super) fn upsert_folder(
         sales: input.sales_resource_id.clone(),
         service: input.service_resource_id.clone(),
     };
-    if before.as_ref().is_some_and(|b| *b != after) {
-        // Threads on this folder changed audience: the old and new resources' counts move.
+    if before.as_ref().is_some_and(|b| *b != after) && has_unread_threads(c, tenant, id)? {
+        // Threads on this folder changed audience: the counts of those who joined or left move.
         let prefs = preferences(c, tenant)?;
-        let mut users = rules::notified(before.as_ref().unwrap_or(&Resources::default()), prefs);
-        for u in rules::notified(&after, prefs) {
-            if !users.contains(&u) {
-                users.push(u);
-            }
-        }
+        let before = rules::notified(before.as_ref().unwrap_or(&Resources::default()), prefs);
+        let users = rules::moved(&before, &rules::notified(&after, prefs));
         if !users.is_empty() {
-            tx.emit(
-                tenant,
-                NewEvent::new(
-                    EventKind::UnreadCount,
-                    Route {
-                        users,
-                        ..Route::default()
-                    },
-                    json!({}),
-                ),
-            )?;
+            let route = Route {
+                users,
+                ..Route::default()
+            };
+            tx.emit(tenant, NewEvent::new(EventKind::UnreadCount, route, json!({})))?;
         }
     }
     Ok(Folder {
@@ -201,19 +182,11 @@ pub(super) fn preferences(c: &Connection, tenant: &TenantId) -> StoreResult<Pref
     .unwrap_or_default())
 }
 
-pub(super) fn set_preferences(
-    tx: &mut Tx<'_>,
-    tenant: &TenantId,
-    patch: PreferencesPatch,
-) -> StoreResult<Preferences> {
+pub(super) fn set_preferences(tx: &mut Tx<'_>, tenant: &TenantId, patch: PreferencesPatch) -> StoreResult<Preferences> {
     let before = preferences(tx.conn, tenant)?;
     let after = Preferences {
-        notify_sales_resource: patch
-            .notify_sales_resource
-            .unwrap_or(before.notify_sales_resource),
-        notify_service_resource: patch
-            .notify_service_resource
-            .unwrap_or(before.notify_service_resource),
+        notify_sales_resource: patch.notify_sales_resource.unwrap_or(before.notify_sales_resource),
+        notify_service_resource: patch.notify_service_resource.unwrap_or(before.notify_service_resource),
     };
     tx.conn
         .execute(
@@ -223,17 +196,23 @@ pub(super) fn set_preferences(
         )
         .map_err(db)?;
     if after != before {
-        tx.emit(
-            tenant,
-            NewEvent::new(
-                EventKind::UnreadCount,
-                Route {
-                    tenant_wide: true,
-                    ..Route::default()
-                },
-                json!({}),
-            ),
-        )?;
+        // Resources of folders with unread threads whose notification flipped: their counts move.
+        let users = resources_with_unread(tx.conn, tenant)?
+            .iter()
+            .flat_map(|r| rules::moved(&rules::notified(r, before), &rules::notified(r, after)))
+            .fold(Vec::new(), |mut acc, u| {
+                if !acc.contains(&u) {
+                    acc.push(u);
+                }
+                acc
+            });
+        if !users.is_empty() {
+            let route = Route {
+                users,
+                ..Route::default()
+            };
+            tx.emit(tenant, NewEvent::new(EventKind::UnreadCount, route, json!({})))?;
+        }
     }
     Ok(after)
 }
@@ -252,7 +231,8 @@ struct ThreadRow {
     last_message_at: i64,
 }
 
-const THREAD_COLUMNS: &str = "t.id, t.location_id, t.customer_number, t.folder_id, t.unread_count, t.last_message_id, t.last_message_at";
+const THREAD_COLUMNS: &str =
+    "t.id, t.location_id, t.customer_number, t.folder_id, t.unread_count, t.last_message_id, t.last_message_at";
 
 fn thread_row(r: &Row<'_>) -> rusqlite::Result<ThreadRow> {
     Ok(ThreadRow {
@@ -300,8 +280,7 @@ pub(super) fn load_thread(c: &Connection, tenant: &TenantId, id: &ThreadId) -> S
     full_thread(c, tenant, row)
 }
 
-const MESSAGE_COLUMNS: &str =
-    "m.id, m.thread_id, m.direction, m.body, m.created_at, m.author_id, m.external_id, m.seq";
+const MESSAGE_COLUMNS: &str = "m.id, m.thread_id, m.direction, m.body, m.created_at, m.author_id, m.external_id, m.seq";
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<(Message, i64)> {
     let direction: String = r.get(2)?;
@@ -326,7 +305,9 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<(Message, i64)> {
 
 fn with_attachments(c: &Connection, tenant: &TenantId, mut m: Message) -> StoreResult<Message> {
     let mut stmt = c
-        .prepare_cached("SELECT id, url, content_type FROM attachments WHERE tenant = ?1 AND message_id = ?2 ORDER BY position")
+        .prepare_cached(
+            "SELECT id, url, content_type FROM attachments WHERE tenant = ?1 AND message_id = ?2 ORDER BY position",
+        )
         .map_err(db)?;
     m.attachments = stmt
         .query_map(params![tenant.as_str(), m.id.as_str()], |r| {
@@ -342,11 +323,7 @@ fn with_attachments(c: &Connection, tenant: &TenantId, mut m: Message) -> StoreR
     Ok(m)
 }
 
-pub(super) fn load_message(
-    c: &Connection,
-    tenant: &TenantId,
-    id: &MessageId,
-) -> StoreResult<Message> {
+pub(super) fn load_message(c: &Connection, tenant: &TenantId, id: &MessageId) -> StoreResult<Message> {
     let (m, _) = c
         .query_row(
             &format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.tenant = ?1 AND m.id = ?2"),
@@ -408,11 +385,7 @@ fn save_thread(c: &Connection, tenant: &TenantId, t: &ThreadRow) -> StoreResult<
 }
 
 /// The resources of a folder, or `None` when there is no such folder.
-fn folder_resources(
-    c: &Connection,
-    tenant: &TenantId,
-    folder: Option<&FolderId>,
-) -> StoreResult<Option<Resources>> {
+fn folder_resources(c: &Connection, tenant: &TenantId, folder: Option<&FolderId>) -> StoreResult<Option<Resources>> {
     let Some(folder) = folder else {
         return Ok(None);
     };
@@ -442,11 +415,7 @@ fn route_for(
     Ok(rules::thread_route(location, &notified))
 }
 
-pub(super) fn ingest(
-    tx: &mut Tx<'_>,
-    tenant: &TenantId,
-    input: InboundInput,
-) -> StoreResult<Ingested> {
+pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) -> StoreResult<Ingested> {
     let c = tx.conn;
     let existing: Option<String> = c
         .query_row(
@@ -474,12 +443,7 @@ pub(super) fn ingest(
         .optional()
         .map_err(db)?
         .map(LocationId::trusted)
-        .ok_or_else(|| {
-            StoreError::invalid(
-                "to",
-                format!("{} is not an SMS number of any location", input.to),
-            )
-        })?;
+        .ok_or_else(|| StoreError::invalid("to", format!("{} is not an SMS number of any location", input.to)))?;
     let current: Option<ThreadRow> = c
         .query_row(
             &format!("SELECT {THREAD_COLUMNS} FROM threads t WHERE t.tenant = ?1 AND t.location_id = ?2 AND t.customer_number = ?3"),
@@ -489,7 +453,11 @@ pub(super) fn ingest(
         .optional()
         .map_err(db)?;
     let listing: Vec<FolderId> = {
-        let mut stmt = c.prepare_cached("SELECT DISTINCT folder_id FROM folder_numbers WHERE tenant = ?1 AND number = ?2 ORDER BY folder_id").map_err(db)?;
+        let mut stmt = c
+            .prepare_cached(
+                "SELECT DISTINCT folder_id FROM folder_numbers WHERE tenant = ?1 AND number = ?2 ORDER BY folder_id",
+            )
+            .map_err(db)?;
         stmt.query_map(params![tenant.as_str(), input.from.as_str()], |r| {
             r.get::<_, String>(0).map(FolderId::trusted)
         })
@@ -526,11 +494,7 @@ pub(super) fn ingest(
             ThreadRow {
                 folder_id: rules::auto_assign(t.folder_id, &listing),
                 unread_count: rules::next_unread_count(t.unread_count, ReadChange::Inbound),
-                last_message_id: if newest {
-                    message.id.clone()
-                } else {
-                    t.last_message_id
-                },
+                last_message_id: if newest { message.id.clone() } else { t.last_message_id },
                 last_message_at: t.last_message_at.max(message.created_at.micros()),
                 ..t
             }
@@ -562,11 +526,7 @@ pub(super) fn ingest(
     )?;
     tx.emit(
         tenant,
-        NewEvent::new(
-            EventKind::UnreadCount,
-            rules::count_route(&route),
-            json!({}),
-        ),
+        NewEvent::new(EventKind::UnreadCount, rules::count_route(&route), json!({})),
     )?;
     Ok(Ingested {
         message,
@@ -605,11 +565,7 @@ pub(super) fn change_read_state(
     )?;
     tx.emit(
         tenant,
-        NewEvent::new(
-            EventKind::UnreadCount,
-            rules::count_route(&route),
-            json!({}),
-        ),
+        NewEvent::new(EventKind::UnreadCount, rules::count_route(&route), json!({})),
     )?;
     full_thread(c, tenant, row)
 }
@@ -660,19 +616,11 @@ pub(super) fn reply(
     if was_unread {
         tx.emit(
             tenant,
-            NewEvent::new(
-                EventKind::ThreadRead,
-                route.clone(),
-                json!({"thread_id": id, "by": by}),
-            ),
+            NewEvent::new(EventKind::ThreadRead, route.clone(), json!({"thread_id": id, "by": by})),
         )?;
         tx.emit(
             tenant,
-            NewEvent::new(
-                EventKind::UnreadCount,
-                rules::count_route(&route),
-                json!({}),
-            ),
+            NewEvent::new(EventKind::UnreadCount, rules::count_route(&route), json!({})),
         )?;
     }
     Ok(message)
@@ -703,7 +651,7 @@ pub(super) fn assign(
     save_thread(c, tenant, &row)?;
     let unread = row.unread_count > 0;
     let thread = full_thread(c, tenant, row)?;
-    let route = rules::union_route(old_route, &new_route);
+    let route = rules::union_route(old_route.clone(), &new_route);
     tx.emit(
         tenant,
         NewEvent::new(
@@ -712,16 +660,15 @@ pub(super) fn assign(
             json!({"thread": thread, "previous_folder_id": previous, "by": by}),
         ),
     )?;
-    if unread {
-        // Subscribers keep the thread either way; only the resources' counts move.
+    let users = rules::moved(&old_route.users, &new_route.users);
+    if unread && !users.is_empty() {
+        // Subscribers keep the thread either way; the counts of resources who joined or left move.
         let counts = Route {
-            subscribers: false,
-            ..rules::count_route(&route)
+            location: Some(thread.location_id.clone()),
+            users,
+            ..Route::default()
         };
-        tx.emit(
-            tenant,
-            NewEvent::new(EventKind::UnreadCount, counts, json!({})),
-        )?;
+        tx.emit(tenant, NewEvent::new(EventKind::UnreadCount, counts, json!({})))?;
     }
     Ok(thread)
 }
@@ -822,9 +769,7 @@ fn for_each_candidate(
     before: Option<&Cursor>,
     mut visit: impl FnMut(ThreadRow, Resources) -> bool,
 ) -> StoreResult<()> {
-    let (at, id) = before
-        .map(|b| (b.at, b.seq.as_str()))
-        .unwrap_or((i64::MAX, ""));
+    let (at, id) = before.map(|b| (b.at, b.seq.as_str())).unwrap_or((i64::MAX, ""));
     let sql = format!(
         "SELECT {THREAD_COLUMNS}, f.sales_resource_id, f.service_resource_id FROM threads t
          LEFT JOIN folders f ON f.tenant = t.tenant AND f.id = t.folder_id
@@ -846,14 +791,8 @@ fn for_each_candidate(
     while let Some(r) = rows.next().map_err(db)? {
         let row = thread_row(r).map_err(db)?;
         let resources = Resources {
-            sales: r
-                .get::<_, Option<String>>(7)
-                .map_err(db)?
-                .map(UserId::trusted),
-            service: r
-                .get::<_, Option<String>>(8)
-                .map_err(db)?
-                .map(UserId::trusted),
+            sales: r.get::<_, Option<String>>(7).map_err(db)?.map(UserId::trusted),
+            service: r.get::<_, Option<String>>(8).map_err(db)?.map(UserId::trusted),
         };
         if !visit(row, resources) {
             break;
@@ -872,29 +811,21 @@ pub(super) fn threads(c: &Connection, scope: &Scope, q: &ThreadQuery) -> StoreRe
     };
     let mut page = Vec::new();
     let mut more = false;
-    for_each_candidate(
-        c,
-        scope,
-        q.unread_only,
-        q.before.as_ref(),
-        |row, resources| {
-            let notified = rules::notified(&resources, prefs);
-            let shown = match &q.view {
-                ThreadView::Mine => rules::in_audience(&viewer, &row.location_id, &notified),
-                ThreadView::Resource(u) => {
-                    rules::in_resource_view(&scope.locations, u, &row.location_id, &notified)
-                }
-            };
-            if shown {
-                if page.len() == q.limit {
-                    more = true;
-                    return false;
-                }
-                page.push(row);
+    for_each_candidate(c, scope, q.unread_only, q.before.as_ref(), |row, resources| {
+        let notified = rules::notified(&resources, prefs);
+        let shown = match &q.view {
+            ThreadView::Mine => rules::in_audience(&viewer, &row.location_id, &notified),
+            ThreadView::Resource(u) => rules::in_resource_view(&scope.locations, u, &row.location_id, &notified),
+        };
+        if shown {
+            if page.len() == q.limit {
+                more = true;
+                return false;
             }
-            true
-        },
-    )?;
+            page.push(row);
+        }
+        true
+    })?;
     let next = if more {
         page.last().map(|t| {
             Cursor {
@@ -924,10 +855,7 @@ pub(super) fn unread_count(c: &Connection, scope: &Scope) -> StoreResult<u64> {
     let mut total = 0;
     for_each_candidate(c, scope, true, None, |row, resources| {
         let notified = rules::notified(&resources, prefs);
-        total += rules::unread_total(
-            &viewer,
-            [(&row.location_id, &notified[..], row.unread_count)],
-        );
+        total += rules::unread_total(&viewer, [(&row.location_id, &notified[..], row.unread_count)]);
         true
     })?;
     Ok(total)
@@ -974,10 +902,7 @@ pub(super) fn set_subscribe_all(tx: &mut Tx<'_>, scope: &Scope, on: bool) -> Sto
                 json!({"subscribe_all": on}),
             ),
         )?;
-        tx.emit(
-            &scope.tenant,
-            NewEvent::new(EventKind::UnreadCount, route, json!({})),
-        )?;
+        tx.emit(&scope.tenant, NewEvent::new(EventKind::UnreadCount, route, json!({})))?;
     }
     me(tx.conn, scope)
 }
@@ -993,15 +918,12 @@ pub(super) fn resources(c: &Connection, scope: &Scope) -> StoreResult<Vec<Resour
              ORDER BY COALESCE(u.name, r.id), r.id",
         )
         .map_err(db)?;
-    stmt.query_map(
-        params![scope.tenant.as_str(), json_list(&scope.locations)],
-        |r| {
-            Ok(Resource {
-                user_id: UserId::trusted(r.get::<_, String>(0)?),
-                name: r.get(1)?,
-            })
-        },
-    )
+    stmt.query_map(params![scope.tenant.as_str(), json_list(&scope.locations)], |r| {
+        Ok(Resource {
+            user_id: UserId::trusted(r.get::<_, String>(0)?),
+            name: r.get(1)?,
+        })
+    })
     .map_err(db)?
     .collect::<Result<_, _>>()
     .map_err(db)
@@ -1029,7 +951,9 @@ pub(super) fn load_folder(c: &Connection, tenant: &TenantId, id: &FolderId) -> S
         .optional()
         .map_err(db)?
         .ok_or(StoreError::NotFound("folder"))?;
-    let mut stmt = c.prepare_cached("SELECT number FROM folder_numbers WHERE tenant = ?1 AND folder_id = ?2 ORDER BY position").map_err(db)?;
+    let mut stmt = c
+        .prepare_cached("SELECT number FROM folder_numbers WHERE tenant = ?1 AND folder_id = ?2 ORDER BY position")
+        .map_err(db)?;
     folder.phone_numbers = stmt
         .query_map(params![tenant.as_str(), id.as_str()], |r| {
             r.get::<_, String>(0).map(PhoneNumber::trusted)
@@ -1046,14 +970,7 @@ pub(super) fn search_folders(
     digits: Option<&str>,
     text: Option<&str>,
 ) -> StoreResult<Vec<Folder>> {
-    let like = |s: &str| {
-        format!(
-            "%{}%",
-            s.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        )
-    };
+    let like = |s: &str| format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
     let mut stmt = c
         .prepare_cached(
             "SELECT f.id FROM folders f WHERE f.tenant = ?1 AND f.location_id IN (SELECT value FROM json_each(?2))
@@ -1080,13 +997,7 @@ pub(super) fn search_folders(
         .collect()
 }
 
-fn photos_where(
-    c: &Connection,
-    tenant: &TenantId,
-    filter: &str,
-    a: &str,
-    b: &str,
-) -> StoreResult<Vec<Photo>> {
+fn photos_where(c: &Connection, tenant: &TenantId, filter: &str, a: &str, b: &str) -> StoreResult<Vec<Photo>> {
     let sql = format!(
         "SELECT attachment_id, message_id, url, linked_by, linked_at FROM photos WHERE tenant = ?1 AND {filter} ORDER BY linked_at, attachment_id"
     );
@@ -1105,27 +1016,19 @@ fn photos_where(
     .map_err(db)
 }
 
-pub(super) fn folder_photos(
-    c: &Connection,
-    tenant: &TenantId,
-    id: &FolderId,
-) -> StoreResult<Vec<Photo>> {
+pub(super) fn folder_photos(c: &Connection, tenant: &TenantId, id: &FolderId) -> StoreResult<Vec<Photo>> {
     load_folder(c, tenant, id)?;
     photos_where(c, tenant, "folder_id = ?2 AND ?3 = ''", id.as_str(), "")
 }
 
-pub(super) fn link_images(
-    tx: &mut Tx<'_>,
-    tenant: &TenantId,
-    message: &MessageId,
-    by: &UserId,
-) -> StoreResult<Linked> {
+pub(super) fn link_images(tx: &mut Tx<'_>, tenant: &TenantId, message: &MessageId, by: &UserId) -> StoreResult<Linked> {
     let c = tx.conn;
     let m = load_message(c, tenant, message)?;
     let thread = find_thread(c, tenant, &m.thread_id)?;
-    let folder = thread.folder_id.clone().ok_or_else(|| {
-        StoreError::Conflict("the message's thread has no folder; assign one first".into())
-    })?;
+    let folder = thread
+        .folder_id
+        .clone()
+        .ok_or_else(|| StoreError::Conflict("the message's thread has no folder; assign one first".into()))?;
     let now = Timestamp::now().micros();
     let mut linked = 0u32;
     for a in m.attachments.iter().filter(|a| a.is_image()) {
@@ -1188,12 +1091,7 @@ pub(super) fn session_start(c: &mut Connection, scope: &Scope) -> StoreResult<Se
     Ok(start)
 }
 
-pub(super) fn events_after(
-    c: &mut Connection,
-    tenant: &TenantId,
-    after: u64,
-    limit: usize,
-) -> StoreResult<Replay> {
+pub(super) fn events_after(c: &mut Connection, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay> {
     let tx = c.transaction().map_err(db)?;
     let head = head(&tx, tenant)?;
     if after > head || head - after > limit as u64 {
@@ -1203,19 +1101,15 @@ pub(super) fn events_after(
         return Ok(Replay::Events(Vec::new()));
     }
     let oldest: Option<u64> = tx
-        .query_row(
-            "SELECT MIN(id) FROM events WHERE tenant = ?1",
-            [tenant.as_str()],
-            |r| r.get(0),
-        )
+        .query_row("SELECT MIN(id) FROM events WHERE tenant = ?1", [tenant.as_str()], |r| {
+            r.get(0)
+        })
         .map_err(db)?;
     if oldest.is_none_or(|o| o > after + 1) {
         return Ok(Replay::TooOld);
     }
     let mut stmt = tx
-        .prepare_cached(
-            "SELECT id, kind, route, data FROM events WHERE tenant = ?1 AND id > ?2 ORDER BY id",
-        )
+        .prepare_cached("SELECT id, kind, route, data FROM events WHERE tenant = ?1 AND id > ?2 ORDER BY id")
         .map_err(db)?;
     let events = stmt
         .query_map(params![tenant.as_str(), after], |r| {
@@ -1234,8 +1128,7 @@ pub(super) fn events_after(
                 id,
                 kind: EventKind::parse(&kind)
                     .ok_or_else(|| StoreError::Unavailable(format!("unknown event kind {kind}")))?,
-                route: serde_json::from_str(&route)
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                route: serde_json::from_str(&route).map_err(|e| StoreError::Unavailable(e.to_string()))?,
                 data,
             })
         })
@@ -1243,10 +1136,35 @@ pub(super) fn events_after(
     Ok(Replay::Events(events))
 }
 
+fn has_unread_threads(c: &Connection, tenant: &TenantId, folder: &FolderId) -> StoreResult<bool> {
+    let sql = "SELECT 1 FROM threads WHERE tenant = ?1 AND folder_id = ?2 AND unread_count > 0 LIMIT 1";
+    let found = c
+        .query_row(sql, params![tenant.as_str(), folder.as_str()], |_| Ok(()))
+        .optional()
+        .map_err(db)?;
+    Ok(found.is_some())
+}
+
+/// The resources of every folder that has an unread thread.
+fn resources_with_unread(c: &Connection, tenant: &TenantId) -> StoreResult<Vec<Resources>> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT DISTINCT f.sales_resource_id, f.service_resource_id FROM folders f WHERE f.tenant = ?1
+               AND EXISTS (SELECT 1 FROM threads t WHERE t.tenant = f.tenant AND t.folder_id = f.id AND t.unread_count > 0)",
+        )
+        .map_err(db)?;
+    stmt.query_map([tenant.as_str()], |r| {
+        Ok(Resources {
+            sales: r.get::<_, Option<String>>(0)?.map(UserId::trusted),
+            service: r.get::<_, Option<String>>(1)?.map(UserId::trusted),
+        })
+    })
+    .map_err(db)?
+    .collect::<Result<_, _>>()
+    .map_err(db)
+}
+
 fn dedup(numbers: Vec<PhoneNumber>) -> Vec<PhoneNumber> {
     let mut seen = BTreeSet::new();
-    numbers
-        .into_iter()
-        .filter(|n| seen.insert(n.clone()))
-        .collect()
+    numbers.into_iter().filter(|n| seen.insert(n.clone())).collect()
 }

@@ -18,6 +18,7 @@ pub const DEV_SECRET: &str = "switchboard-dev-secret";
 pub struct Settings {
     pub server: ServerSettings,
     pub auth: AuthSettings,
+    pub limits: LimitSettings,
     pub storage: StorageSettings,
     pub bus: BusSettings,
     pub redis: RedisSettings,
@@ -45,6 +46,14 @@ pub struct AuthSettings {
     pub issuer: String,
     pub audience: String,
     pub leeway_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    pub user_per_second: u32,
+    pub user_burst: u32,
+    pub service_per_second: u32,
+    pub service_burst: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

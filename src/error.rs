@@ -24,6 +24,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{field}: {detail}")]
     Invalid { field: String, detail: String },
+    #[error("too many requests; retry in {0} s")]
+    TooManyRequests(u64),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -46,6 +48,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::Invalid { .. } => "invalid-field",
+            ApiError::TooManyRequests(_) => "rate-limited",
             ApiError::Unavailable(_) => "unavailable",
         }
     }
@@ -60,6 +63,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::Invalid { .. } => "Invalid field",
+            ApiError::TooManyRequests(_) => "Too many requests",
             ApiError::Unavailable(_) => "Service unavailable",
         }
     }
@@ -76,6 +80,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -93,8 +98,14 @@ impl ResponseError for ApiError {
         }
         let mut res = HttpResponse::build(status);
         res.content_type("application/problem+json");
-        if status == StatusCode::UNAUTHORIZED {
-            res.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized(_) => {
+                res.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::TooManyRequests(secs) => {
+                res.insert_header(("Retry-After", secs.to_string()));
+            }
+            _ => {}
         }
         res.body(body.to_string())
     }

@@ -15,7 +15,7 @@
 //! - [`hub`]: this node's sessions and the fan-out of events to their bounded queues.
 //! - [`session`]: one websocket connection's protocol (hello, resume, follow, heartbeat).
 //! - [`routes`]: the HTTP API, one file per area; [`error`] maps failures to problem+json.
-//! - [`auth`]: JWT verification and the caller's identity.
+//! - [`auth`]: JWT verification and the caller's identity; [`limits`]: per-token rate limits.
 //! - [`event`]: events, their routes and frames.
 //! - [`config`], [`startup`], [`telemetry`], [`metrics`]: running it.
 
@@ -26,6 +26,7 @@ pub mod domain;
 pub mod error;
 pub mod event;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod rules;

@@ -132,17 +132,12 @@ impl Conn {
 
     /// Reads the session's starting point and says hello.
     async fn open(&mut self) -> Result<(), End> {
-        let start = if self.handle.is_service && self.handle.state().locations.is_empty() {
-            // A service session has no "mine" view; it needs only the log head.
-            let mut s = self.deps.store.session_start(&self.scope()).await;
-            if let Ok(s) = &mut s {
-                s.unread_count = 0;
-            }
-            s
-        } else {
-            self.deps.store.session_start(&self.scope()).await
-        };
-        let start = start.map_err(|_| End::Close(1011, "storage unavailable"))?;
+        let mut start =
+            self.deps.store.session_start(&self.scope()).await.map_err(|_| End::Close(1011, "storage unavailable"))?;
+        if self.handle.is_service {
+            // A service session has no "mine" view.
+            start.unread_count = 0;
+        }
         self.deps
             .hub
             .set_subscribe_all(&self.handle, start.subscribe_all, start.last_event_id);

@@ -20,6 +20,7 @@ use crate::{
     domain::PhoneParser,
     error::ApiError,
     hub::Hub,
+    limits::RateLimits,
     metrics::Metrics,
     routes::{self, AppState, input::json_error},
     session,
@@ -102,6 +103,7 @@ impl Application {
             phones,
             settings: settings.clone(),
             metrics,
+            limits: RateLimits::new(&settings.limits),
             session_deps,
             shutdown: shutdown_rx,
         });

@@ -22,6 +22,7 @@ use crate::{
     domain::{LocationId, PhoneParser},
     error::ApiError,
     hub::Hub,
+    limits::RateLimits,
     metrics::Metrics,
     session,
     store::{Scope, Store},
@@ -36,6 +37,7 @@ pub struct AppState {
     pub phones: PhoneParser,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
+    pub limits: RateLimits,
     pub session_deps: Arc<session::Deps>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -101,6 +103,10 @@ pub fn authenticate(req: &HttpRequest, allow_query: bool) -> Result<Principal, A
     let token =
         input::bearer(req, allow_query).ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
     let p = state.verifier.verify(&token)?;
+    state
+        .limits
+        .check(&p)
+        .map_err(|wait| ApiError::TooManyRequests(wait.as_secs().max(1)))?;
     let span = tracing::Span::current();
     span.record("tenant", p.tenant.as_str());
     span.record("user_id", p.user.as_str());

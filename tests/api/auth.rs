@@ -5,7 +5,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use switchboard::auth::now_secs;
 
-use crate::directory::kit::*;
+use crate::helpers::http::*;
 use crate::helpers::*;
 
 fn fixture(name: &str) -> String {

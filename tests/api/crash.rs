@@ -14,8 +14,8 @@ use nix::{
 use reqwest::Response;
 use serde_json::{Value, json};
 
+use crate::helpers::ws::*;
 use crate::helpers::*;
-use crate::websocket::kit::*;
 
 /// `switchboard serve` on a free port of 127.0.0.1 with its storage in `dir`.
 struct Hub {

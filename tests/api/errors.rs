@@ -2,13 +2,14 @@
 //! (`application/problem+json` with `type`, `title`, `status`, `detail`), and a failed call
 //! stores nothing.
 //!
-//! 429 (rate limiting) and 503 (storage or Redis unavailable) are not exercised here.
+//! A 503 from a storage outage cannot be provoked on the embedded store; the 503 tested
+//! (in websocket.rs) is the session cap.
 
 use reqwest::{Method, Response};
 use serde_json::json;
 use switchboard::auth::{TokenSpec, mint_hs256, now_secs};
 
-use crate::directory::kit::*;
+use crate::helpers::http::*;
 use crate::helpers::*;
 
 /// A request with a raw body and content type.
@@ -722,4 +723,33 @@ async fn an_expired_service_token_is_refused_on_directory_and_ingestion_routes()
     problem(app.put("/api/v1/users/u1", &expired, json!({"name": "U"})).await, 401).await;
     problem(app.post("/api/v1/messages/inbound", &expired, json!({})).await, 401).await;
     problem(app.get("/api/v1/preferences", &expired).await, 401).await;
+}
+
+#[tokio::test]
+async fn a_user_over_the_rate_limit_gets_a_429_problem_with_retry_after_and_others_do_not() {
+    let app = spawn_app_with(|s| {
+        s.limits.user_per_second = 1;
+        s.limits.user_burst = 2;
+    })
+    .await;
+    app.seed().await;
+    let sam = user_token("sam", &["L1"]);
+    for _ in 0..2 {
+        assert_eq!(app.get("/api/v1/me", &sam).await.status(), 200);
+    }
+    let limited = app.get("/api/v1/me", &sam).await;
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    problem(limited, 429).await;
+    assert_eq!(
+        app.get("/api/v1/me", &user_token("sue", &["L1"])).await.status(),
+        200,
+        "limits are per user"
+    );
+    for i in 0..5 {
+        let (status, _) = app
+            .inbound(&format!("SM{i}"), "+15551234567", "+15550001111", "hi")
+            .await;
+        assert_eq!(status, 201, "service tokens are unlimited by default");
+    }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::directory::kit::*;
+use crate::helpers::http::*;
 use crate::helpers::*;
 
 fn attachments(n: usize) -> Vec<Value> {

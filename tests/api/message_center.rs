@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::directory::kit::*;
+use crate::helpers::http::*;
 use crate::helpers::*;
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {

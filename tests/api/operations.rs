@@ -10,7 +10,7 @@ use std::{
 use serde_json::{Value, json};
 use switchboard::auth::now_secs;
 
-use crate::directory::kit::*;
+use crate::helpers::http::*;
 use crate::helpers::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");

@@ -7,8 +7,8 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::helpers::ws::*;
 use crate::helpers::*;
-use crate::websocket::kit::*;
 
 /// Posts an inbound message with another tenant's service token.
 async fn inbound_in_other_tenant(app: &TestApp, external_id: &str, from: &str, to: &str) {

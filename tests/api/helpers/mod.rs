@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+pub mod ws;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};

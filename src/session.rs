@@ -132,8 +132,12 @@ impl Conn {
 
     /// Reads the session's starting point and says hello.
     async fn open(&mut self) -> Result<(), End> {
-        let mut start =
-            self.deps.store.session_start(&self.scope()).await.map_err(|_| End::Close(1011, "storage unavailable"))?;
+        let mut start = self
+            .deps
+            .store
+            .session_start(&self.scope())
+            .await
+            .map_err(|_| End::Close(1011, "storage unavailable"))?;
         if self.handle.is_service {
             // A service session has no "mine" view.
             start.unread_count = 0;

@@ -60,18 +60,7 @@ pub(super) fn upsert_location(
         params![tenant.as_str(), id.as_str(), input.name],
     )
     .map_err(db)?;
-    c.execute(
-        "DELETE FROM location_numbers WHERE tenant = ?1 AND location_id = ?2",
-        params![tenant.as_str(), id.as_str()],
-    )
-    .map_err(db)?;
-    for (i, n) in numbers.iter().enumerate() {
-        c.execute(
-            "INSERT INTO location_numbers (tenant, number, location_id, position) VALUES (?1, ?2, ?3, ?4)",
-            params![tenant.as_str(), n.as_str(), id.as_str(), i as i64],
-        )
-        .map_err(db)?;
-    }
+    replace_numbers(c, tenant, "location_numbers", "location_id", id.as_str(), &numbers)?;
     Ok(Location {
         id: id.clone(),
         name: input.name,
@@ -127,18 +116,7 @@ pub(super) fn upsert_folder(
         ],
     )
     .map_err(db)?;
-    c.execute(
-        "DELETE FROM folder_numbers WHERE tenant = ?1 AND folder_id = ?2",
-        params![tenant.as_str(), id.as_str()],
-    )
-    .map_err(db)?;
-    for (i, n) in numbers.iter().enumerate() {
-        c.execute(
-            "INSERT INTO folder_numbers (tenant, folder_id, number, position) VALUES (?1, ?2, ?3, ?4)",
-            params![tenant.as_str(), id.as_str(), n.as_str(), i as i64],
-        )
-        .map_err(db)?;
-    }
+    replace_numbers(c, tenant, "folder_numbers", "folder_id", id.as_str(), &numbers)?;
     let after = Resources {
         sales: input.sales_resource_id.clone(),
         service: input.service_resource_id.clone(),
@@ -1134,6 +1112,28 @@ pub(super) fn events_after(c: &mut Connection, tenant: &TenantId, after: u64, li
         })
         .collect::<StoreResult<Vec<_>>>()?;
     Ok(Replay::Events(events))
+}
+
+/// Replaces the phone numbers an owner (a location or a folder) lists, keeping their order.
+fn replace_numbers(
+    c: &Connection,
+    tenant: &TenantId,
+    table: &str,
+    owner_column: &str,
+    owner: &str,
+    numbers: &[PhoneNumber],
+) -> StoreResult<()> {
+    c.execute(
+        &format!("DELETE FROM {table} WHERE tenant = ?1 AND {owner_column} = ?2"),
+        params![tenant.as_str(), owner],
+    )
+    .map_err(db)?;
+    let insert = format!("INSERT INTO {table} (tenant, number, {owner_column}, position) VALUES (?1, ?2, ?3, ?4)");
+    for (i, n) in numbers.iter().enumerate() {
+        c.execute(&insert, params![tenant.as_str(), n.as_str(), owner, i as i64])
+            .map_err(db)?;
+    }
+    Ok(())
 }
 
 fn has_unread_threads(c: &Connection, tenant: &TenantId, folder: &FolderId) -> StoreResult<bool> {

@@ -342,3 +342,67 @@ async fn serve_reads_a_config_file_and_the_environment_overrides_it() {
     assert_eq!(me(switchboard::auth::mint_hs256(secret, &spec)).await, 200);
     assert_eq!(me(switchboard::auth::mint_hs256(SECRET, &spec)).await, 401);
 }
+
+#[tokio::test]
+async fn tokens_never_reach_a_log_line_even_at_debug_level() {
+    use futures_util::StreamExt;
+    use nix::{sys::signal::Signal, unistd::Pid};
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log_path = dir.path().join("hub.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = clean_command(BIN, dir.path());
+    cmd.arg("serve")
+        .env("SWITCHBOARD__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("SWITCHBOARD__STORAGE__PATH", dir.path().join("data"))
+        .env("SWITCHBOARD__AUTH__HS256_SECRET", SECRET)
+        .env("SWITCHBOARD__LOG__FILTER", "debug")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let mut child = Running(cmd.spawn().expect("switchboard serve starts"));
+    await_healthy(port, &mut child).await;
+
+    let sam = user_token("sam", &["L1"]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?access_token={sam}"))
+        .await
+        .expect("handshake with the token in the query string");
+    let hello = ws.next().await.expect("hello").expect("hello frame");
+    assert!(hello.to_text().unwrap().contains("\"hello\""));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let me = client
+        .get(format!("http://127.0.0.1:{port}/api/v1/me"))
+        .bearer_auth(&sam)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let forged = format!("{sam}x");
+    let refused = client
+        .get(format!("http://127.0.0.1:{port}/api/v1/me?access_token={forged}"))
+        .bearer_auth(&forged);
+    assert_eq!(refused.send().await.unwrap().status(), 401);
+    drop((ws, client));
+
+    nix::sys::signal::kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).unwrap();
+    let status = tokio::task::spawn_blocking(move || child.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "a SIGTERM ends the hub cleanly: {status}");
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.contains("/ws") && text.contains("/api/v1/me"),
+        "the requests were logged:\n{text}"
+    );
+    let signature = sam.rsplit('.').next().unwrap();
+    assert!(
+        !text.contains(signature),
+        "a token's signature reached the log:\n{text}"
+    );
+    assert!(
+        !text.contains("access_token"),
+        "the query string reached the log:\n{text}"
+    );
+}

@@ -75,9 +75,6 @@ pub struct Route {
     /// `service` sessions of the tenant receive it, whatever their locations.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub services: bool,
-    /// Every session of the tenant receives it (preference changes move everyone's count).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub tenant_wide: bool,
 }
 
 /// An event before the log gives it an id.

@@ -95,7 +95,6 @@ pub fn union_route(a: Route, b: &Route) -> Route {
     }
     r.subscribers |= b.subscribers;
     r.services |= b.services;
-    r.tenant_wide |= b.tenant_wide;
     r
 }
 
@@ -163,8 +162,7 @@ pub fn receives(r: &Recipient<'_>, route: &Route) -> bool {
             return false;
         }
     }
-    route.tenant_wide
-        || route.users.contains(r.viewer.user)
+    route.users.contains(r.viewer.user)
         || (route.subscribers && r.viewer.subscribe_all)
         || r.follow.is_some_and(|f| route.resources.contains(f))
 }

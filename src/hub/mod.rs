@@ -2,7 +2,7 @@
 //!
 //! Sessions live in `DashMap`s keyed by (tenant, user), plus indexes by (tenant, location)
 //! for subscribe-all sessions, by (tenant, resource) for followers of the drop-down, and by
-//! tenant for service sessions and tenant-wide events. Delivery never waits on a session:
+//! tenant for service sessions. Delivery never waits on a session:
 //! the frame is encoded once and `try_send` into each recipient's bounded queue; a full queue
 //! closes that session with 4008 (it resumes), and nobody else is slowed down.
 //!
@@ -94,7 +94,6 @@ pub const CLOSE_TOO_SLOW: u16 = 4008;
 
 pub struct Hub {
     next_key: AtomicU64,
-    by_tenant: DashMap<TenantId, Sessions>,
     by_user: DashMap<(TenantId, UserId), Sessions>,
     subscribed: DashMap<(TenantId, LocationId), Sessions>,
     followers: DashMap<(TenantId, UserId), Sessions>,
@@ -126,7 +125,6 @@ impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Hub {
         Hub {
             next_key: AtomicU64::new(1),
-            by_tenant: DashMap::new(),
             by_user: DashMap::new(),
             subscribed: DashMap::new(),
             followers: DashMap::new(),
@@ -178,7 +176,6 @@ impl Hub {
             kicked: Notify::new(),
             kick_code: AtomicU16::new(0),
         });
-        insert(&self.by_tenant, tenant.clone(), &h);
         insert(&self.by_user, (tenant.clone(), user), &h);
         if is_service {
             insert(&self.services, tenant, &h);
@@ -199,7 +196,6 @@ impl Hub {
             remove(&self.followers, (h.tenant.clone(), f.clone()), h.key);
         }
         drop(state);
-        remove(&self.by_tenant, h.tenant.clone(), h.key);
         remove(&self.by_user, (h.tenant.clone(), h.user.clone()), h.key);
         if h.is_service {
             remove(&self.services, h.tenant.clone(), h.key);
@@ -258,10 +254,6 @@ impl Hub {
     fn candidates(&self, e: &Event) -> HashMap<u64, Arc<SessionHandle>> {
         let mut out = HashMap::new();
         let r = &e.route;
-        if r.tenant_wide {
-            collect(&self.by_tenant, &e.tenant, &mut out);
-            return out;
-        }
         for u in &r.users {
             collect(&self.by_user, &(e.tenant.clone(), u.clone()), &mut out);
         }

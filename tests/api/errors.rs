@@ -753,3 +753,26 @@ async fn a_user_over_the_rate_limit_gets_a_429_problem_with_retry_after_and_othe
         assert_eq!(status, 201, "service tokens are unlimited by default");
     }
 }
+
+#[tokio::test]
+async fn a_thread_cursor_given_to_a_message_list_is_a_422_problem_naming_before() {
+    let app = spawn_app().await;
+    app.seed().await;
+    for i in 0..3 {
+        app.inbound(&format!("SM{i}"), CUSTOMER, L1_SMS, "hi").await;
+        app.inbound(&format!("SN{i}"), &format!("+1555765432{i}"), L1_SMS, "hi")
+            .await;
+    }
+    let olga = user_token("olga", &["L1"]);
+    subscribe(&app, &olga, true).await;
+    let (_, page) = get(&app, "/api/v1/threads?limit=1", &olga).await;
+    let thread_cursor = page["next"].as_str().expect("more threads than the page").to_owned();
+    let thread = page["threads"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = get(
+        &app,
+        &format!("/api/v1/threads/{thread}/messages?before={}", encode(&thread_cursor)),
+        &olga,
+    )
+    .await;
+    assert_invalid(status, &body, "before");
+}

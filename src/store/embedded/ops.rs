@@ -659,11 +659,15 @@ fn message_page(
     key: &str,
     paging: &Paging,
 ) -> StoreResult<MessagePage> {
-    let (at, seq) = paging
-        .before
-        .as_ref()
-        .map(|b| (b.at, b.seq.parse::<i64>().unwrap_or(i64::MAX)))
-        .unwrap_or((i64::MAX, i64::MAX));
+    let (at, seq) = match &paging.before {
+        None => (i64::MAX, i64::MAX),
+        Some(b) => (
+            b.at,
+            b.seq
+                .parse::<i64>()
+                .map_err(|_| StoreError::invalid("before", "is not a cursor of this list"))?,
+        ),
+    };
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.tenant = ?1 AND {filter} AND (m.created_at, m.seq) < (?3, ?4)
          ORDER BY m.created_at DESC, m.seq DESC LIMIT ?5"

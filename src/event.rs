@@ -115,6 +115,46 @@ impl Event {
     }
 }
 
+/// How an event travels between nodes and sits in a shared log: `{"id", "kind", "route",
+/// "data"}` (the tenant is in the channel or key name).
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    id: u64,
+    kind: EventKind,
+    route: Route,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+}
+
+impl Event {
+    /// The event as one JSON text, for a shared log or a pub/sub message.
+    pub fn to_wire(&self) -> String {
+        let data = serde_json::value::RawValue::from_string(self.data.clone())
+            // unwrap_or: data is always JSON we encoded; null keeps a corrupt one harmless.
+            .unwrap_or_else(|_| serde_json::value::RawValue::from_string("null".into()).unwrap());
+        let wire = Wire {
+            id: self.id,
+            kind: self.kind,
+            route: self.route.clone(),
+            data: &data,
+        };
+        // unwrap: the wire struct is plain data.
+        serde_json::to_string(&wire).unwrap()
+    }
+
+    /// Reads an event written by `to_wire`.
+    pub fn from_wire(tenant: &TenantId, text: &str) -> Option<Event> {
+        let w: Wire<'_> = serde_json::from_str(text).ok()?;
+        Some(Event {
+            tenant: tenant.clone(),
+            id: w.id,
+            kind: w.kind,
+            route: w.route,
+            data: w.data.get().to_owned(),
+        })
+    }
+}
+
 /// Encodes an event frame around already-encoded `data`.
 pub fn frame(kind: EventKind, id: u64, data: &str) -> ByteString {
     ByteString::from(format!(
@@ -137,6 +177,23 @@ mod tests {
             v,
             serde_json::json!({"type": "thread.read", "id": "7", "data": {"thread_id": "t1", "by": "u1"}})
         );
+    }
+
+    #[test]
+    fn an_event_survives_the_wire() {
+        use crate::domain::Id;
+        let e = Event {
+            tenant: TenantId::parse("acme").unwrap(),
+            id: 42,
+            kind: EventKind::MessageNew,
+            route: Route {
+                users: vec![UserId::parse("sam").unwrap()],
+                subscribers: true,
+                ..Route::default()
+            },
+            data: r#"{"thread":{"id":"t1"},"n":[1,2]}"#.into(),
+        };
+        assert_eq!(Event::from_wire(&e.tenant, &e.to_wire()), Some(e));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tracing::{debug, info};
 
 use crate::{
     auth::{Principal, Verifier, now_secs},
+    bus::Bus,
     config::WsSettings,
     domain::{Id, UserId},
     event::{self, Event, EventKind},
@@ -46,6 +47,7 @@ const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
 /// What every session task needs.
 pub struct Deps {
     pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
     pub hub: Arc<Hub>,
     pub verifier: Arc<Verifier>,
     pub ws: WsSettings,
@@ -86,9 +88,19 @@ pub async fn run(
         last_sent: 0,
         exp: principal.exp,
     };
-    let end = match conn.open().await {
-        Ok(()) => conn.serve(&mut queue, stream).await,
-        Err(end) => end,
+    let end = match deps.bus.join(&handle.tenant).await {
+        Err(e) => {
+            tracing::warn!(error = %e, "the bus is unavailable; refusing the session");
+            End::Close(1011, "bus unavailable: reconnect later")
+        }
+        Ok(()) => {
+            let end = match conn.open().await {
+                Ok(()) => conn.serve(&mut queue, stream).await,
+                Err(end) => end,
+            };
+            deps.bus.leave(&handle.tenant);
+            end
+        }
     };
     deps.hub.unregister(&handle);
     queue.close();

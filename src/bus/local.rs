@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{Bus, EventSink};
-use crate::event::Event;
+use crate::{domain::TenantId, event::Event};
 
 pub struct LocalBus {
     sink: Arc<dyn EventSink>,
@@ -23,6 +23,13 @@ impl Bus for LocalBus {
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         self.sink.deliver(&events);
     }
+
+    async fn join(&self, _tenant: &TenantId) -> Result<(), String> {
+        // One node: every committed event is delivered here already.
+        Ok(())
+    }
+
+    fn leave(&self, _tenant: &TenantId) {}
 
     async fn ping(&self) -> Result<(), String> {
         Ok(())

@@ -5,12 +5,13 @@
 //! publishing *is* delivering to this node's hub.
 
 pub mod local;
+pub mod redis;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::event::Event;
+use crate::{domain::TenantId, event::Event};
 
 /// Receives committed events on one node (implemented by the hub). Must not block: it only
 /// queues frames for sessions.
@@ -23,6 +24,14 @@ pub trait Bus: Send + Sync + 'static {
     /// Delivers `events` (one committed batch, in log order) to every node. Called by the
     /// store right after the commit, before the callers are answered.
     fn publish(&self, events: Vec<Event>);
+
+    /// Makes sure this node receives `tenant`'s events from now on (a session of that tenant
+    /// is opening here). Resolves once that holds, so that a session which reads the log's
+    /// head afterwards misses nothing between the head and its first live event.
+    async fn join(&self, tenant: &TenantId) -> Result<(), String>;
+
+    /// The matching release: a session of `tenant` closed here.
+    fn leave(&self, tenant: &TenantId);
 
     /// Whether the bus answers (for `/readyz`).
     async fn ping(&self) -> Result<(), String>;

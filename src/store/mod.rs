@@ -8,6 +8,7 @@
 //! once its change is durable.
 
 pub mod embedded;
+pub mod redis;
 
 use std::sync::Arc;
 

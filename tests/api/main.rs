@@ -3,6 +3,9 @@
 
 mod helpers;
 
+/// This binary runs the contract suite on the embedded default.
+pub const BACKEND: helpers::Backend = helpers::Backend::Embedded;
+
 mod auth;
 mod crash;
 mod directory;

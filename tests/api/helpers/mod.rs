@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod redis;
 pub mod ws;
 
 use std::time::Duration;
@@ -47,13 +48,30 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings, data_dir).await
 }
 
-/// Settings every test starts from: port 0, the test secret, storage in `dir`.
+/// Which storage and bus a test binary runs the contract suite on (`crate::BACKEND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in the test's data directory, in-process bus.
+    Embedded,
+    /// The shared test redis-server, with a key prefix of the test's own.
+    Redis,
+}
+
+/// Settings every test starts from: port 0, the test secret, storage in `dir` (or in Redis
+/// under a fresh prefix, when this binary runs the suite on Redis).
 pub fn test_settings(dir: &std::path::Path) -> Settings {
+    use switchboard::config::{BusBackend, StorageBackend};
     let mut s = Settings::defaults();
     s.server.bind = "127.0.0.1:0".into();
     s.server.workers = 2;
     s.auth.hs256_secret = SECRET.into();
     s.storage.path = dir.to_path_buf();
+    if crate::BACKEND == Backend::Redis {
+        s.storage.backend = StorageBackend::Redis;
+        s.bus.backend = BusBackend::Redis;
+        s.redis.url = redis::shared().url();
+        s.redis.key_prefix = redis::unique_prefix();
+    }
     s
 }
 

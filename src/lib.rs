@@ -9,9 +9,10 @@
 //! - [`rules`]: the Message Center's rules (audience, auto-assignment, read state, unread
 //!   counts, who receives an event), pure functions.
 //! - [`domain`]: parsed ids and phone numbers, and the contract's JSON shapes.
-//! - [`store`]: the `Store` trait (durable state and the event log) and its embedded
-//!   SQLite implementation.
-//! - [`bus`]: the `Bus` trait (committed events to every node) and the in-process bus.
+//! - [`store`]: the `Store` trait (durable state and the event log), on embedded SQLite or
+//!   on Redis.
+//! - [`bus`]: the `Bus` trait (committed events to every node): in-process, or Redis pub/sub
+//!   with catch-up from the log.
 //! - [`hub`]: this node's sessions and the fan-out of events to their bounded queues.
 //! - [`session`]: one websocket connection's protocol (hello, resume, follow, heartbeat).
 //! - [`routes`]: the HTTP API, one file per area; [`error`] maps failures to problem+json.

@@ -59,6 +59,8 @@ struct Conn {
     deps: Arc<Deps>,
     handle: Arc<SessionHandle>,
     session: Session,
+    /// Frames the hub queued for this session.
+    queue: mpsc::Receiver<Outbound>,
     /// Newest event id written (or skipped as not ours); older ones are never sent again
     /// except on an explicit `resume`.
     last_sent: u64,
@@ -76,7 +78,7 @@ enum End {
 pub async fn run(
     deps: Arc<Deps>,
     handle: Arc<SessionHandle>,
-    mut queue: mpsc::Receiver<Outbound>,
+    queue: mpsc::Receiver<Outbound>,
     session: Session,
     stream: AggregatedMessageStream,
     principal: Principal,
@@ -85,6 +87,7 @@ pub async fn run(
         deps: deps.clone(),
         handle: handle.clone(),
         session,
+        queue,
         last_sent: 0,
         exp: principal.exp,
     };
@@ -95,7 +98,7 @@ pub async fn run(
         }
         Ok(()) => {
             let end = match conn.open().await {
-                Ok(()) => conn.serve(&mut queue, stream).await,
+                Ok(()) => conn.serve(stream).await,
                 Err(end) => end,
             };
             deps.bus.leave(&handle.tenant);
@@ -103,7 +106,7 @@ pub async fn run(
         }
     };
     deps.hub.unregister(&handle);
-    queue.close();
+    conn.queue.close();
     if let End::Close(code, reason) = end {
         debug!(code, reason, "closing session");
         let reason = CloseReason {
@@ -168,7 +171,7 @@ impl Conn {
         self.send_json(hello).await
     }
 
-    async fn serve(&mut self, queue: &mut mpsc::Receiver<Outbound>, mut stream: AggregatedMessageStream) -> End {
+    async fn serve(&mut self, mut stream: AggregatedMessageStream) -> End {
         let interval = Duration::from_millis(self.deps.ws.heartbeat_interval_ms.max(1));
         let timeout = Duration::from_millis(self.deps.ws.client_timeout_ms.max(1));
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -181,7 +184,7 @@ impl Conn {
                 _ = self.handle.kicked.notified() => Err(End::Close(close::TOO_SLOW, "too slow: resume")),
                 _ = shutdown.wait_for(|stop| *stop) => Err(End::Close(close::GOING_AWAY, "server shutting down: resume elsewhere")),
                 _ = sleep_until(expires) => Err(End::Close(close::TOKEN_EXPIRED, "token expired")),
-                out = queue.recv() => match out {
+                out = self.queue.recv() => match out {
                     Some(out) => self.outbound(out).await,
                     None => Err(End::Gone),
                 },
@@ -257,7 +260,7 @@ impl Conn {
 
     async fn client_frame(&mut self, v: Value) -> Result<(), End> {
         match v.get("type").and_then(Value::as_str) {
-            Some("ping") => self.send_json(json!({"type": "pong"})).await,
+            Some("ping") => self.pong().await,
             Some("resume") => match v.get("last_event_id") {
                 Some(Value::String(s)) => self.resume(s.parse().ok()).await,
                 _ => self.error("bad_frame", "resume needs last_event_id (a string)").await,
@@ -292,6 +295,18 @@ impl Conn {
             }
             None => self.error("bad_frame", "frames need a string type").await,
         }
+    }
+
+    /// Answers `ping` once every event committed before it reached this session has been
+    /// written: the bus brings this node up to the log's head, then the queue is drained.
+    async fn pong(&mut self) -> Result<(), End> {
+        if let Err(e) = self.deps.bus.barrier(&self.handle.tenant).await {
+            debug!(error = %e, "no delivery barrier; answering ping anyway");
+        }
+        while let Ok(out) = self.queue.try_recv() {
+            self.outbound(out).await?;
+        }
+        self.send_json(json!({"type": "pong"})).await
     }
 
     async fn refresh(&mut self, token: &str) -> Result<(), End> {

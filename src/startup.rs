@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::{
     auth::Verifier,
-    bus::{Bus, local::LocalBus},
+    bus::{Bus, local::LocalBus, redis::RedisBus},
     config::{BusBackend, DEV_SECRET, Settings, StorageBackend},
     domain::PhoneParser,
     error::ApiError,
@@ -24,7 +24,7 @@ use crate::{
     metrics::Metrics,
     routes::{self, AppState, input::json_error},
     session,
-    store::{Store, embedded::Embedded},
+    store::{Store, embedded::Embedded, redis::RedisStore},
     telemetry,
 };
 
@@ -75,10 +75,12 @@ impl Application {
                 (Arc::new(store), bus)
             }
             (StorageBackend::Redis, BusBackend::Redis) => {
-                // Wired in once the Redis store and bus land (issue 3):
-                // RedisStore::connect(&settings.redis, retention) and
-                // RedisBus::start(&settings.redis, hub.clone(), store.clone()).
-                bail!("storage.backend = \"redis\" is not available in this build yet")
+                // The store publishes every committed event itself, in the script that logs
+                // it; the bus only listens and hands events to this node's hub.
+                let store: Arc<dyn Store> =
+                    Arc::new(RedisStore::connect(&settings.redis, settings.events.retention).await?);
+                let bus: Arc<dyn Bus> = Arc::new(RedisBus::start(&settings.redis, hub.clone(), store.clone()).await?);
+                (store, bus)
             }
             // The log's order is the delivery order only when the log and the bus are one
             // system: embedded storage with the in-process bus, or Redis with Redis.

@@ -17,6 +17,11 @@ use crate::{domain::TenantId, event::Event};
 /// queues frames for sessions.
 pub trait EventSink: Send + Sync + 'static {
     fn deliver(&self, events: &[Arc<Event>]);
+
+    /// Events of `tenant` may have been missed on this node and the log cannot bring them back
+    /// (trimmed, or unreadable): close that tenant's sessions here with a code that makes clients
+    /// resume, so that none stays open and deaf.
+    fn lost(&self, tenant: &TenantId);
 }
 
 #[async_trait]
@@ -32,6 +37,13 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The matching release: a session of `tenant` closed here.
     fn leave(&self, tenant: &TenantId);
+
+    /// Resolves once this node has delivered every event of `tenant` committed before the
+    /// call (what a websocket `ping` waits for before its `pong`). The in-process bus delivers
+    /// before the writer answers, so it holds already.
+    async fn barrier(&self, _tenant: &TenantId) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Whether the bus answers (for `/readyz`).
     async fn ping(&self) -> Result<(), String>;

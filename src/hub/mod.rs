@@ -204,6 +204,15 @@ impl Hub {
         self.metrics.sessions.dec();
     }
 
+    /// Asks every session of `tenant` on this node to close with `code`.
+    pub fn close_tenant(&self, tenant: &TenantId, code: u16) {
+        for sessions in self.by_user.iter().filter(|e| &e.key().0 == tenant) {
+            for h in sessions.values() {
+                h.kick(code);
+            }
+        }
+    }
+
     /// Sets `subscribe_all` as of event `as_of`, unless a newer change was applied already.
     pub fn set_subscribe_all(&self, h: &Arc<SessionHandle>, on: bool, as_of: u64) {
         let mut state = h.state();
@@ -335,5 +344,11 @@ impl EventSink for Hub {
         for e in events {
             self.deliver_one(e);
         }
+    }
+
+    fn lost(&self, tenant: &TenantId) {
+        // 4008 is the contract's "resume" close: the client reconnects and resumes, and gets
+        // `resync` if the log no longer reaches back to its last event.
+        self.close_tenant(tenant, CLOSE_TOO_SLOW);
     }
 }

@@ -2,7 +2,8 @@
 //! photos and the per-tenant event log.
 //!
 //! `Store` is the boundary handlers and sessions talk to; `embedded` implements it on SQLite
-//! (the single-node default). Every mutating call is atomic — it commits everything or
+//! (the single-node default) and `redis` on Redis (cluster mode). Both run the same contract
+//! test suite (`tests/api` and `tests/api_redis`). Every mutating call is atomic — it commits everything or
 //! nothing — and appends the events it causes to the tenant's log *and* hands them to the bus
 //! in the same step, so the order of the log is the order of delivery. A call returns only
 //! once its change is durable.

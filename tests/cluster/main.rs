@@ -1,0 +1,19 @@
+//! Cluster mode: several nodes on one real Redis (started by the tests on a free port).
+//!
+//! - `bus`: the Redis bus alone, against a stand-in store that only reads the log: which
+//!   channels a node holds, delivery order, gaps filled from the log, reconnects, a trimmed log.
+//! - `nodes`: three `Application`s in this process on Redis storage and the Redis bus: events,
+//!   read state, subscriptions and preferences cross nodes; resume on another node.
+//! - `faults`: Redis stopped and started under three nodes; the built binary as node
+//!   processes, drained with SIGTERM and killed with SIGKILL mid-stream.
+
+#[path = "../api/helpers/mod.rs"]
+mod helpers;
+
+/// The contract helpers start every app on Redis storage and the Redis bus.
+pub const BACKEND: helpers::Backend = helpers::Backend::Redis;
+
+mod bus;
+mod cluster;
+mod faults;
+mod nodes;

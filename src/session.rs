@@ -61,6 +61,9 @@ struct Conn {
     session: Session,
     /// Frames the hub queued for this session.
     queue: mpsc::Receiver<Outbound>,
+    /// The log's head when the session opened (`hello.last_event_id`): events after it
+    /// reach the session live.
+    opened_at: u64,
     /// Newest event id written (or skipped as not ours); older ones are never sent again
     /// except on an explicit `resume`.
     last_sent: u64,
@@ -82,6 +85,7 @@ pub async fn run(
     session: Session,
     stream: AggregatedMessageStream,
     principal: Principal,
+    resume_from: Option<String>,
 ) {
     let mut conn = Conn {
         deps: deps.clone(),
@@ -89,6 +93,7 @@ pub async fn run(
         session,
         queue,
         last_sent: 0,
+        opened_at: 0,
         exp: principal.exp,
     };
     let end = match deps.bus.join(&handle.tenant).await {
@@ -97,7 +102,7 @@ pub async fn run(
             End::Close(1011, "bus unavailable: reconnect later")
         }
         Ok(()) => {
-            let end = match conn.open().await {
+            let end = match conn.open(resume_from.as_deref()).await {
                 Ok(()) => conn.serve(stream).await,
                 Err(end) => end,
             };
@@ -145,8 +150,9 @@ impl Conn {
             .await
     }
 
-    /// Reads the session's starting point and says hello.
-    async fn open(&mut self) -> Result<(), End> {
+    /// Reads the session's starting point and says hello; with `resume_from` (the handshake's
+    /// `last_event_id`), replays what came after it before any live event.
+    async fn open(&mut self, resume_from: Option<&str>) -> Result<(), End> {
         let mut start = self
             .deps
             .store
@@ -161,6 +167,7 @@ impl Conn {
             .hub
             .set_subscribe_all(&self.handle, start.subscribe_all, start.last_event_id);
         self.last_sent = start.last_event_id;
+        self.opened_at = start.last_event_id;
         let hello = json!({
             "type": "hello",
             "session_id": self.handle.id,
@@ -168,7 +175,11 @@ impl Conn {
             "unread_count": start.unread_count,
             "last_event_id": start.last_event_id.to_string(),
         });
-        self.send_json(hello).await
+        self.send_json(hello).await?;
+        match resume_from {
+            Some(id) => self.resume(id.parse().ok()).await,
+            None => Ok(()),
+        }
     }
 
     async fn serve(&mut self, mut stream: AggregatedMessageStream) -> End {
@@ -348,7 +359,10 @@ impl Conn {
                 }
                 continue;
             }
-            if !Hub::receives(&self.handle, e, Some(subscribed)) {
+            // Sent live already: this session wrote every event it should have after it
+            // opened, up to `last_sent`.
+            let sent_live = e.id > self.opened_at && e.id <= self.last_sent;
+            if sent_live || !Hub::receives(&self.handle, e, Some(subscribed)) {
                 continue;
             }
             if e.kind == EventKind::UnreadCount {

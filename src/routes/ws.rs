@@ -37,7 +37,12 @@ pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Re
     let span =
         tracing::info_span!("session", tenant = %principal.tenant, user_id = %principal.user, session_id = %handle.id);
     let deps = state.session_deps.clone();
-    actix_web::rt::spawn(session::run(deps, handle, queue, ws_session, stream, principal).instrument(span));
+    // `?last_event_id=ID`: resume in the handshake, so the replay precedes every live event.
+    let resume_from = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.get("last_event_id").cloned());
+    let run = session::run(deps, handle, queue, ws_session, stream, principal, resume_from);
+    actix_web::rt::spawn(run.instrument(span));
     Ok(response)
 }
 

@@ -308,3 +308,50 @@ async fn resuming_past_the_replay_limit_gives_resync() {
     let replayed = replay(&mut near, all[all.len() - 2]["id"].as_str().unwrap()).await;
     assert_same_events(&replayed, &all[all.len() - 1..], "a replay within the limit");
 }
+
+#[tokio::test]
+async fn a_resume_does_not_repeat_events_the_session_already_had_live() {
+    let app = spawn_app().await;
+    app.seed().await;
+    let sam = member("sam");
+    let (mut first, hello) = open(&app, &sam).await;
+    let before = hello["last_event_id"].as_str().unwrap().to_owned();
+    inbound_ok(&app, "SM1", F1_PHONE).await;
+    let missed = events_only(&first.drain().await);
+    hang_up(first).await;
+
+    // The client reconnects; a new event reaches the new session live before it resumes.
+    let (mut ws, _) = open(&app, &sam).await;
+    inbound_ok(&app, "SM2", F1_PHONE).await;
+    let live = events_only(&ws.drain().await);
+    assert!(!live.is_empty(), "the new session got SM2 live");
+    let replayed = replay(&mut ws, &before).await;
+    assert_same_events(&replayed, &missed, "only what the new session had not had");
+}
+
+#[tokio::test]
+async fn resuming_in_the_handshake_replays_before_any_live_event() {
+    let app = spawn_app().await;
+    app.seed().await;
+    let sam = member("sam");
+    let (mut witness, hello) = open(&app, &sam).await;
+    let before = hello["last_event_id"].as_str().unwrap().to_owned();
+    inbound_ok(&app, "SM1", F1_PHONE).await;
+    inbound_ok(&app, "SM2", F1_PHONE).await;
+    let missed = events_only(&witness.drain().await);
+
+    let url = format!("{}&last_event_id={before}", query_url(&app.ws_url(), &sam));
+    let (mut ws, hello) = try_open(request(&url, None, None))
+        .await
+        .expect("the handshake is accepted");
+    assert_eq!(hello["type"], "hello");
+    inbound_ok(&app, "SM3", F1_PHONE).await;
+    let Resumed::Replayed { events, replayed } = resume_answer(&mut ws).await else {
+        panic!("expected a replay, got resync")
+    };
+    assert_eq!(replayed as usize, events.len());
+    assert_same_events(&events, &missed, "the replay, before anything live");
+    let live = events_only(&ws.drain().await);
+    let witnessed = events_only(&witness.drain().await);
+    assert_same_events(&live, &witnessed, "then the live events, once each");
+}

@@ -6,6 +6,8 @@
 //!   read state, subscriptions and preferences cross nodes; resume on another node.
 //! - `faults`: Redis stopped and started under three nodes; the built binary as node
 //!   processes, drained with SIGTERM and killed with SIGKILL mid-stream.
+//! - `nginx`: Debian's nginx with `config/nginx.conf` in front of three nodes: the directory,
+//!   a websocket and an inbound message through nginx only; round-robin; no token in its log.
 
 #[path = "../api/helpers/mod.rs"]
 mod helpers;
@@ -16,4 +18,5 @@ pub const BACKEND: helpers::Backend = helpers::Backend::Redis;
 mod bus;
 mod cluster;
 mod faults;
+mod nginx;
 mod nodes;

@@ -6,7 +6,8 @@
 //! taskset -c 1 cargo run --release --example ingest_probe -- http://127.0.0.1:8080 1000 8 10
 //! ```
 //! Arguments: base URL, messages for the latency phase, concurrent posters and seconds for
-//! the throughput phase. It uses the development secret unless SWITCHBOARD__AUTH__HS256_SECRET
+//! the throughput phase, and optionally another node's base URL for the websocket (cluster
+//! mode: POST on one node, frame on another). It uses the development secret unless SWITCHBOARD__AUTH__HS256_SECRET
 //! is set, and a fresh tenant per run.
 
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ async fn main() {
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let posters: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
     let seconds: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let ws_base = args.get(5).cloned().unwrap_or_else(|| base.clone());
     let secret =
         std::env::var("SWITCHBOARD__AUTH__HS256_SECRET").unwrap_or_else(|_| switchboard::config::DEV_SECRET.into());
     let tenant = format!("probe{}", std::process::id());
@@ -53,7 +55,7 @@ async fn main() {
     .await;
     put(format!("{api}/folders/F1"), json!({"name": "F1", "location_id": "L1", "phone_numbers": ["+15551234567"], "sales_resource_id": "sam", "service_resource_id": null})).await;
 
-    let ws_url = format!("{}/ws?access_token={sam}", base.replacen("http", "ws", 1));
+    let ws_url = format!("{}/ws?access_token={sam}", ws_base.replacen("http", "ws", 1));
     let (mut ws, _) = connect_async(ws_url).await.expect("websocket");
     ws.next().await.expect("hello").unwrap();
 

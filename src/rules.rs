@@ -116,6 +116,30 @@ pub fn moved(before: &[UserId], after: &[UserId]) -> Vec<UserId> {
     out
 }
 
+/// The users whose count a preference change moves: resources of folders with unread threads
+/// who are notified under one setting and not the other. `folders` lists those folders'
+/// resources.
+pub fn moved_by_preferences(folders: &[Resources], before: Preferences, after: Preferences) -> Vec<UserId> {
+    let mut out: Vec<UserId> = Vec::new();
+    for r in folders {
+        for u in moved(&notified(r, before), &notified(r, after)) {
+            if !out.contains(&u) {
+                out.push(u);
+            }
+        }
+    }
+    out
+}
+
+/// Whether a thread at `location` whose folder notifies `notified` is listed: in the viewer's
+/// "mine" view, or with `resource`, in that resource's view (the drop-down).
+pub fn listed(viewer: &Viewer<'_>, resource: Option<&UserId>, location: &LocationId, notified: &[UserId]) -> bool {
+    match resource {
+        None => in_audience(viewer, location, notified),
+        Some(u) => in_resource_view(viewer.locations, u, location, notified),
+    }
+}
+
 /// The folder an inbound message's thread ends up with.
 pub fn auto_assign(current: Option<FolderId>, folders_listing_number: &[FolderId]) -> Option<FolderId> {
     current.or_else(|| match folders_listing_number {
@@ -383,6 +407,45 @@ mod tests {
             let v = |xs: &[&str]| xs.iter().map(|s| u(s)).collect::<Vec<_>>();
             assert_eq!(moved(&v(before), &v(after)), v(want), "{before:?} -> {after:?}");
         }
+    }
+
+    #[test]
+    fn a_preference_change_moves_the_resources_it_notifies_differently() {
+        let folders = [
+            res(Some("sam"), Some("sue")),
+            res(Some("sal"), None),
+            res(Some("sam"), None),
+        ];
+        assert_eq!(
+            moved_by_preferences(&folders, prefs(true, true), prefs(false, true)),
+            vec![u("sam"), u("sal")]
+        );
+        assert_eq!(
+            moved_by_preferences(&folders, prefs(true, true), prefs(true, true)),
+            Vec::<UserId>::new()
+        );
+        assert_eq!(
+            moved_by_preferences(&folders, prefs(true, false), prefs(true, true)),
+            vec![u("sue")]
+        );
+    }
+
+    #[test]
+    fn a_thread_is_listed_in_mine_or_in_the_resource_view_asked_for() {
+        let (sam, olga) = (u("sam"), u("olga"));
+        let locs = [l("L1")];
+        let viewer = Viewer {
+            user: &olga,
+            locations: &locs,
+            subscribe_all: false,
+        };
+        let notified = [sam.clone()];
+        assert!(!listed(&viewer, None, &l("L1"), &notified), "not olga's");
+        assert!(listed(&viewer, Some(&sam), &l("L1"), &notified), "sam's view");
+        assert!(
+            !listed(&viewer, Some(&sam), &l("L2"), &notified),
+            "outside olga's locations"
+        );
     }
 
     #[test]

@@ -104,6 +104,16 @@ pub enum ThreadView {
     Resource(UserId),
 }
 
+impl ThreadView {
+    /// The resource whose view this is, if any (`rules::listed` takes it).
+    pub fn resource(&self) -> Option<&UserId> {
+        match self {
+            ThreadView::Mine => None,
+            ThreadView::Resource(u) => Some(u),
+        }
+    }
+}
+
 /// A position in a list: items strictly past it come next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {

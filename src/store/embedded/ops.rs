@@ -175,15 +175,7 @@ pub(super) fn set_preferences(tx: &mut Tx<'_>, tenant: &TenantId, patch: Prefere
         .map_err(db)?;
     if after != before {
         // Resources of folders with unread threads whose notification flipped: their counts move.
-        let users = resources_with_unread(tx.conn, tenant)?
-            .iter()
-            .flat_map(|r| rules::moved(&rules::notified(r, before), &rules::notified(r, after)))
-            .fold(Vec::new(), |mut acc, u| {
-                if !acc.contains(&u) {
-                    acc.push(u);
-                }
-                acc
-            });
+        let users = rules::moved_by_preferences(&resources_with_unread(tx.conn, tenant)?, before, after);
         if !users.is_empty() {
             let route = Route {
                 users,
@@ -795,10 +787,7 @@ pub(super) fn threads(c: &Connection, scope: &Scope, q: &ThreadQuery) -> StoreRe
     let mut more = false;
     for_each_candidate(c, scope, q.unread_only, q.before.as_ref(), |row, resources| {
         let notified = rules::notified(&resources, prefs);
-        let shown = match &q.view {
-            ThreadView::Mine => rules::in_audience(&viewer, &row.location_id, &notified),
-            ThreadView::Resource(u) => rules::in_resource_view(&scope.locations, u, &row.location_id, &notified),
-        };
+        let shown = rules::listed(&viewer, q.view.resource(), &row.location_id, &notified);
         if shown {
             if page.len() == q.limit {
                 more = true;

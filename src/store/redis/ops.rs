@@ -255,15 +255,7 @@ pub async fn set_preferences(tx: &mut Tx, patch: PreferencesPatch) -> StoreResul
                 }
             }
         }
-        let users = resources
-            .iter()
-            .flat_map(|r| rules::moved(&rules::notified(r, before), &rules::notified(r, after)))
-            .fold(Vec::new(), |mut acc, u| {
-                if !acc.contains(&u) {
-                    acc.push(u);
-                }
-                acc
-            });
+        let users = rules::moved_by_preferences(&resources, before, after);
         if !users.is_empty() {
             let route = Route {
                 users,

@@ -21,7 +21,7 @@ use crate::{
     },
     event::Event,
     rules::{self, Resources, Viewer},
-    store::{Cursor, Paging, Replay, Scope, SessionStart, StoreError, StoreResult, ThreadQuery, ThreadView},
+    store::{Cursor, Paging, Replay, Scope, SessionStart, StoreError, StoreResult, ThreadQuery},
 };
 
 /// Most folders a search answers (as the embedded store).
@@ -451,10 +451,7 @@ pub async fn threads(
                 continue;
             };
             let notified = g.notified(row);
-            let shown = match &q.view {
-                ThreadView::Mine => rules::in_audience(&viewer, &row.location_id, &notified),
-                ThreadView::Resource(u) => rules::in_resource_view(&scope.locations, u, &row.location_id, &notified),
-            };
+            let shown = rules::listed(&viewer, q.view.resource(), &row.location_id, &notified);
             if shown {
                 if page.len() == q.limit {
                     more = true;

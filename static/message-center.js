@@ -1,0 +1,1046 @@
+// The Message Center: the Customer Messages screen of Switchboard, on switchboard-client.js.
+import { SwitchboardClient, ApiError } from './switchboard-client.js';
+import { h, formatPhone, formatTime, messageSummary, imageAttachments } from './ui.js';
+
+const TOKEN_KEY = 'switchboard.token';
+const TITLE = 'Message Center — Switchboard';
+const TOAST_MS = 20000;
+const MAX_TOASTS = 5;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  client: null,
+  me: null,
+  threads: new Map(), // id -> Thread
+  folders: new Map(), // id -> Folder | Promise
+  next: null,
+  view: { resourceId: '', unreadOnly: false },
+  selectedId: null,
+  detail: null, // {kind: 'thread', id} | {kind: 'folder', id}
+  loading: false,
+  queued: [], // events that arrived while the list was loading
+  reloadTimer: null,
+  unread: 0,
+};
+
+// ---------------------------------------------------------------------------------------
+// Sign in / out
+
+function start() {
+  $('signin-form').addEventListener('submit', onSignIn);
+  $('sign-out').addEventListener('click', signOut);
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) signIn(token).catch(() => showSignIn());
+  else showSignIn();
+}
+
+function showSignIn(message) {
+  $('signin').hidden = false;
+  $('workspace').hidden = true;
+  for (const id of ['ops-nav', 'connection', 'whoami', 'sign-out', 'new-messages']) $(id).hidden = true;
+  const err = $('signin-error');
+  err.hidden = !message;
+  err.textContent = message || '';
+  document.title = TITLE;
+  $('token-input').focus();
+}
+
+async function onSignIn(ev) {
+  ev.preventDefault();
+  const token = $('token-input').value.trim().replace(/^Bearer\s+/i, '');
+  if (!token) return;
+  try {
+    await signIn(token);
+    $('token-input').value = '';
+  } catch (e) {
+    const why =
+      e instanceof ApiError && e.status === 401
+        ? 'The hub did not accept this token (malformed, badly signed or expired).'
+        : e instanceof ApiError && e.status === 403
+          ? 'This token may not use the Message Center (it needs the user or admin role).'
+          : `Could not sign in: ${e.message}`;
+    showSignIn(why);
+  }
+}
+
+async function signIn(token) {
+  const client = new SwitchboardClient({
+    token: () => sessionStorage.getItem(TOKEN_KEY) || token,
+    onResync: () => reloadAll(),
+  });
+  const me = await client.api('GET', '/me');
+  sessionStorage.setItem(TOKEN_KEY, token);
+  state.client = client;
+  state.me = me;
+  window.__switchboard = { client, state }; // for the end-to-end tests and debugging
+  $('signin').hidden = true;
+  $('workspace').hidden = false;
+  for (const id of ['ops-nav', 'connection', 'whoami', 'sign-out', 'new-messages']) $(id).hidden = false;
+  $('whoami').textContent = `${me.name || me.user_id} · ${me.tenant}`;
+  $('whoami').title = `Locations: ${me.locations.join(', ')}`;
+  setSubscribe(me.subscribe_all);
+  setUnread(me.unread_count);
+  wireClient(client);
+  client.connect();
+  await Promise.all([loadThreads(), loadResources()]);
+}
+
+function signOut() {
+  state.client?.close();
+  state.client = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.threads.clear();
+  state.folders.clear();
+  state.detail = null;
+  state.selectedId = null;
+  $('thread-rows').replaceChildren();
+  $('toasts').replaceChildren();
+  showSignIn();
+}
+
+// ---------------------------------------------------------------------------------------
+// The websocket
+
+function wireClient(client) {
+  client.on('state', renderConnection);
+  client.on('hello', (hello) => {
+    setUnread(hello.unread_count);
+    // Events of a followed resource are not part of this user's replay: reload that view.
+    if (state.view.resourceId && client.hello !== null && state.everConnected) scheduleReload();
+    state.everConnected = true;
+  });
+  client.on('event', (frame) => {
+    if (state.loading) state.queued.push(frame);
+    applyEvent(frame, true);
+  });
+  client.on('resync', () => toast({ title: 'Reloaded', text: 'Missed too much while offline: the list was reloaded.' }));
+  client.on('auth', () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showSignIn('Your session ended (the token expired or was revoked). Paste a fresh token.');
+  });
+}
+
+function renderConnection(s, detail) {
+  const el = $('connection');
+  el.dataset.state = s;
+  const label = {
+    idle: 'Not connected',
+    connecting: 'Connecting…',
+    open: 'Live',
+    reconnecting: `Reconnecting${detail?.delayMs ? ` in ${Math.ceil(detail.delayMs / 1000)}s` : ''}…`,
+    closed: 'Disconnected',
+    unauthorized: 'Signed out',
+  }[s];
+  el.querySelector('.label').textContent = label || s;
+  el.title = s === 'reconnecting' ? `Attempt ${detail.attempt}; missed messages are replayed on reconnect` : '';
+}
+
+function applyEvent(frame, live) {
+  const d = frame.data || {};
+  switch (frame.type) {
+    case 'message.new':
+      upsertThread(d.thread, { unknown: 'reload' });
+      appendToDetail(d.message);
+      if (live) popUp(d.thread, d.message);
+      break;
+    case 'message.sent':
+      upsertThread(d.thread, { unknown: 'reload' });
+      appendToDetail(d.message);
+      break;
+    case 'thread.read': {
+      const t = state.threads.get(d.thread_id);
+      if (t) upsertThread({ ...t, unread: false, unread_count: 0 });
+      // Someone read it: its pop-ups are stale.
+      for (const el of $('toasts').querySelectorAll('.toast.customer')) if (el.dataset.threadId === d.thread_id) el.remove();
+      break;
+    }
+    case 'thread.unread': {
+      const t = state.threads.get(d.thread_id);
+      if (t) upsertThread({ ...t, unread: true, unread_count: Math.max(1, t.unread_count) });
+      if (t) refreshThread(d.thread_id);
+      break;
+    }
+    case 'thread.assigned':
+      upsertThread(d.thread, { unknown: 'reload' });
+      // The assignment may move the thread into or out of this view.
+      scheduleReload();
+      break;
+    case 'unread.count':
+      setUnread(d.count);
+      break;
+    case 'images.linked':
+      if (live) {
+        folderName(d.folder_id).then((name) =>
+          toast({ title: 'Images linked', text: `${d.count} image(s) linked to ${name}.` }),
+        );
+      }
+      if (state.detail?.kind === 'folder' && state.detail.id === d.folder_id) showFolder(d.folder_id);
+      break;
+    default:
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The list
+
+function listQuery(before) {
+  const p = new URLSearchParams({ limit: '50' });
+  if (state.view.resourceId) {
+    p.set('view', 'resource');
+    p.set('resource_id', state.view.resourceId);
+  } else p.set('view', 'mine');
+  if (state.view.unreadOnly) p.set('unread_only', 'true');
+  if (before) p.set('before', before);
+  return `/threads?${p}`;
+}
+
+async function loadThreads() {
+  const client = state.client;
+  if (!client) return;
+  state.loading = true;
+  state.queued = [];
+  try {
+    const page = await client.api('GET', listQuery());
+    if (client !== state.client) return;
+    state.threads.clear();
+    for (const t of page.threads) state.threads.set(t.id, t);
+    state.next = page.next;
+    // Events that came while the page was on its way are applied again over it.
+    for (const frame of state.queued) applyEvent(frame, false);
+  } catch (e) {
+    toast({ title: 'Could not load messages', text: e.message, kind: 'error' });
+  } finally {
+    state.loading = false;
+    state.queued = [];
+  }
+  renderList();
+}
+
+async function loadMore() {
+  if (!state.next) return;
+  const page = await state.client.api('GET', listQuery(state.next));
+  for (const t of page.threads) if (!state.threads.has(t.id)) state.threads.set(t.id, t);
+  state.next = page.next;
+  renderList();
+}
+
+function scheduleReload() {
+  clearTimeout(state.reloadTimer);
+  state.reloadTimer = setTimeout(loadThreads, 300);
+}
+
+async function reloadAll() {
+  if (!state.client) return;
+  const me = await state.client.api('GET', '/me');
+  state.me = me;
+  setSubscribe(me.subscribe_all);
+  setUnread(me.unread_count);
+  await loadThreads();
+  if (state.detail?.kind === 'thread') showThread(state.detail.id, { keepFocus: true });
+}
+
+function upsertThread(thread, { unknown } = {}) {
+  if (!thread) return;
+  const known = state.threads.has(thread.id);
+  if (!known && unknown === 'reload' && state.view.resourceId) {
+    scheduleReload(); // whether it belongs to this resource's view is the hub's call
+    return;
+  }
+  state.threads.set(thread.id, thread);
+  renderList();
+  if (state.detail?.kind === 'thread' && state.detail.id === thread.id) renderThreadHeader(thread);
+}
+
+async function refreshThread(id) {
+  try {
+    const t = await state.client.api('GET', `/threads/${encodeURIComponent(id)}`);
+    if (state.threads.has(id)) upsertThread(t);
+  } catch {
+    /* the list stays as the event left it */
+  }
+}
+
+function sortedThreads() {
+  return [...state.threads.values()]
+    .filter((t) => !state.view.unreadOnly || t.unread)
+    .sort((a, b) => Date.parse(b.last_message_at) - Date.parse(a.last_message_at) || (a.id < b.id ? 1 : -1));
+}
+
+function renderList() {
+  const tbody = $('thread-rows');
+  const hadFocus = tbody.contains(document.activeElement);
+  const threads = sortedThreads();
+  if (state.selectedId && !state.threads.has(state.selectedId)) state.selectedId = null;
+  const rows = threads.map((t) => renderRow(t));
+  tbody.replaceChildren(...rows);
+  $('thread-list').setAttribute('aria-rowcount', String(threads.length + 1));
+  $('list-empty').hidden = threads.length > 0;
+  $('load-more').hidden = !state.next;
+  // Roving tabindex: the selected row (or the first) is the one Tab reaches.
+  const focusRow = rows.find((r) => r.dataset.threadId === state.selectedId) || rows[0];
+  if (focusRow) focusRow.tabIndex = 0;
+  if (hadFocus && focusRow) focusRow.focus({ preventScroll: true });
+}
+
+function renderRow(t) {
+  const m = t.last_message || {};
+  const folder = t.folder_id
+    ? h('a', { href: '#', class: 'folder-link', 'data-folder-id': t.folder_id }, folderLabel(t.folder_id))
+    : h('span', { class: 'unassigned' }, 'unassigned');
+  const summary = messageSummary(m);
+  const row = h(
+    'tr',
+    {
+      class: `thread${t.unread ? ' unread' : ''}${t.id === state.selectedId ? ' selected' : ''}`,
+      'data-thread-id': t.id,
+      'data-unread': String(!!t.unread),
+      'aria-selected': String(t.id === state.selectedId),
+      tabindex: '-1',
+      title: imageAttachments(m).length ? 'Double-click to view the image(s); right-click for actions' : 'Right-click for actions',
+    },
+    h(
+      'td',
+      { class: 'col-icon' },
+      h(
+        'span',
+        { class: `msg-icon${t.unread ? ' is-unread' : ''}`, role: 'img', 'aria-label': t.unread ? 'Unread' : 'Read' },
+        iconSvg(),
+      ),
+    ),
+    h(
+      'td',
+      { class: 'col-message' },
+      h(
+        'div',
+        { class: 'msg-text' },
+        m.direction === 'outbound' ? h('span', { class: 'direction outbound', title: 'Our reply' }, '↩ ') : '',
+        ...summary.map((s) => h('span', { class: s.kind }, s.text)),
+      ),
+    ),
+    h('td', { class: 'col-number' }, formatPhone(t.customer_number)),
+    h('td', { class: 'col-folder' }, folder),
+    h('td', { class: 'col-unread' }, t.unread_count ? h('span', { class: 'pill' }, String(t.unread_count)) : ''),
+    h('td', { class: 'col-time' }, h('time', { datetime: t.last_message_at }, formatTime(t.last_message_at))),
+  );
+  return row;
+}
+
+function iconSvg() {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('width', '18');
+  svg.setAttribute('height', '18');
+  svg.setAttribute('aria-hidden', 'true');
+  const p = document.createElementNS(ns, 'path');
+  p.setAttribute('fill', 'currentColor');
+  p.setAttribute('d', 'M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H8l-4 4V6a2 2 0 0 1 2-2z');
+  svg.append(p);
+  return svg;
+}
+
+function folderLabel(id) {
+  const f = state.folders.get(id);
+  if (f && !(f instanceof Promise)) return f.name;
+  fetchFolder(id).then(() => renderList());
+  return id;
+}
+
+function fetchFolder(id) {
+  const cached = state.folders.get(id);
+  if (cached) return Promise.resolve(cached);
+  const p = state.client
+    .api('GET', `/folders/${encodeURIComponent(id)}`)
+    .then((f) => {
+      state.folders.set(id, f);
+      return f;
+    })
+    .catch(() => {
+      state.folders.set(id, { id, name: id });
+      return state.folders.get(id);
+    });
+  state.folders.set(id, p);
+  return p;
+}
+
+async function folderName(id) {
+  return (await fetchFolder(id)).name;
+}
+
+function rowOf(el) {
+  return el?.closest?.('tr.thread');
+}
+
+function select(id, { focus = true, show = true } = {}) {
+  state.selectedId = id;
+  for (const r of $('thread-rows').rows) {
+    const on = r.dataset.threadId === id;
+    r.classList.toggle('selected', on);
+    r.setAttribute('aria-selected', String(on));
+    r.tabIndex = on ? 0 : -1;
+    if (on && focus) r.focus();
+  }
+  if (show) showThread(id, { keepFocus: true });
+  // The pop-ups of a conversation the user is looking at have done their job.
+  for (const el of $('toasts').querySelectorAll('.toast.customer')) if (el.dataset.threadId === id) el.remove();
+}
+
+function wireList() {
+  const tbody = $('thread-rows');
+  tbody.addEventListener('click', (ev) => {
+    const link = ev.target.closest('a.folder-link');
+    if (link) {
+      ev.preventDefault();
+      showFolder(link.dataset.folderId);
+      return;
+    }
+    const row = rowOf(ev.target);
+    if (row) select(row.dataset.threadId);
+  });
+  tbody.addEventListener('dblclick', (ev) => {
+    const row = rowOf(ev.target);
+    if (row) openImages(row.dataset.threadId);
+  });
+  tbody.addEventListener('contextmenu', (ev) => {
+    const row = rowOf(ev.target);
+    if (!row) return;
+    ev.preventDefault();
+    select(row.dataset.threadId, { show: state.detail?.id !== row.dataset.threadId });
+    openMenu(row.dataset.threadId, ev.clientX, ev.clientY);
+  });
+  tbody.addEventListener('keydown', (ev) => {
+    const row = rowOf(ev.target);
+    if (!row) return;
+    const id = row.dataset.threadId;
+    const rows = [...tbody.rows];
+    const i = rows.indexOf(row);
+    const go = (j) => {
+      const r = rows[Math.max(0, Math.min(rows.length - 1, j))];
+      if (r) select(r.dataset.threadId);
+    };
+    if ((ev.key === 'F10' && ev.shiftKey) || ev.key === 'ContextMenu') {
+      ev.preventDefault();
+      const rect = row.getBoundingClientRect();
+      openMenu(id, rect.left + 40, rect.bottom);
+      return;
+    }
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const action = { ArrowDown: 'down', ArrowUp: 'up', Home: 'home', End: 'end' }[ev.key];
+    if (action) {
+      ev.preventDefault();
+      go(action === 'down' ? i + 1 : action === 'up' ? i - 1 : action === 'home' ? 0 : rows.length - 1);
+      return;
+    }
+    const key = ev.key.toLowerCase();
+    const map = { r: 'read', u: 'unread', f: 'assign', l: 'link', i: 'images', enter: 'open' };
+    if (map[key]) {
+      ev.preventDefault();
+      runAction(map[key], id);
+    }
+  });
+  $('load-more').addEventListener('click', loadMore);
+  $('reload').addEventListener('click', () => reloadAll());
+}
+
+// ---------------------------------------------------------------------------------------
+// Context menu and actions
+
+let menuFor = null;
+let menuReturnFocus = null;
+
+function openMenu(threadId, x, y) {
+  const menu = $('context-menu');
+  menuFor = threadId;
+  menuReturnFocus = document.activeElement;
+  const t = state.threads.get(threadId);
+  const setDisabled = (action, off) => {
+    const li = menu.querySelector(`[data-action="${action}"]`);
+    li.setAttribute('aria-disabled', String(!!off));
+  };
+  setDisabled('read', t && !t.unread);
+  setDisabled('unread', t && t.unread);
+  setDisabled('link', t && !t.folder_id);
+  setDisabled('images', t && !imageAttachments(t.last_message).length);
+  menu.hidden = false;
+  const w = menu.offsetWidth;
+  const hgt = menu.offsetHeight;
+  menu.style.left = `${Math.max(4, Math.min(x, innerWidth - w - 4))}px`;
+  menu.style.top = `${Math.max(4, Math.min(y, innerHeight - hgt - 4))}px`;
+  const first = [...menu.querySelectorAll('[role=menuitem]')].find((li) => li.getAttribute('aria-disabled') !== 'true');
+  first?.focus();
+}
+
+function closeMenu({ restoreFocus = true } = {}) {
+  const menu = $('context-menu');
+  if (menu.hidden) return;
+  menu.hidden = true;
+  if (restoreFocus && menuReturnFocus?.isConnected) menuReturnFocus.focus();
+  else if (restoreFocus) select(menuFor, { show: false });
+}
+
+function wireMenu() {
+  const menu = $('context-menu');
+  menu.addEventListener('click', (ev) => {
+    const li = ev.target.closest('[role=menuitem]');
+    if (!li || li.getAttribute('aria-disabled') === 'true') return;
+    const id = menuFor;
+    closeMenu();
+    runAction(li.dataset.action, id);
+  });
+  menu.addEventListener('keydown', (ev) => {
+    const items = [...menu.querySelectorAll('[role=menuitem]')].filter((li) => li.getAttribute('aria-disabled') !== 'true');
+    const i = items.indexOf(document.activeElement);
+    if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+      ev.preventDefault();
+      const j = ev.key === 'ArrowDown' ? (i + 1) % items.length : (i - 1 + items.length) % items.length;
+      items[j]?.focus();
+    } else if (ev.key === 'Enter' || ev.key === ' ') {
+      ev.preventDefault();
+      document.activeElement?.click();
+    } else if (ev.key === 'Escape' || ev.key === 'Tab') {
+      ev.preventDefault();
+      closeMenu();
+    } else {
+      const li = [...menu.querySelectorAll('[role=menuitem]')].find(
+        (x) => x.querySelector('kbd')?.textContent.toLowerCase() === ev.key.toLowerCase(),
+      );
+      if (li) {
+        ev.preventDefault();
+        li.click();
+      }
+    }
+  });
+  document.addEventListener('mousedown', (ev) => {
+    if (!menu.hidden && !menu.contains(ev.target)) closeMenu({ restoreFocus: false });
+  });
+  window.addEventListener('blur', () => closeMenu({ restoreFocus: false }));
+  window.addEventListener('resize', () => closeMenu({ restoreFocus: false }));
+}
+
+async function runAction(action, id) {
+  const t = state.threads.get(id);
+  if (!t) return;
+  const api = state.client;
+  const path = `/threads/${encodeURIComponent(id)}`;
+  try {
+    switch (action) {
+      case 'read':
+        upsertThread(await api.api('POST', `${path}/read`));
+        break;
+      case 'unread':
+        upsertThread(await api.api('POST', `${path}/unread`));
+        break;
+      case 'assign':
+        openAssign(t);
+        break;
+      case 'link':
+        await linkImages(t);
+        break;
+      case 'images':
+        openImages(id);
+        break;
+      case 'open':
+        select(id, { focus: false });
+        $('reply-body')?.focus();
+        break;
+      default:
+        break;
+    }
+  } catch (e) {
+    toast({ title: 'That did not work', text: e.detail || e.message, kind: 'error' });
+  }
+}
+
+async function linkImages(t) {
+  if (!t.folder_id) {
+    toast({ title: 'No folder', text: 'Assign a folder to this thread before linking its images.', kind: 'error' });
+    return;
+  }
+  const { messages } = await state.client.api('GET', `/threads/${encodeURIComponent(t.id)}/messages?limit=200`);
+  const withImages = messages.filter((m) => imageAttachments(m).length);
+  if (!withImages.length) {
+    toast({ title: 'No images', text: 'This conversation has no image attachments.' });
+    return;
+  }
+  let linked = 0;
+  for (const m of withImages) {
+    const r = await state.client.api('POST', `/messages/${encodeURIComponent(m.id)}/link-images`);
+    linked += r.linked;
+  }
+  const name = await folderName(t.folder_id);
+  toast({
+    title: 'Link Image(s) to Folder',
+    text: linked ? `${linked} image(s) added to ${name}'s photos.` : `The images were already in ${name}'s photos.`,
+  });
+}
+
+function openImages(threadId) {
+  const t = state.threads.get(threadId);
+  const images = imageAttachments(t?.last_message);
+  if (!images.length) {
+    toast({ title: 'No images', text: 'The last message of this thread has no images.' });
+    return;
+  }
+  const blocked = [];
+  for (const a of images) {
+    // One window per image; a window the browser blocked is offered as a link instead.
+    const w = window.open(a.url, '_blank');
+    if (!w) blocked.push(a);
+    else {
+      try {
+        w.opener = null;
+      } catch {
+        /* cross-origin already */
+      }
+    }
+  }
+  if (blocked.length) showImageLinks(blocked);
+}
+
+function showImageLinks(images) {
+  const viewer = $('image-viewer');
+  $('image-viewer-list').replaceChildren(
+    ...images.map((a, i) => h('li', {}, h('a', { href: a.url, target: '_blank', rel: 'noopener' }, `Image ${i + 1}`))),
+  );
+  viewer.hidden = false;
+}
+
+// ---------------------------------------------------------------------------------------
+// Assign Folder
+
+let assignFor = null;
+let assignPick = null;
+
+function openAssign(t) {
+  assignFor = t;
+  assignPick = null;
+  const dlg = $('assign-dialog');
+  $('assign-for').textContent = `Customer ${formatPhone(t.customer_number)} — currently ${t.folder_id ? folderLabel(t.folder_id) : 'unassigned'}.`;
+  $('folder-search').value = t.customer_number;
+  $('folder-results').replaceChildren();
+  $('assign-confirm').disabled = true;
+  dlg.showModal();
+  $('folder-search').focus();
+  searchFolders();
+}
+
+async function searchFolders() {
+  const text = $('folder-search').value.trim();
+  const p = new URLSearchParams();
+  const digits = text.replace(/\D/g, '');
+  if (text && /^[+\d\s().-]+$/.test(text) && digits.length >= 3) p.set('phone', text);
+  else if (text) p.set('q', text);
+  $('assign-status').textContent = 'Searching…';
+  try {
+    const folders = await state.client.api('GET', `/folders?${p}`);
+    for (const f of folders) state.folders.set(f.id, f);
+    assignPick = null;
+    $('assign-confirm').disabled = true;
+    $('folder-results').replaceChildren(
+      ...folders.map((f) =>
+        h(
+          'li',
+          { role: 'option', 'aria-selected': 'false', 'data-folder-id': f.id, tabindex: '-1' },
+          h('strong', {}, f.name),
+          h('span', { class: 'meta' }, ` · ${f.location_id} · ${f.phone_numbers.map(formatPhone).join(', ')}`),
+        ),
+      ),
+    );
+    $('assign-status').textContent = folders.length
+      ? `${folders.length} folder(s) found. Pick one and press the green check (or double-click it).`
+      : 'No folder matches. Search by name, or create the folder first.';
+  } catch (e) {
+    $('assign-status').textContent = `Search failed: ${e.detail || e.message}`;
+  }
+}
+
+function pickFolder(li) {
+  for (const x of $('folder-results').children) x.setAttribute('aria-selected', String(x === li));
+  assignPick = li?.dataset.folderId ?? null;
+  $('assign-confirm').disabled = !assignPick;
+  li?.focus();
+}
+
+async function confirmAssign() {
+  if (!assignFor || !assignPick) return;
+  const t = assignFor;
+  try {
+    const updated = await state.client.api('POST', `/threads/${encodeURIComponent(t.id)}/assign`, { folder_id: assignPick });
+    $('assign-dialog').close();
+    upsertThread(updated);
+    toast({ title: 'Folder assigned', text: `${formatPhone(t.customer_number)} → ${await folderName(assignPick)}` });
+    select(t.id, { show: state.detail?.id === t.id });
+  } catch (e) {
+    $('assign-status').textContent = `Could not assign: ${e.detail || e.message}`;
+  }
+}
+
+function wireAssign() {
+  const dlg = $('assign-dialog');
+  $('assign-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    searchFolders();
+  });
+  const results = $('folder-results');
+  results.addEventListener('click', (ev) => pickFolder(ev.target.closest('[role=option]')));
+  results.addEventListener('dblclick', (ev) => {
+    const li = ev.target.closest('[role=option]');
+    if (!li) return;
+    pickFolder(li);
+    confirmAssign();
+  });
+  results.addEventListener('keydown', (ev) => {
+    const items = [...results.children];
+    const i = items.findIndex((x) => x.getAttribute('aria-selected') === 'true');
+    if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+      ev.preventDefault();
+      pickFolder(items[Math.max(0, Math.min(items.length - 1, i + (ev.key === 'ArrowDown' ? 1 : -1)))]);
+    } else if (ev.key === 'Enter' && assignPick) {
+      ev.preventDefault();
+      confirmAssign();
+    }
+  });
+  $('assign-confirm').addEventListener('click', confirmAssign);
+  const cancel = () => dlg.close();
+  $('assign-cancel').addEventListener('click', cancel);
+  $('assign-cancel-x').addEventListener('click', cancel);
+  dlg.addEventListener('close', () => {
+    if (assignFor) select(assignFor.id, { show: false });
+    assignFor = null;
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Thread view and folder Communications view
+
+async function showThread(id, { keepFocus } = {}) {
+  const t = state.threads.get(id);
+  if (!t) return;
+  state.detail = { kind: 'thread', id };
+  const pane = $('detail');
+  pane.replaceChildren(
+    h('header', { class: 'detail-header', id: 'thread-header' }),
+    h('ol', { class: 'conversation', id: 'conversation', 'aria-label': 'Conversation', 'aria-live': 'polite' }, h('li', { class: 'empty' }, 'Loading…')),
+    replyForm(t),
+  );
+  renderThreadHeader(t);
+  try {
+    const { messages } = await state.client.api('GET', `/threads/${encodeURIComponent(id)}/messages?limit=100`);
+    if (state.detail?.id !== id) return;
+    $('conversation').replaceChildren(...messages.map(renderMessage));
+    scrollConversation();
+  } catch (e) {
+    $('conversation').replaceChildren(h('li', { class: 'error' }, `Could not load the conversation: ${e.message}`));
+  }
+  if (!keepFocus) $('reply-body')?.focus();
+}
+
+function renderThreadHeader(t) {
+  const header = $('thread-header');
+  if (!header) return;
+  header.replaceChildren(
+    h('h2', {}, formatPhone(t.customer_number)),
+    h(
+      'p',
+      { class: 'meta' },
+      `Location ${t.location_id} · Folder: `,
+      t.folder_id
+        ? h('a', { href: '#', class: 'folder-link', 'data-folder-id': t.folder_id, onclick: (ev) => { ev.preventDefault(); showFolder(t.folder_id); } }, folderLabel(t.folder_id))
+        : h('span', { class: 'unassigned' }, 'unassigned'),
+      ` · ${t.unread ? `${t.unread_count} unread` : 'read'}`,
+    ),
+    h(
+      'div',
+      { class: 'detail-actions' },
+      h('button', { type: 'button', onclick: () => runAction(t.unread ? 'read' : 'unread', t.id) }, t.unread ? 'Mark as read' : 'Mark as unread'),
+      h('button', { type: 'button', onclick: () => runAction('assign', t.id) }, 'Assign Folder…'),
+    ),
+  );
+}
+
+function renderMessage(m) {
+  const imgs = m.attachments || [];
+  return h(
+    'li',
+    { class: `bubble ${m.direction}`, 'data-message-id': m.id },
+    m.body ? h('p', { class: 'body' }, m.body) : '',
+    imgs.length
+      ? h(
+          'p',
+          { class: 'attachments' },
+          ...imgs.map((a, i) =>
+            a.content_type.startsWith('image/')
+              ? h('a', { href: a.url, target: '_blank', rel: 'noopener', class: 'thumb' }, h('img', { src: a.url, alt: `Photo ${i + 1}`, loading: 'lazy' }))
+              : h('a', { href: a.url, target: '_blank', rel: 'noopener' }, `Attachment ${i + 1} (${a.content_type})`),
+          ),
+        )
+      : '',
+    h(
+      'p',
+      { class: 'meta' },
+      m.direction === 'outbound' ? `Reply${m.author_id ? ` by ${m.author_id}` : ''} · ` : 'Customer · ',
+      h('time', { datetime: m.created_at }, formatTime(m.created_at, true)),
+    ),
+  );
+}
+
+function appendToDetail(m) {
+  if (!m || state.detail?.kind !== 'thread' || state.detail.id !== m.thread_id) return;
+  const list = $('conversation');
+  if (!list || list.querySelector(`[data-message-id="${CSS.escape(m.id)}"]`)) return;
+  list.querySelector('.empty')?.remove();
+  list.append(renderMessage(m));
+  scrollConversation();
+}
+
+function scrollConversation() {
+  const list = $('conversation');
+  if (list) list.scrollTop = list.scrollHeight;
+}
+
+function replyForm(t) {
+  const status = h('span', { class: 'status', role: 'status' });
+  const body = h('textarea', { id: 'reply-body', rows: '3', maxlength: '1600', placeholder: 'Type a reply to the customer…', 'aria-label': 'Reply' });
+  const form = h(
+    'form',
+    { class: 'reply', id: 'reply-form' },
+    body,
+    h('div', { class: 'reply-actions' }, status, h('button', { type: 'submit', class: 'primary' }, 'Send reply')),
+  );
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const text = body.value.trim();
+    if (!text) return;
+    status.textContent = 'Sending…';
+    try {
+      const m = await state.client.api('POST', `/threads/${encodeURIComponent(t.id)}/replies`, { body: text });
+      body.value = '';
+      status.textContent = 'Sent.';
+      appendToDetail(m);
+    } catch (e) {
+      status.textContent = `Not sent: ${e.detail || e.message}`;
+    }
+  });
+  body.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) form.requestSubmit();
+    if (ev.key === 'Escape') select(t.id, { show: false });
+  });
+  return form;
+}
+
+async function showFolder(id, tab = 'communications') {
+  state.detail = { kind: 'folder', id };
+  const pane = $('detail');
+  pane.replaceChildren(h('p', { class: 'empty' }, 'Loading the folder…'));
+  try {
+    const enc = encodeURIComponent(id);
+    const [folder, msgs, photos] = await Promise.all([
+      state.client.api('GET', `/folders/${enc}`),
+      state.client.api('GET', `/folders/${enc}/messages?limit=200`),
+      state.client.api('GET', `/folders/${enc}/photos`),
+    ]);
+    if (state.detail?.id !== id) return;
+    state.folders.set(id, folder);
+    const tabBtn = (name, label) =>
+      h('button', { type: 'button', role: 'tab', class: 'tab', 'aria-selected': String(tab === name), onclick: () => showFolder(id, name) }, label);
+    const body =
+      tab === 'communications'
+        ? h(
+            'ol',
+            { class: 'conversation', id: 'folder-communications', 'aria-label': 'Communications' },
+            ...(msgs.messages.length
+              ? msgs.messages.map((m) => {
+                  const li = renderMessage(m);
+                  const t = state.threads.get(m.thread_id);
+                  if (t) li.querySelector('.meta').prepend(`${formatPhone(t.customer_number)} · `);
+                  return li;
+                })
+              : [h('li', { class: 'empty' }, 'No communications yet.')]),
+          )
+        : h(
+            'ul',
+            { class: 'photos', id: 'folder-photos', 'aria-label': 'Photos' },
+            ...(photos.length
+              ? photos.map((p) => h('li', {}, h('a', { href: p.url, target: '_blank', rel: 'noopener' }, h('img', { src: p.url, alt: `Photo linked by ${p.linked_by}`, loading: 'lazy' }))))
+              : [h('li', { class: 'empty' }, 'No photos linked yet.')]),
+          );
+    pane.replaceChildren(
+      h(
+        'header',
+        { class: 'detail-header' },
+        h('h2', {}, `Folder: ${folder.name}`),
+        h(
+          'p',
+          { class: 'meta' },
+          `${folder.id} · Location ${folder.location_id} · ${folder.phone_numbers.map(formatPhone).join(', ') || 'no numbers'}`,
+        ),
+        h(
+          'p',
+          { class: 'meta' },
+          `Sales: ${folder.sales_resource_id || '—'} · Service: ${folder.service_resource_id || '—'}`,
+        ),
+      ),
+      h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Folder' }, tabBtn('communications', 'Communications'), tabBtn('photos', `Photos (${photos.length})`)),
+      body,
+    );
+  } catch (e) {
+    pane.replaceChildren(h('p', { class: 'error' }, `Could not open the folder: ${e.detail || e.message}`));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscribe to all, resources
+
+function setSubscribe(on) {
+  const b = $('subscribe-all');
+  b.setAttribute('aria-checked', String(!!on));
+  b.querySelector('.state').textContent = on ? 'On' : 'Off';
+}
+
+function wireToolbar() {
+  $('subscribe-all').addEventListener('click', async () => {
+    const b = $('subscribe-all');
+    const want = b.getAttribute('aria-checked') !== 'true';
+    b.disabled = true;
+    try {
+      const me = await state.client.api('PUT', '/me/subscriptions', { subscribe_all: want });
+      state.me = me;
+      setSubscribe(me.subscribe_all);
+      setUnread(me.unread_count);
+      if (!state.view.resourceId) await loadThreads();
+    } catch (e) {
+      toast({ title: 'Could not change the subscription', text: e.detail || e.message, kind: 'error' });
+    } finally {
+      b.disabled = false;
+    }
+  });
+  $('resource-select').addEventListener('change', async (ev) => {
+    state.view.resourceId = ev.target.value;
+    state.client.follow(state.view.resourceId || null);
+    state.selectedId = null;
+    await loadThreads();
+  });
+  $('unread-only').addEventListener('change', async (ev) => {
+    state.view.unreadOnly = ev.target.checked;
+    await loadThreads();
+  });
+  $('close-center').addEventListener('click', () => setCenterOpen(false));
+  $('open-center').addEventListener('click', () => setCenterOpen(true));
+  $('new-messages').addEventListener('click', () => setCenterOpen(true));
+  if ('Notification' in window && Notification.permission === 'default') {
+    const b = $('enable-notifications');
+    b.hidden = false;
+    b.addEventListener('click', async () => {
+      await Notification.requestPermission();
+      b.hidden = true;
+    });
+  }
+  $('image-viewer-close').addEventListener('click', () => ($('image-viewer').hidden = true));
+}
+
+async function loadResources() {
+  try {
+    const resources = await state.client.api('GET', '/resources');
+    const sel = $('resource-select');
+    const current = sel.value;
+    sel.replaceChildren(
+      h('option', { value: '' }, 'My messages'),
+      ...resources
+        .sort((a, b) => (a.name || a.user_id).localeCompare(b.name || b.user_id))
+        .map((r) => h('option', { value: r.user_id }, `Resource: ${r.name || r.user_id}`)),
+    );
+    sel.value = current;
+  } catch {
+    /* the drop-down keeps "My messages" */
+  }
+}
+
+function setCenterOpen(open) {
+  $('message-center').hidden = !open;
+  $('center-closed').hidden = open;
+  if (open) {
+    const row = $('thread-rows').querySelector('tr[tabindex="0"]');
+    (row || $('message-center')).focus?.();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The red indicator, the title, pop-ups
+
+function setUnread(count) {
+  state.unread = count;
+  const b = $('new-messages');
+  b.dataset.count = String(count);
+  $('new-messages-count').textContent = count > 99 ? '99+' : String(count);
+  b.classList.toggle('has-new', count > 0);
+  b.setAttribute('aria-label', `New messages: ${count}. Open the Message Center`);
+  document.title = count > 0 ? `(${count}) ${TITLE}` : TITLE;
+}
+
+function popUp(thread, message) {
+  const who = formatPhone(thread.customer_number);
+  const summary = messageSummary(message).map((s) => s.text).join(' ');
+  const el = toast({
+    title: 'Customer Message',
+    text: summary,
+    sub: `${who} · ${thread.folder_id ? folderLabel(thread.folder_id) : 'unassigned'}`,
+    subLater: thread.folder_id ? folderName(thread.folder_id).then((name) => `${who} · ${name}`) : null,
+    kind: 'customer',
+    onOpen: () => {
+      setCenterOpen(true);
+      if (!state.threads.has(thread.id)) state.threads.set(thread.id, thread);
+      renderList();
+      select(thread.id);
+    },
+  });
+  el.dataset.threadId = thread.id;
+  if ('Notification' in window && Notification.permission === 'granted' && document.hidden) {
+    try {
+      const n = new Notification('Customer Message', { body: `${who}: ${summary}`, tag: thread.id });
+      n.onclick = () => {
+        window.focus();
+        select(thread.id);
+      };
+    } catch {
+      /* notifications are optional */
+    }
+  }
+}
+
+function toast({ title, text, sub, subLater, kind = 'info', onOpen }) {
+  const box = $('toasts');
+  const close = h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Dismiss' }, '×');
+  const el = h(
+    'div',
+    { class: `toast ${kind}`, role: kind === 'error' ? 'alert' : 'status' },
+    h('div', { class: 'toast-title' }, h('strong', {}, title), close),
+    sub ? h('div', { class: 'toast-sub' }, sub) : '',
+    h('div', { class: 'toast-text' }, text || ''),
+    onOpen ? h('button', { type: 'button', class: 'link-button open' }, 'Open') : '',
+  );
+  subLater?.then((v) => {
+    const el2 = el.querySelector('.toast-sub');
+    if (el2) el2.textContent = v;
+  });
+  let timer = setTimeout(() => el.remove(), TOAST_MS);
+  el.addEventListener('mouseenter', () => clearTimeout(timer));
+  el.addEventListener('mouseleave', () => (timer = setTimeout(() => el.remove(), TOAST_MS / 2)));
+  close.addEventListener('click', () => el.remove());
+  el.querySelector('.open')?.addEventListener('click', () => {
+    el.remove();
+    onOpen();
+  });
+  box.append(el);
+  while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();
+  return el;
+}
+
+// ---------------------------------------------------------------------------------------
+
+wireList();
+wireMenu();
+wireAssign();
+wireToolbar();
+start();

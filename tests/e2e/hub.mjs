@@ -1,0 +1,218 @@
+// Helpers for the end-to-end tests: build and start a hub, mint tokens, seed a tenant, open
+// Debian's Chromium through playwright-core.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const SHOTS = path.join(ROOT, 'target', 'e2e');
+const BIN = path.join(ROOT, 'target', 'debug', 'switchboard');
+const SECRET = 'e2e-secret-not-for-production-0123456789';
+
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/** `cargo build --bin switchboard` (bounded: 10 minutes). */
+export function buildHub() {
+  const r = spawnSync('cargo', ['build', '--bin', 'switchboard'], { cwd: ROOT, stdio: 'inherit', timeout: 600_000 });
+  if (r.status !== 0) throw new Error(`cargo build failed (${r.status ?? r.signal ?? r.error})`);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function env(extra = {}) {
+  return { ...process.env, SWITCHBOARD__AUTH__HS256_SECRET: SECRET, RUST_LOG: process.env.RUST_LOG || 'warn', ...extra };
+}
+
+/** Starts `switchboard serve` on a free loopback port with a fresh data directory. */
+export async function startHub() {
+  const port = await freePort();
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-'));
+  const child = spawn(BIN, ['serve'], {
+    cwd: ROOT,
+    env: env({ SWITCHBOARD__SERVER__BIND: `127.0.0.1:${port}`, SWITCHBOARD__STORAGE__PATH: dataDir }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stdout.on('data', (d) => (log += d));
+  child.stderr.on('data', (d) => (log += d));
+  const url = `http://127.0.0.1:${port}`;
+  const exited = new Promise((resolve) => child.once('exit', (code, sig) => resolve(`${code ?? sig}`)));
+  // Ready when /healthz answers; bounded to 30 s, and fails at once if the process exits.
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const status = await Promise.race([
+      fetch(`${url}/healthz`).then((r) => r.status, () => 0),
+      exited.then((c) => `exited ${c}`),
+    ]);
+    if (status === 200) break;
+    if (typeof status === 'string') throw new Error(`the hub ${status}:\n${log}`);
+    if (Date.now() > deadline) throw new Error(`the hub did not answer /healthz in 30 s:\n${log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    port,
+    log: () => log,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(t);
+      }
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Mints a token with `switchboard token` and the hub's secret. */
+export function token({ sub, tenant, roles = 'user', locations = '', name }) {
+  const args = ['token', '--sub', sub, '--tenant', tenant, '--roles', roles, '--ttl', '2h'];
+  if (locations) args.push('--locations', locations);
+  if (name) args.push('--name', name);
+  const r = spawnSync(BIN, args, { cwd: ROOT, env: env(), encoding: 'utf8', timeout: 30_000 });
+  if (r.status !== 0) throw new Error(`switchboard token failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** A JSON call to the hub's API; throws on a non-2xx answer. */
+export async function api(hub, tok, method, p, body) {
+  const r = await fetch(`${hub.url}/api/v1${p}`, {
+    method,
+    headers: { Authorization: `Bearer ${tok}`, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+export const SMS = '+15550001111';
+
+/**
+ * A fresh tenant (one per test keeps counts independent): location L1, users sam (sales),
+ * olivia (service), una (neither); folder F1 lists +1 555 123 4567; F2 and F3 both list
+ * +1 555 222 3333, so that number is never assigned automatically.
+ */
+export async function seedTenant(hub, tenant) {
+  const svc = token({ sub: 'ingest', tenant, roles: 'service' });
+  await api(hub, svc, 'PUT', '/locations/L1', { name: 'Downtown', sms_numbers: [SMS] });
+  for (const [id, name] of [['sam', 'Sam Sales'], ['olivia', 'Olivia Service'], ['una', 'Una Operator']]) {
+    await api(hub, svc, 'PUT', `/users/${id}`, { name });
+  }
+  const folder = (id, name, phones, sales, service) =>
+    api(hub, svc, 'PUT', `/folders/${id}`, {
+      name,
+      location_id: 'L1',
+      phone_numbers: phones,
+      sales_resource_id: sales,
+      service_resource_id: service,
+    });
+  await folder('F1', 'Smith kitchen', ['555-123-4567'], 'sam', 'olivia');
+  await folder('F2', 'Jones bathroom', ['(555) 222-3333'], 'sam', null);
+  await folder('F3', 'Jones garage', ['555.222.3333'], 'sam', null);
+  const user = (sub, name) => token({ sub, tenant, roles: 'user', locations: 'L1', name });
+  let n = 0;
+  return {
+    svc,
+    sam: user('sam', 'Sam Sales'),
+    olivia: user('olivia', 'Olivia Service'),
+    una: user('una', 'Una Operator'),
+    /** Posts an inbound SMS as the ingestion service. */
+    inbound(from, body, attachments = []) {
+      n += 1;
+      return api(hub, svc, 'POST', '/messages/inbound', {
+        external_id: `${tenant}-SM${n}`,
+        from,
+        to: SMS,
+        body,
+        attachments,
+      });
+    },
+  };
+}
+
+export function launch() {
+  return chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS, timeout: 30_000 });
+}
+
+/** A new browser context and page signed in with `tok` (pasted into the sign-in form, as a person would). */
+export async function signedInPage(browser, hub, tok, { screenshot } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1360, height: 820 } });
+  context.setDefaultTimeout(10_000);
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  page.errors = errors;
+  await page.goto(hub.url);
+  await page.locator('#token-input').fill(tok);
+  if (screenshot) await shot(page, screenshot);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#connection[data-state="open"]').waitFor();
+  await page.locator('#thread-list').waitFor();
+  return page;
+}
+
+/** Waits until everything the hub committed so far has reached the page (the ping barrier). */
+export function barrier(page) {
+  return page.evaluate(() => window.__switchboard.client.ping());
+}
+
+export async function shot(page, name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const file = path.join(SHOTS, `${name}.png`);
+  // Let the pictures on screen finish loading first (bounded).
+  await page.waitForFunction(() => [...document.images].every((i) => i.loading === 'lazy' && !i.checkVisibility() ? true : i.complete), null, { timeout: 5_000 }).catch(() => {});
+  await page.screenshot({ path: file });
+  return file;
+}
+
+export function row(page, threadId) {
+  return page.locator(`#thread-rows tr[data-thread-id="${threadId}"]`);
+}
+
+/**
+ * A stand-in for the MMS store: any /photos/N.jpg answers a small picture (an SVG), so the
+ * image windows and thumbnails have something to show.
+ */
+export async function startPhotoServer() {
+  const colors = ['#4a90d9', '#d9824a', '#5cb85c', '#9b59b6', '#e0b040'];
+  const server = http.createServer((req, res) => {
+    const n = Number((/(\d+)/.exec(req.url) || [0, 0])[1]);
+    const c = colors[n % colors.length];
+    res.writeHead(200, { 'Content-Type': 'image/svg+xml', 'Cache-Control': 'no-store' });
+    res.end(`<svg xmlns="http://www.w3.org/2000/svg" width="320" height="240" viewBox="0 0 320 240">
+<rect width="320" height="240" fill="${c}"/><circle cx="250" cy="60" r="28" fill="#fff" opacity="0.8"/>
+<path d="M0 240 L110 110 L180 190 L230 140 L320 240 Z" fill="#fff" opacity="0.55"/>
+<text x="16" y="36" font-family="sans-serif" font-size="22" fill="#fff">photo ${n}</text></svg>`);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: (n) => `http://127.0.0.1:${server.address().port}/photos/${n}.jpg`,
+    stop: () => new Promise((resolve) => server.close(resolve)),
+  };
+}

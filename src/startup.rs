@@ -114,6 +114,7 @@ impl Application {
             settings: settings.clone(),
             metrics,
             limits: RateLimits::new(&settings.limits),
+            dev_sign_in: settings.auth.hs256_secret == DEV_SECRET && addr.ip().is_loopback(),
             session_deps,
             shutdown: shutdown_rx,
         });

@@ -29,6 +29,8 @@ const state = {
 
 function start() {
   $('signin-form').addEventListener('submit', onSignIn);
+  $('dev-signin').addEventListener('submit', onDevSignIn);
+  offerDevSignIn();
   $('sign-out').addEventListener('click', signOut);
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) signIn(token).catch(() => showSignIn());
@@ -61,6 +63,38 @@ async function onSignIn(ev) {
           ? 'This token may not use the Message Center (it needs the user or admin role).'
           : `Could not sign in: ${e.message}`;
     showSignIn(why);
+  }
+}
+
+/** Shows the development sign-in when the hub offers it (dev secret on loopback only). */
+async function offerDevSignIn() {
+  try {
+    const r = await fetch('/api/v1/dev/token');
+    $('dev-signin').hidden = !r.ok;
+  } catch {
+    $('dev-signin').hidden = true;
+  }
+}
+
+async function onDevSignIn(ev) {
+  ev.preventDefault();
+  const body = {
+    sub: $('dev-sub').value.trim(),
+    tenant: $('dev-tenant').value.trim(),
+    roles: [$('dev-role').value],
+    locations: $('dev-locations').value.split(',').map((l) => l.trim()).filter(Boolean),
+  };
+  try {
+    const r = await fetch('/api/v1/dev/token', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const answer = await r.json();
+    if (!r.ok) throw new Error(answer.detail || `HTTP ${r.status}`);
+    await signIn(answer.token);
+  } catch (e) {
+    showSignIn(`Could not sign in: ${e.message}`);
   }
 }
 

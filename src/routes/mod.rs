@@ -1,6 +1,7 @@
 //! HTTP routes, one file per area of the contract. Handlers parse their input at the edge
 //! (`input`), check the caller's role and locations, and talk to the `Store` and the hub.
 
+mod dev;
 mod directory;
 mod folders;
 mod health;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub limits: RateLimits,
+    /// Whether `/api/v1/dev/token` is offered: the development secret on a loopback address.
+    pub dev_sign_in: bool,
     pub session_deps: Arc<session::Deps>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -52,6 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/ws").get(ws::handshake))
         .service(
             web::scope("/api/v1")
+                .service(web::resource("/dev/token").get(dev::available).post(dev::mint))
                 .service(web::resource("/locations/{id}").put(directory::put_location))
                 .service(web::resource("/users/{id}").put(directory::put_user))
                 .service(web::resource("/folders").get(folders::search))

@@ -7,6 +7,7 @@ use std::{
     process::{Child, Command, Output, Stdio},
 };
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use switchboard::auth::now_secs;
 
@@ -405,4 +406,51 @@ async fn tokens_never_reach_a_log_line_even_at_debug_level() {
         !text.contains("access_token"),
         "the query string reached the log:\n{text}"
     );
+}
+
+#[tokio::test]
+async fn the_dev_sign_in_is_absent_unless_the_hub_runs_on_the_development_secret() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.client
+            .get(app.url("/api/v1/dev/token"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let body = json!({"sub": "sam", "tenant": "acme", "roles": ["admin"], "locations": ["L1"]});
+    let r = app
+        .client
+        .post(app.url("/api/v1/dev/token"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "no token minted with someone else's secret");
+}
+
+#[tokio::test]
+async fn on_the_development_secret_on_loopback_the_dev_sign_in_mints_a_working_token() {
+    let app = spawn_app_with(|s| s.auth.hs256_secret = switchboard::config::DEV_SECRET.into()).await;
+    let offered = app.client.get(app.url("/api/v1/dev/token")).send().await.unwrap();
+    assert_eq!(offered.status(), 200);
+    let body = json!({"sub": "sam", "tenant": "acme", "roles": ["user"], "locations": ["L1", "L2"], "name": "Sam"});
+    let r = app
+        .client
+        .post(app.url("/api/v1/dev/token"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let minted: Value = r.json().await.unwrap();
+    let token = minted["token"].as_str().expect("a token");
+    let me = get_ok(&app, "/api/v1/me", token).await;
+    assert_eq!(me["user_id"], "sam");
+    assert_eq!(me["locations"], json!(["L1", "L2"]));
+    let bad = json!({"sub": "sam", "tenant": "acme", "roles": ["root"], "locations": []});
+    let (status, problem) = send(&app, Method::POST, "/api/v1/dev/token", None, Some(bad)).await;
+    assert_invalid(status, &problem, "roles");
 }

@@ -46,13 +46,21 @@ function env(extra = {}) {
   return { ...process.env, SWITCHBOARD__AUTH__HS256_SECRET: SECRET, RUST_LOG: process.env.RUST_LOG || 'warn', ...extra };
 }
 
-/** Starts `switchboard serve` on a free loopback port with a fresh data directory. */
-export async function startHub() {
+/** The hub's built-in development secret (config/default.toml). */
+export const DEV_SECRET = 'switchboard-dev-secret';
+
+/** Starts `switchboard serve` on a free loopback port with a fresh data directory
+ * (`secret`: another HS256 secret, e.g. DEV_SECRET). */
+export async function startHub({ secret } = {}) {
   const port = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-'));
   const child = spawn(BIN, ['serve'], {
     cwd: ROOT,
-    env: env({ SWITCHBOARD__SERVER__BIND: `127.0.0.1:${port}`, SWITCHBOARD__STORAGE__PATH: dataDir }),
+    env: env({
+      SWITCHBOARD__SERVER__BIND: `127.0.0.1:${port}`,
+      SWITCHBOARD__STORAGE__PATH: dataDir,
+      ...(secret ? { SWITCHBOARD__AUTH__HS256_SECRET: secret } : {}),
+    }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';

@@ -2,7 +2,7 @@
 // Run: node --test tests/e2e/   (tests/e2e/run.sh installs what is missing first)
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { api, barrier, buildHub, launch, row, seedTenant, shot, signedInPage, startHub, startPhotoServer } from './hub.mjs';
+import { DEV_SECRET, api, barrier, buildHub, launch, row, seedTenant, shot, signedInPage, startHub, startPhotoServer } from './hub.mjs';
 
 const T = { timeout: 60_000 };
 let hub;
@@ -313,5 +313,28 @@ describe('the Message Center', () => {
     await row(page, a.id).waitFor({ state: 'detached' });
     assert.deepEqual(page.errors, []);
     await page.context().close();
+  });
+
+  test('a hub on its development secret offers a one-click sign-in, and no other hub does', T, async () => {
+    const plain = await browser.newPage();
+    await plain.goto(hub.url);
+    await plain.locator('#token-input').waitFor();
+    const offered = await plain.evaluate(() => fetch('/api/v1/dev/token').then((r) => r.status));
+    assert.equal(offered, 404, 'the test hub runs on its own secret');
+    assert.equal(await plain.locator('#dev-signin').isVisible(), false);
+    await plain.close();
+
+    const dev = await startHub({ secret: DEV_SECRET });
+    try {
+      const page = await browser.newPage();
+      await page.goto(dev.url);
+      await page.getByRole('button', { name: 'Sign in as this user' }).click();
+      await page.locator('#connection[data-state="open"]').waitFor();
+      assert.match(await page.locator('#whoami').textContent(), /sam/);
+      await shot(page, '13-dev-sign-in');
+      await page.close();
+    } finally {
+      await dev.stop();
+    }
   });
 });

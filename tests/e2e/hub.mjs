@@ -11,7 +11,9 @@ import { chromium } from 'playwright-core';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const SHOTS = path.join(ROOT, 'target', 'e2e');
-const BIN = path.join(ROOT, 'target', 'debug', 'switchboard');
+// `cargo build` puts the binary under CARGO_TARGET_DIR when that is set.
+const TARGET = process.env.CARGO_TARGET_DIR ? path.resolve(ROOT, process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target');
+const BIN = path.join(TARGET, 'debug', 'switchboard');
 const SECRET = 'e2e-secret-not-for-production-0123456789';
 
 export const CHROMIUM_ARGS = [
@@ -67,7 +69,10 @@ export async function startHub({ secret } = {}) {
   child.stdout.on('data', (d) => (log += d));
   child.stderr.on('data', (d) => (log += d));
   const url = `http://127.0.0.1:${port}`;
-  const exited = new Promise((resolve) => child.once('exit', (code, sig) => resolve(`${code ?? sig}`)));
+  const exited = new Promise((resolve) => {
+    child.once('exit', (code, sig) => resolve(`${code ?? sig}`));
+    child.once('error', (e) => resolve(`failed to start (${e.message})`));
+  });
   // Ready when /healthz answers; bounded to 30 s, and fails at once if the process exits.
   const deadline = Date.now() + 30_000;
   for (;;) {

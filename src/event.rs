@@ -22,7 +22,9 @@ pub enum EventKind {
     ThreadUnread,
     #[serde(rename = "thread.assigned")]
     ThreadAssigned,
-    /// Carries no data in the log: each recipient session computes its own count.
+    /// In the log, data `{"delta": n}` when the change moved every recipient's count by `n`
+    /// (an inbound message: `rules::count_delta`), else `{}`: each recipient reads its count
+    /// again. Each session writes its own `{"count": n}` (see `session`).
     #[serde(rename = "unread.count")]
     UnreadCount,
     #[serde(rename = "images.linked")]
@@ -155,6 +157,24 @@ impl Event {
     }
 }
 
+/// The logged data of an `unread.count`: `{"delta": n}`, or `{}` ("recompute").
+pub fn count_data(delta: Option<i64>) -> serde_json::Value {
+    match delta {
+        Some(n) => serde_json::json!({ "delta": n }),
+        None => serde_json::json!({}),
+    }
+}
+
+/// The delta an `unread.count`'s logged data carries, if any (`count_data` reversed). Data
+/// that is not of that shape (an older log) means "recompute".
+pub fn count_delta(data: &str) -> Option<i64> {
+    serde_json::from_str::<serde_json::Value>(data)
+        .ok()?
+        .as_object()?
+        .get("delta")?
+        .as_i64()
+}
+
 /// Encodes an event frame around already-encoded `data`.
 pub fn frame(kind: EventKind, id: u64, data: &str) -> ByteString {
     ByteString::from(format!(
@@ -194,6 +214,16 @@ mod tests {
             data: r#"{"thread":{"id":"t1"},"n":[1,2]}"#.into(),
         };
         assert_eq!(Event::from_wire(&e.tenant, &e.to_wire()), Some(e));
+    }
+
+    #[test]
+    fn a_count_delta_survives_the_log_and_anything_else_means_recompute() {
+        for d in [Some(1), Some(-3), None] {
+            assert_eq!(count_delta(&count_data(d).to_string()), d);
+        }
+        for data in ["{}", "null", "", r#"{"delta":"1"}"#, r#"{"delta":1.5}"#, "[1]"] {
+            assert_eq!(count_delta(data), None, "{data:?}");
+        }
     }
 
     #[test]

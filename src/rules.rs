@@ -11,7 +11,11 @@
 //!   An assigned thread keeps its folder.
 //! - **Read state** is shared per thread and moves only on an inbound message, a reply,
 //!   mark-read and mark-unread.
-//! - **Unread count** of a user: the sum of `unread_count` over their "mine" view.
+//! - **Unread count** of a user: the sum of `unread_count` over their "mine" view. A change
+//!   that moves counts sends `unread.count` to exactly the users whose count it moved
+//!   (`count_route`, `moved`); when it moves every one of them by the same known amount (an
+//!   inbound message, `count_delta`), the event carries that amount so that sessions add it
+//!   instead of reading the count again.
 //! - **Delivery**: who receives an event (`receives`), live and on replay alike.
 //!
 //! Store implementations and the hub call these; nobody re-derives a rule elsewhere.
@@ -166,6 +170,47 @@ pub fn next_unread_count(count: u32, change: ReadChange) -> u32 {
         ReadChange::Reply | ReadChange::MarkRead => 0,
         ReadChange::MarkUnread => count.max(1),
     }
+}
+
+/// By how much `change` moves the unread count of **every** recipient of the `unread.count`
+/// that follows it, when that is one known amount; `None` when the recipients must recompute.
+///
+/// `unread_before` is the thread's `unread_count` before the change; `notified_before` and
+/// `notified_after` are the notified resources of its folder before and after (an inbound
+/// message may auto-assign an unassigned thread).
+///
+/// Why it is exact for an inbound message. The `unread.count` goes by
+/// `count_route(thread_route(location, notified_after))`, so by `receives` a session gets it
+/// exactly when it is granted the thread's location and is a notified resource or has
+/// `subscribe_all` on: exactly when the thread is in its "mine" view after the change. Its
+/// count is `unread_total` over that view; the inbound message touches one thread, whose
+/// `unread_count` goes from `unread_before` to `next_unread_count(unread_before, Inbound)`
+/// (one more). So a recipient who had the thread in view before moves by one, and a recipient
+/// who had not (a resource who joined through the auto-assignment) moves by the whole new
+/// count, which is also one when the thread was read before. Hence `Some(1)` unless somebody
+/// joined an unread thread's audience, and then `None`. Nobody leaves the audience on an
+/// inbound message (`auto_assign` keeps an assigned folder), and everyone else's view lacks
+/// the thread before and after: their counts do not move, and they get no event.
+///
+/// Every other change (a read, an unread, a reply, an assignment, a directory, preference or
+/// subscription change) moves counts by amounts that differ per recipient or that the writer
+/// does not know; its `unread.count` says "recompute" (`None`).
+/// `a_count_delta_is_exactly_how_far_every_recipients_count_moves` checks all of this.
+pub fn count_delta(
+    change: ReadChange,
+    unread_before: u32,
+    notified_before: &[UserId],
+    notified_after: &[UserId],
+) -> Option<i64> {
+    if change != ReadChange::Inbound {
+        return None;
+    }
+    let joined = notified_after.iter().any(|u| !notified_before.contains(u));
+    if joined && unread_before > 0 {
+        return None;
+    }
+    let after = next_unread_count(unread_before, change);
+    Some(i64::from(after) - i64::from(unread_before))
 }
 
 /// A session as delivery sees it.
@@ -483,6 +528,49 @@ mod tests {
         assert_eq!(unread_total(&all, threads), 8);
     }
 
+    #[test]
+    fn only_an_inbound_message_carries_a_count_delta_and_not_when_someone_joins_an_unread_thread() {
+        use ReadChange::*;
+        let sam = [u("sam")];
+        let none: [UserId; 0] = [];
+        // (change, thread's unread count before, notified before, after, delta, what).
+        type Case<'a> = (ReadChange, u32, &'a [UserId], &'a [UserId], Option<i64>, &'a str);
+        let cases: &[Case<'_>] = &[
+            (Inbound, 0, &none, &none, Some(1), "a new thread, no folder"),
+            (
+                Inbound,
+                0,
+                &none,
+                &sam,
+                Some(1),
+                "a new or read thread assigned by this message",
+            ),
+            (Inbound, 3, &sam, &sam, Some(1), "an assigned unread thread"),
+            (
+                Inbound,
+                3,
+                &none,
+                &none,
+                Some(1),
+                "an unassigned unread thread staying so",
+            ),
+            (
+                Inbound,
+                2,
+                &none,
+                &sam,
+                None,
+                "an unread thread assigned by this message: sam gains 3",
+            ),
+            (Reply, 2, &sam, &sam, None, "a reply"),
+            (MarkRead, 2, &sam, &sam, None, "mark-read"),
+            (MarkUnread, 0, &sam, &sam, None, "mark-unread"),
+        ];
+        for (change, before, nb, na, want, what) in cases {
+            assert_eq!(count_delta(*change, *before, nb, na), *want, "{what}");
+        }
+    }
+
     fn id_strategy(prefix: &'static str) -> impl Strategy<Value = String> {
         (0..4u8).prop_map(move |n| format!("{prefix}{n}"))
     }
@@ -545,6 +633,85 @@ mod tests {
                     ReadChange::Inbound => prop_assert_eq!(count, before + 1),
                     ReadChange::MarkUnread => prop_assert!(count >= 1 && count >= before),
                 }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// The exactness argument of `count_delta`, on random tenants: an inbound message (to
+        /// an existing thread or a new one, auto-assigned or not) moves the count of every
+        /// session that receives its `unread.count` by exactly the delta, when there is one,
+        /// and leaves every other session's count alone.
+        #[test]
+        fn a_count_delta_is_exactly_how_far_every_recipients_count_moves(
+            threads in proptest::collection::vec((0..3u8, proptest::option::of(0..3u8), 0..4u32), 0..6),
+            folders in proptest::collection::vec(
+                (proptest::option::of(id_strategy("u")), proptest::option::of(id_strategy("u"))), 3),
+            p in (any::<bool>(), any::<bool>()),
+            user in id_strategy("u"),
+            viewer_locs in proptest::collection::vec(0..3u8, 0..3),
+            subscribe_all in any::<bool>(),
+            follow in proptest::option::of(id_strategy("u")),
+            target in any::<proptest::sample::Index>(),
+            new_thread_at in proptest::option::weighted(0.2, 0..3u8),
+            listing in proptest::collection::btree_set(0..3u8, 0..3),
+        ) {
+            let loc = |i: u8| l(&format!("L{i}"));
+            let folder = |i: u8| f(&format!("F{i}"));
+            let resources: Vec<Resources> = folders
+                .iter()
+                .map(|(sales, service)| Resources { sales: sales.as_deref().map(u), service: service.as_deref().map(u) })
+                .collect();
+            let prefs = prefs(p.0, p.1);
+            // A thread: its location, its folder (an index into `resources`), its unread count.
+            let notified_of = |fo: Option<u8>| -> Vec<UserId> {
+                fo.map(|i| notified(&resources[usize::from(i)], prefs)).unwrap_or_default()
+            };
+            let mut rows: Vec<(LocationId, Option<u8>, u32)> =
+                threads.iter().map(|(l, fo, n)| (loc(*l), *fo, *n)).collect();
+            let user = u(&user);
+            let locs: Vec<LocationId> = viewer_locs.iter().map(|i| loc(*i)).collect();
+            let viewer = Viewer { user: &user, locations: &locs, subscribe_all };
+            let follow = follow.map(|s| u(&s));
+            let total = |rows: &[(LocationId, Option<u8>, u32)]| {
+                let notified: Vec<Vec<UserId>> = rows.iter().map(|(_, fo, _)| notified_of(*fo)).collect();
+                unread_total(&viewer, rows.iter().zip(&notified).map(|((l, _, n), nf)| (l, &nf[..], *n)))
+            };
+            let listing: Vec<FolderId> = listing.into_iter().map(folder).collect();
+            let assigned = |current: Option<u8>| {
+                auto_assign(current.map(folder), &listing).map(|id| (0..3).find(|i| folder(*i) == id).unwrap())
+            };
+
+            let before = total(&rows);
+            // The inbound message: to an existing thread, or one new at `new_thread_at`.
+            let i = match new_thread_at {
+                Some(at) => {
+                    rows.push((loc(at), None, 0));
+                    rows.len() - 1
+                }
+                None if rows.is_empty() => {
+                    rows.push((loc(0), None, 0));
+                    0
+                }
+                None => target.index(rows.len()),
+            };
+            let (location, old_folder, unread_before) = rows[i].clone();
+            let new_folder = assigned(old_folder);
+            let (notified_before, notified_after) = (notified_of(old_folder), notified_of(new_folder));
+            rows[i] = (location.clone(), new_folder, next_unread_count(unread_before, ReadChange::Inbound));
+            let after = total(&rows);
+
+            let route = count_route(&thread_route(&location, &notified_after));
+            let rcpt = Recipient { viewer: viewer.clone(), is_service: false, follow: follow.as_ref() };
+            let delta = count_delta(ReadChange::Inbound, unread_before, &notified_before, &notified_after);
+            if receives(&rcpt, &route) {
+                if let Some(d) = delta {
+                    prop_assert_eq!(after as i64 - before as i64, d);
+                }
+            } else {
+                prop_assert_eq!(after, before, "a session without the event keeps its count");
             }
         }
     }

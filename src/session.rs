@@ -5,6 +5,19 @@
 //! ahead of client frames, so every event committed before a client frame was read is written
 //! before that frame's answer. Writes to a client that stopped reading wait only here; the
 //! hub notices the full queue and asks this task to close with 4008.
+//!
+//! # Unread counts
+//! The session holds the user's count and the event id it is exact up to (`CountAnchor`),
+//! both from the `session_start` snapshot, which reads the count with the log's head. An
+//! `unread.count` whose event carries a delta (an inbound message: every recipient's count
+//! moved by exactly that, see `rules::count_delta`) is added to the count without a store
+//! read; one the count already includes (an id up to the anchor) sends the count as it is;
+//! any other (`{}`: "recompute"), or any after the hub marked the count stale (the session's
+//! `subscribe_all` or locations changed), reads the count and the head together again
+//! (`session_start`) and anchors there. That is exact because every change that moves a
+//! session's count sends it an `unread.count` (the rules route them to exactly those users),
+//! the hub delivers them in log order, and the anchor is re-read whenever the set of threads
+//! the count covers changes. A replay goes through the same steps with the logged data.
 
 use std::{sync::Arc, time::Duration};
 
@@ -69,6 +82,39 @@ struct Conn {
     last_sent: u64,
     /// When the token runs out (seconds since the epoch).
     exp: u64,
+    /// The user's unread count and how far in the log it is exact.
+    counts: CountAnchor,
+}
+
+/// The session's unread count, exact as of event `as_of` (the module doc has the argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CountAnchor {
+    pub count: u64,
+    pub as_of: u64,
+}
+
+impl CountAnchor {
+    /// The count to write for `unread.count` event `id` carrying `delta`, without a read;
+    /// `None` when it must be read again (then `anchor` it). `stale`: the hub marked the
+    /// session's count stale since the last anchor.
+    pub fn step(&mut self, id: u64, delta: Option<i64>, stale: bool) -> Option<u64> {
+        if stale {
+            return None;
+        }
+        if id <= self.as_of {
+            // Already counted: the anchor was read at or after this event.
+            return Some(self.count);
+        }
+        let d = delta?;
+        self.count = self.count.saturating_add_signed(d);
+        self.as_of = id;
+        Some(self.count)
+    }
+
+    /// A count read together with the log's head `as_of`.
+    pub fn anchor(&mut self, count: u64, as_of: u64) {
+        *self = CountAnchor { count, as_of };
+    }
 }
 
 /// Why the loop ended.
@@ -95,6 +141,7 @@ pub async fn run(
         last_sent: 0,
         opened_at: 0,
         exp: principal.exp,
+        counts: CountAnchor::default(),
     };
     let end = match deps.bus.join(&handle.tenant).await {
         Err(e) => {
@@ -153,6 +200,8 @@ impl Conn {
     /// Reads the session's starting point and says hello; with `resume_from` (the handshake's
     /// `last_event_id`), replays what came after it before any live event.
     async fn open(&mut self, resume_from: Option<&str>) -> Result<(), End> {
+        // The snapshot below is the first anchor: nothing before it can make it stale.
+        self.handle.take_count_stale();
         let mut start = self
             .deps
             .store
@@ -165,7 +214,8 @@ impl Conn {
         }
         self.deps
             .hub
-            .set_subscribe_all(&self.handle, start.subscribe_all, start.last_event_id);
+            .open_view(&self.handle, start.subscribe_all, start.last_event_id);
+        self.counts.anchor(start.unread_count, start.last_event_id);
         self.last_sent = start.last_event_id;
         self.opened_at = start.last_event_id;
         let hello = json!({
@@ -224,27 +274,37 @@ impl Conn {
                 self.last_sent = id;
                 self.send(frame).await
             }
-            Outbound::Count { id } if id > self.last_sent => {
+            Outbound::Count { id, delta } if id > self.last_sent => {
                 self.last_sent = id;
-                self.count(id).await
+                self.count(id, delta).await
             }
             _ => Ok(()),
         }
     }
 
-    /// Sends `unread.count` with event id `id` and the user's current count. The store routes
-    /// count events only to users whose count moved, so live and replayed sessions see the
-    /// same ids.
-    async fn count(&mut self, id: u64) -> Result<(), End> {
+    /// Sends `unread.count` with event id `id` and the user's count as of that event (or a
+    /// later one): the anchor plus `delta`, or read again (see the module doc). The store
+    /// routes count events only to users whose count moved, so live and replayed sessions see
+    /// the same ids.
+    async fn count(&mut self, id: u64, delta: Option<i64>) -> Result<(), End> {
         if self.handle.is_service {
             return Ok(());
         }
-        let n = self
-            .deps
-            .store
-            .unread_count(&self.scope())
-            .await
-            .map_err(|_| End::Close(1011, "storage unavailable: resume later"))?;
+        let stale = self.handle.take_count_stale();
+        let n = match self.counts.step(id, delta, stale) {
+            Some(n) => n,
+            None => {
+                // The count and the head in one read: exact as of that head.
+                let start = self
+                    .deps
+                    .store
+                    .session_start(&self.scope())
+                    .await
+                    .map_err(|_| End::Close(1011, "storage unavailable: resume later"))?;
+                self.counts.anchor(start.unread_count, start.last_event_id);
+                start.unread_count
+            }
+        };
         self.send(event::frame(
             EventKind::UnreadCount,
             id,
@@ -366,8 +426,8 @@ impl Conn {
                 continue;
             }
             if e.kind == EventKind::UnreadCount {
-                // Counts are state: each replayed count carries the current one.
-                self.count(e.id).await?;
+                // As live: the anchor covers the older ones, deltas move it on.
+                self.count(e.id, event::count_delta(&e.data)).await?;
             } else {
                 self.send(e.frame()).await?;
             }
@@ -401,4 +461,25 @@ fn subscription_value(e: &Event) -> bool {
 fn expiry_instant(exp: u64) -> Instant {
     let now = now_secs();
     Instant::now() + Duration::from_secs(exp.saturating_sub(now)).min(Duration::from_secs(365 * 24 * 3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CountAnchor;
+
+    #[test]
+    fn a_count_anchor_adds_deltas_past_it_and_reads_for_anything_else() {
+        let mut a = CountAnchor::default();
+        a.anchor(5, 100);
+        assert_eq!(a.step(90, Some(1), false), Some(5), "counted in the anchor already");
+        assert_eq!(a.step(100, None, false), Some(5), "counted in the anchor already");
+        assert_eq!(a.step(101, Some(1), false), Some(6));
+        assert_eq!(a.step(105, Some(1), false), Some(7));
+        assert_eq!(a, CountAnchor { count: 7, as_of: 105 });
+        assert_eq!(a.step(106, None, false), None, "recompute");
+        assert_eq!(a.step(104, Some(1), true), None, "stale: read whatever the event");
+        a.anchor(2, 110);
+        assert_eq!(a.step(108, Some(1), false), Some(2));
+        assert_eq!(a.step(111, Some(-5), false), Some(0), "never below zero");
+    }
 }

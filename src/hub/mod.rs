@@ -6,6 +6,13 @@
 //! the frame is encoded once and `try_send` into each recipient's bounded queue; a full queue
 //! closes that session with 4008 (it resumes), and nobody else is slowed down.
 //!
+//! `unread.count` costs no store read here either: the delta its logged data carries
+//! (`event::count_delta`) is parsed once per event and queued with the id; each session adds
+//! it to the count it holds (see `session`). Whatever changes which threads a session's count
+//! covers (its `subscribe_all`, its locations) marks that session's count stale
+//! (`SessionHandle::take_count_stale`), so that it reads the count again instead of adding to
+//! one that no longer describes its view.
+//!
 //! Lock order: a session's state mutex may be held while a map shard is locked, never the
 //! other way round; no guard of either kind is held across an `.await`.
 
@@ -13,7 +20,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU16, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering},
     },
 };
 
@@ -24,7 +31,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::{
     bus::EventSink,
     domain::{LocationId, SessionId, TenantId, UserId},
-    event::{Event, EventKind},
+    event::{self, Event, EventKind},
     metrics::Metrics,
     rules::{self, Recipient, Viewer},
 };
@@ -34,8 +41,9 @@ use crate::{
 pub enum Outbound {
     /// A frame shared by every recipient.
     Event { id: u64, frame: ByteString },
-    /// `unread.count` with this event id: the session computes its own number.
-    Count { id: u64 },
+    /// `unread.count` with this event id: the session writes its own number. `delta`: the
+    /// amount every recipient's count moved by (an inbound message), or `None`: read it again.
+    Count { id: u64, delta: Option<i64> },
 }
 
 /// What a session is, and what may change while it lives.
@@ -60,6 +68,9 @@ pub struct SessionHandle {
     /// Woken when the hub wants the session closed (code in `kick_code`).
     pub kicked: Notify,
     kick_code: AtomicU16,
+    /// Set when the threads the session's unread count covers changed (`subscribe_all`, the
+    /// locations) or the count it holds may have missed a change: its next count is read.
+    count_stale: AtomicBool,
 }
 
 impl SessionHandle {
@@ -76,6 +87,16 @@ impl SessionHandle {
         }
     }
 
+    /// Whether the session's count must be read again (see `count_stale`); clears the mark,
+    /// so call it *before* the read: a change during the read marks it again.
+    pub fn take_count_stale(&self) -> bool {
+        self.count_stale.swap(false, Ordering::AcqRel)
+    }
+
+    fn mark_count_stale(&self) {
+        self.count_stale.store(true, Ordering::Release);
+    }
+
     fn kick(&self, code: u16) {
         if self
             .kick_code
@@ -89,6 +110,17 @@ impl SessionHandle {
 
 type Sessions = HashMap<u64, Arc<SessionHandle>>;
 
+/// What setting a session's `subscribe_all` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// A newer change was applied already; nothing changed.
+    Superseded,
+    /// The flag already had that value.
+    Same,
+    /// The flag changed.
+    Changed,
+}
+
 /// Close code for a session whose queue overflowed.
 pub const CLOSE_TOO_SLOW: u16 = 4008;
 
@@ -98,6 +130,8 @@ pub struct Hub {
     subscribed: DashMap<(TenantId, LocationId), Sessions>,
     followers: DashMap<(TenantId, UserId), Sessions>,
     services: DashMap<TenantId, Sessions>,
+    /// Per tenant, the newest event id delivery has looked at (see `open_view`).
+    delivered: DashMap<TenantId, AtomicU64>,
     count: watch::Sender<usize>,
     metrics: Arc<Metrics>,
 }
@@ -129,6 +163,7 @@ impl Hub {
             subscribed: DashMap::new(),
             followers: DashMap::new(),
             services: DashMap::new(),
+            delivered: DashMap::new(),
             count: watch::channel(0).0,
             metrics,
         }
@@ -175,6 +210,7 @@ impl Hub {
             }),
             kicked: Notify::new(),
             kick_code: AtomicU16::new(0),
+            count_stale: AtomicBool::new(false),
         });
         insert(&self.by_user, (tenant.clone(), user), &h);
         if is_service {
@@ -214,23 +250,57 @@ impl Hub {
     }
 
     /// Sets `subscribe_all` as of event `as_of`, unless a newer change was applied already.
+    /// A change marks the session's count stale: it now covers other threads.
     pub fn set_subscribe_all(&self, h: &Arc<SessionHandle>, on: bool, as_of: u64) {
+        if self.apply_subscribe_all(h, on, as_of) == Applied::Changed {
+            h.mark_count_stale();
+        }
+    }
+
+    /// Sets the `subscribe_all` of a session that is opening from the snapshot it read
+    /// (`Store::session_start`: the flag, the count and the log's head `as_of`, read
+    /// together), which is then the session's count anchor. Marks the count stale unless the
+    /// anchor holds for every event after `as_of`: a newer change applied already, or the
+    /// flag turned on after delivery looked at events past `as_of` (the session, not yet in
+    /// the subscribers' index, may have missed a count that moved it).
+    pub fn open_view(&self, h: &Arc<SessionHandle>, on: bool, as_of: u64) {
+        let holds = match self.apply_subscribe_all(h, on, as_of) {
+            Applied::Superseded => false,
+            // `delivered` is raised before delivery looks the sessions up, and the lookup and
+            // the insertion above meet on the index's shard lock: a delivery that missed this
+            // session shows here.
+            Applied::Changed if on => self.delivered_up_to(&h.tenant) <= as_of,
+            _ => true,
+        };
+        if !holds {
+            h.mark_count_stale();
+        }
+    }
+
+    fn apply_subscribe_all(&self, h: &Arc<SessionHandle>, on: bool, as_of: u64) -> Applied {
         let mut state = h.state();
         if state.subscribe_all_event > as_of {
-            return;
+            return Applied::Superseded;
         }
         state.subscribe_all_event = as_of;
-        if state.subscribe_all != on {
-            state.subscribe_all = on;
-            for l in state.locations.iter() {
-                let k = (h.tenant.clone(), l.clone());
-                if on {
-                    insert(&self.subscribed, k, h)
-                } else {
-                    remove(&self.subscribed, k, h.key)
-                }
+        if state.subscribe_all == on {
+            return Applied::Same;
+        }
+        state.subscribe_all = on;
+        for l in state.locations.iter() {
+            let k = (h.tenant.clone(), l.clone());
+            if on {
+                insert(&self.subscribed, k, h)
+            } else {
+                remove(&self.subscribed, k, h.key)
             }
         }
+        Applied::Changed
+    }
+
+    /// The newest event id of `tenant` delivery has looked at on this node (0: none).
+    fn delivered_up_to(&self, tenant: &TenantId) -> u64 {
+        self.delivered.get(tenant).map_or(0, |d| d.load(Ordering::SeqCst))
     }
 
     /// Follows a resource's view (the drop-down), or stops with `None`.
@@ -245,9 +315,13 @@ impl Hub {
         state.follow = resource;
     }
 
-    /// Swaps in the locations of a refreshed token.
+    /// Swaps in the locations of a refreshed token; other locations mark the session's count
+    /// stale (it covers other threads).
     pub fn set_locations(&self, h: &Arc<SessionHandle>, locations: Arc<[LocationId]>) {
         let mut state = h.state();
+        if state.locations[..] != locations[..] {
+            h.mark_count_stale();
+        }
         if state.subscribe_all {
             for l in state.locations.iter() {
                 remove(&self.subscribed, (h.tenant.clone(), l.clone()), h.key);
@@ -282,6 +356,15 @@ impl Hub {
 
     fn deliver_one(&self, e: &Event) {
         self.metrics.events.with_label_values(&[e.kind.as_str()]).inc();
+        // Before any session is looked up (see `open_view`).
+        match self.delivered.get(&e.tenant) {
+            Some(d) => d.fetch_max(e.id, Ordering::SeqCst),
+            None => self
+                .delivered
+                .entry(e.tenant.clone())
+                .or_default()
+                .fetch_max(e.id, Ordering::SeqCst),
+        };
         if e.kind == EventKind::SubscriptionChanged {
             let on = serde_json::from_str::<serde_json::Value>(&e.data)
                 .ok()
@@ -297,13 +380,18 @@ impl Hub {
             return;
         }
         let mut frame = None;
+        // Parsed once for every recipient.
+        let delta = match e.kind {
+            EventKind::UnreadCount => event::count_delta(&e.data),
+            _ => None,
+        };
         let mut delivered = 0;
         for h in self.candidates(e).into_values() {
             if !Self::receives(&h, e, None) {
                 continue;
             }
             let out = match e.kind {
-                EventKind::UnreadCount => Outbound::Count { id: e.id },
+                EventKind::UnreadCount => Outbound::Count { id: e.id, delta },
                 _ => Outbound::Event {
                     id: e.id,
                     frame: frame.get_or_insert_with(|| e.frame()).clone(),
@@ -350,5 +438,145 @@ impl EventSink for Hub {
         // 4008 is the contract's "resume" close: the client reconnects and resumes, and gets
         // `resync` if the log no longer reaches back to its last event.
         self.close_tenant(tenant, CLOSE_TOO_SLOW);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        domain::Id,
+        event::{Route, count_data},
+        session::CountAnchor,
+    };
+
+    fn id<T: Id>(s: &str) -> T {
+        T::parse(s).unwrap()
+    }
+
+    fn hub() -> Hub {
+        Hub::new(Arc::new(Metrics::new()))
+    }
+
+    fn locations(ls: &[&str]) -> Arc<[LocationId]> {
+        ls.iter().map(|l| id(l)).collect::<Vec<_>>().into()
+    }
+
+    fn count_event(event_id: u64, delta: Option<i64>) -> Arc<Event> {
+        Arc::new(Event {
+            tenant: id("acme"),
+            id: event_id,
+            kind: EventKind::UnreadCount,
+            route: rules::count_route(&rules::thread_route(&id("L1"), &[id("sam")])),
+            data: count_data(delta).to_string(),
+        })
+    }
+
+    fn subscription(event_id: u64, user: &str, on: bool) -> Arc<Event> {
+        Arc::new(Event {
+            tenant: id("acme"),
+            id: event_id,
+            kind: EventKind::SubscriptionChanged,
+            route: Route {
+                users: vec![id(user)],
+                ..Route::default()
+            },
+            data: serde_json::json!({ "subscribe_all": on }).to_string(),
+        })
+    }
+
+    /// N subscribe-all sessions opened at event 10 with a count of 3 each.
+    fn subscribers(hub: &Hub, n: usize) -> Vec<(Arc<SessionHandle>, mpsc::Receiver<Outbound>, CountAnchor)> {
+        (0..n)
+            .map(|i| {
+                let (h, rx) = hub.register(id("acme"), id(&format!("u{i}")), false, locations(&["L1"]), 64);
+                h.take_count_stale();
+                hub.open_view(&h, true, 10);
+                let mut anchor = CountAnchor::default();
+                anchor.anchor(3, 10);
+                (h, rx, anchor)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn inbound_counts_reach_every_subscriber_with_their_delta_and_need_no_read() {
+        let hub = hub();
+        let mut sessions = subscribers(&hub, 50);
+        for event_id in 11..=20 {
+            hub.deliver(&[count_event(event_id, Some(1))]);
+        }
+        for (h, rx, anchor) in sessions.iter_mut() {
+            let mut written = Vec::new();
+            while let Ok(out) = rx.try_recv() {
+                let Outbound::Count { id, delta } = out else {
+                    panic!("a count: {out:?}")
+                };
+                assert_eq!(delta, Some(1));
+                let n = anchor.step(id, delta, h.take_count_stale());
+                written.push(n.expect("a delta on a fresh anchor needs no store read"));
+            }
+            assert_eq!(written, (4..=13).collect::<Vec<u64>>(), "{}", h.user);
+        }
+    }
+
+    #[test]
+    fn a_recompute_count_carries_no_delta() {
+        let hub = hub();
+        let mut sessions = subscribers(&hub, 1);
+        hub.deliver(&[count_event(11, None)]);
+        let (h, rx, anchor) = &mut sessions[0];
+        let out = rx.try_recv().unwrap();
+        assert!(matches!(out, Outbound::Count { id: 11, delta: None }), "{out:?}");
+        assert_eq!(anchor.step(11, None, h.take_count_stale()), None, "read again");
+    }
+
+    #[test]
+    fn a_subscription_change_or_other_locations_mark_the_count_stale_and_nothing_else_does() {
+        let hub = hub();
+        let (h, _rx) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        hub.open_view(&h, false, 10);
+        assert!(!h.take_count_stale(), "a snapshot with the flag off holds");
+
+        hub.set_follow(&h, Some(id("sam")));
+        hub.set_locations(&h, locations(&["L1"]));
+        assert!(!h.take_count_stale(), "following, or a refresh with the same locations");
+
+        hub.set_locations(&h, locations(&["L1", "L2"]));
+        assert!(h.take_count_stale(), "other locations: other threads");
+
+        hub.deliver(&[subscription(11, "olga", true)]);
+        assert!(h.take_count_stale(), "subscribe_all on");
+        hub.deliver(&[subscription(11, "olga", true)]);
+        assert!(!h.take_count_stale(), "the same event again changes nothing");
+        hub.deliver(&[subscription(12, "sam", false)]);
+        assert!(!h.take_count_stale(), "someone else's");
+        hub.deliver(&[subscription(13, "olga", false)]);
+        assert!(h.take_count_stale(), "subscribe_all off");
+    }
+
+    #[test]
+    fn an_opening_subscriber_whose_snapshot_delivery_overtook_reads_its_count_again() {
+        let hub = hub();
+        // Delivery looks at event 11 before the session opening from the head 10 is in the
+        // subscribers' index: it may have missed a count.
+        let (h, mut rx) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        hub.deliver(&[count_event(11, Some(1))]);
+        assert!(rx.try_recv().is_err(), "not yet a subscriber");
+        hub.open_view(&h, true, 10);
+        assert!(h.take_count_stale());
+
+        // A snapshot at or after everything delivered holds.
+        let (h, _rx) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        hub.open_view(&h, true, 11);
+        assert!(!h.take_count_stale());
+
+        // A newer change applied before the snapshot's: the anchor does not hold.
+        let (h, _rx) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        hub.deliver(&[subscription(12, "olga", true)]);
+        h.take_count_stale();
+        hub.open_view(&h, false, 11);
+        assert!(h.take_count_stale());
+        assert!(h.state().subscribe_all, "the newer change stands");
     }
 }

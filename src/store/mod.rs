@@ -7,6 +7,13 @@
 //! nothing — and appends the events it causes to the tenant's log *and* hands them to the bus
 //! in the same step, so the order of the log is the order of delivery. A call returns only
 //! once its change is durable.
+//!
+//! Unread counts: an `unread.count` event goes to exactly the users whose count its change
+//! moved (`rules::count_route`, `rules::moved`). Its logged data is `{"delta": n}` when the
+//! change moved every recipient's count by `n` (an inbound message, `rules::count_delta`),
+//! else `{}`. Sessions add the delta to the count they hold and read it again only for `{}`
+//! (see `session`); what they read is `session_start`, the count together with the log's head
+//! it is exact as of.
 
 pub mod embedded;
 pub mod redis;
@@ -159,7 +166,10 @@ pub enum Replay {
     TooOld,
 }
 
-/// A snapshot taken when a session opens.
+/// A snapshot taken when a session opens, and whenever it reads its count again: one
+/// consistent read (one SQLite read transaction; one Redis script), so `unread_count` is the
+/// count exactly as of event `last_event_id` — it includes every change logged up to it and
+/// none after.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionStart {
     pub subscribe_all: bool,
@@ -205,6 +215,7 @@ pub trait Store: Send + Sync + 'static {
 
     // Sessions.
     async fn session_start(&self, scope: &Scope) -> StoreResult<SessionStart>;
+    /// The count alone, without the head it is exact as of (sessions read `session_start`).
     async fn unread_count(&self, scope: &Scope) -> StoreResult<u64>;
     async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay>;
 

@@ -7,6 +7,7 @@ mod helpers;
 pub const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 
 mod auth;
+mod counts;
 mod crash;
 mod directory;
 mod errors;

@@ -12,6 +12,8 @@ pub const BACKEND: helpers::Backend = helpers::Backend::Redis;
 
 #[path = "../api/auth.rs"]
 mod auth;
+#[path = "../api/counts.rs"]
+mod counts;
 #[path = "../api/directory.rs"]
 mod directory;
 #[path = "../api/errors.rs"]

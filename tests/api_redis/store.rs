@@ -15,7 +15,7 @@ use switchboard::{
 };
 
 use crate::helpers::{
-    http::{CUSTOMER, L1_SMS},
+    http::{CUSTOMER, L1_SMS, ingest, subscribe},
     redis::{RedisServer, shared, unique_prefix},
     *,
 };
@@ -272,4 +272,54 @@ async fn an_outage_is_unavailable_and_the_store_recovers_when_redis_returns() {
     seed_location(&store).await;
     let after = store.ingest(&tenant(), inbound("SM2", "after")).await.unwrap();
     assert!(after.created);
+}
+
+/// Scripts Redis ran (`EVALSHA`/`EVAL`): every commit, and every consistent read — a thread
+/// list, `/me`, a session's snapshot or unread count.
+async fn scripts_run(url: &str) -> u64 {
+    let mut conn = raw(url).await;
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_eval"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn an_inbound_message_to_many_subscribe_all_sessions_reads_no_count_per_session() {
+    // A server of its own: nothing else runs scripts on it.
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.redis.url = server.url();
+    let app = start(settings, dir).await;
+    app.seed().await;
+    let olga = token("olga", &["user"], &["L1"]);
+    subscribe(&app, &olga, true).await;
+    let n = 40;
+    let mut sessions = Vec::new();
+    for _ in 0..n {
+        sessions.push(app.ws(&olga).await);
+    }
+    for ws in sessions.iter_mut() {
+        assert!(ws.drain().await.is_empty());
+    }
+
+    let before = scripts_run(&server.url()).await;
+    for i in 0..3 {
+        ingest(&app, &format!("SM{i}"), CUSTOMER).await;
+        for ws in sessions.iter_mut() {
+            let frames = ws.drain().await;
+            assert_eq!(ws::counts(&frames), vec![i + 1], "{frames:#?}");
+        }
+    }
+    let ran = scripts_run(&server.url()).await - before;
+    assert!(
+        ran < 3 * 5,
+        "three commits and no count read per session: {ran} scripts for 3 messages to {n} sessions"
+    );
 }

@@ -16,7 +16,7 @@ use crate::{
             Resource, Thread, ThreadPage, Timestamp, User,
         },
     },
-    event::{EventKind, NewEvent, Route},
+    event::{self, EventKind, NewEvent, Route},
     rules::{self, ReadChange, Resources, Viewer},
     store::*,
 };
@@ -458,6 +458,8 @@ pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) ->
         external_id: Some(input.external_id),
     };
     insert_message(c, tenant, &message)?;
+    // The thread before this message: its unread count and folder (for the count delta).
+    let before = current.as_ref().map(|t| (t.unread_count, t.folder_id.clone()));
     let row = match current {
         Some(t) => {
             let newest = message.created_at.micros() >= t.last_message_at;
@@ -481,6 +483,16 @@ pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) ->
     };
     save_thread(c, tenant, &row)?;
     let route = route_for(c, tenant, &location, row.folder_id.as_ref())?;
+    let delta = match before {
+        None => rules::count_delta(ReadChange::Inbound, 0, &[], &route.users),
+        Some((unread, folder)) if folder == row.folder_id => {
+            rules::count_delta(ReadChange::Inbound, unread, &route.users, &route.users)
+        }
+        Some((unread, folder)) => {
+            let old = route_for(c, tenant, &location, folder.as_ref())?;
+            rules::count_delta(ReadChange::Inbound, unread, &old.users, &route.users)
+        }
+    };
     let thread = if row.last_message_id == message.id {
         thread_of(row, message.clone())
     } else {
@@ -496,7 +508,11 @@ pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) ->
     )?;
     tx.emit(
         tenant,
-        NewEvent::new(EventKind::UnreadCount, rules::count_route(&route), json!({})),
+        NewEvent::new(
+            EventKind::UnreadCount,
+            rules::count_route(&route),
+            event::count_data(delta),
+        ),
     )?;
     Ok(Ingested {
         message,
@@ -1051,7 +1067,9 @@ fn head(c: &Connection, tenant: &TenantId) -> StoreResult<u64> {
 }
 
 pub(super) fn session_start(c: &mut Connection, scope: &Scope) -> StoreResult<SessionStart> {
-    // One read transaction: the count and the log head describe the same moment.
+    // One read transaction, so one WAL snapshot from its first read: the count and the log
+    // head describe the same moment (a write commits its rows and its events together). The
+    // sessions' counts rest on this (see `SessionStart`).
     let tx = c.transaction().map_err(db)?;
     let start = SessionStart {
         subscribe_all: subscribe_all(&tx, &scope.tenant, &scope.user)?,

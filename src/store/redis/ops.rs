@@ -26,7 +26,7 @@ use crate::{
             Attachment, Direction, Folder, Ingested, Linked, Location, Message, Preferences, Thread, Timestamp, User,
         },
     },
-    event::{EventKind, NewEvent, Route},
+    event::{self, EventKind, NewEvent, Route},
     rules::{self, ReadChange, Resources},
     store::{FolderInput, InboundInput, LocationInput, PreferencesPatch, Scope, StoreError, StoreResult},
 };
@@ -355,6 +355,16 @@ pub async fn ingest(tx: &mut Tx, input: &InboundInput) -> StoreResult<Ingested> 
     };
     save_thread(tx, &thread_id, current.as_ref(), &row);
     let route = route_for(tx, &location, row.folder_id.as_ref()).await?;
+    let delta = match &current {
+        None => rules::count_delta(ReadChange::Inbound, 0, &[], &route.users),
+        Some(t) if t.folder_id == row.folder_id => {
+            rules::count_delta(ReadChange::Inbound, t.unread_count, &route.users, &route.users)
+        }
+        Some(t) => {
+            let old = route_for(tx, &location, t.folder_id.as_ref()).await?;
+            rules::count_delta(ReadChange::Inbound, t.unread_count, &old.users, &route.users)
+        }
+    };
     let thread = if row.last_message_id == message.id {
         row.into_thread(&thread_id, message.clone())
     } else {
@@ -368,7 +378,7 @@ pub async fn ingest(tx: &mut Tx, input: &InboundInput) -> StoreResult<Ingested> 
     tx.emit(NewEvent::new(
         EventKind::UnreadCount,
         rules::count_route(&route),
-        json!({}),
+        event::count_data(delta),
     ));
     Ok(Ingested {
         message,

@@ -522,7 +522,9 @@ pub async fn unread_count(conn: &mut ConnectionManager, k: &TenantKeys, scope: &
 }
 
 pub async fn session_start(conn: &mut ConnectionManager, k: &TenantKeys, scope: &Scope) -> StoreResult<SessionStart> {
-    // One script: the count and the log head describe the same moment.
+    // One script, which Redis runs whole: the count and the log head describe the same moment
+    // (a commit script writes the records and the events together). The sessions' counts rest
+    // on this (see `SessionStart`).
     count_snapshot(conn, k, scope).await
 }
 

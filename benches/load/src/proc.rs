@@ -49,7 +49,10 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
 
 /// Raises this process's open-file limit to its hard limit (children inherit it).
 pub fn raise_open_files() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit read and write the struct we hand them.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);

@@ -54,6 +54,7 @@ pub fn markdown(suite: &Suite) -> String {
     let groups = groups(suite);
     let mut out = header(suite);
     out += &machine_section(suite);
+    out += &systems_section(suite);
     for group in &groups {
         out += &workload_section(group);
     }
@@ -311,6 +312,20 @@ fn machine_section(suite: &Suite) -> String {
          server, in at least one repeat: its rates are a lower bound for the server.\n\n",
         m.cpu, m.cores, m.memory_gib, m.kernel, m.date, m.open_files_limit
     )
+}
+
+/// What each system present does per inbound message, so the figures compare like with like.
+fn systems_section(suite: &Suite) -> String {
+    let mut out = String::from("What each system does per message:\n\n");
+    for name in SYSTEMS {
+        if let (true, Ok(system)) = (
+            suite.runs.iter().any(|r| r.system == *name),
+            crate::systems::System::parse(name),
+        ) {
+            out += &format!("- **{name}**: {}.\n", system.per_message());
+        }
+    }
+    out + "\n"
 }
 
 fn workload_section(group: &Group) -> String {

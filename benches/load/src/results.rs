@@ -6,7 +6,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// The systems measured, in the order tables list them.
-pub const SYSTEMS: &[&str] = &["switchboard", "socketioxide", "socketio", "bare-actix", "bare-tungstenite"];
+pub const SYSTEMS: &[&str] = &[
+    "switchboard",
+    "socketioxide",
+    "socketio",
+    "bare-actix",
+    "bare-tungstenite",
+];
 
 /// The workloads, in order.
 pub const WORKLOADS: &[&str] = &["W1", "W2", "W3", "W4"];

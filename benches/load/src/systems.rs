@@ -158,7 +158,10 @@ impl Server {
         let child = cmd.spawn().with_context(|| format!("starting {}", system.name()))?;
         let pid = child.id().context("server pid")?;
         let server = Server { pid, port, child, dir };
-        server.wait_ready().await.with_context(|| format!("{} did not start", system.name()))?;
+        server
+            .wait_ready()
+            .await
+            .with_context(|| format!("{} did not start", system.name()))?;
         Ok(server)
     }
 
@@ -169,10 +172,10 @@ impl Server {
     async fn wait_ready(&self) -> Result<()> {
         let http = reqwest::Client::builder().no_proxy().build()?;
         for _ in 0..600 {
-            if let Ok(r) = http.get(format!("{}/healthz", self.base())).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = http.get(format!("{}/healthz", self.base())).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -183,7 +186,10 @@ impl Server {
     pub async fn stop(mut self) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
-        if tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
         if let Some(dir) = self.dir.take() {
@@ -348,7 +354,11 @@ impl Driver {
         let mut first = Vec::new();
         for g in 0..groups {
             let l = location(g);
-            first.push((format!("locations/{l}"), svc.clone(), json!({"name": l, "sms_numbers": [sms_number(g)]})));
+            first.push((
+                format!("locations/{l}"),
+                svc.clone(),
+                json!({"name": l, "sms_numbers": [sms_number(g)]}),
+            ));
             for k in 3 * g..3 * g + 3 {
                 first.push((format!("users/{}", user(k)), svc.clone(), json!({"name": user(k)})));
             }
@@ -376,7 +386,11 @@ impl Driver {
         }
         let l = location(0);
         self.all(
-            vec![(format!("locations/{l}"), self.service_token(), json!({"name": l, "sms_numbers": [sms_number(0)]}))],
+            vec![(
+                format!("locations/{l}"),
+                self.service_token(),
+                json!({"name": l, "sms_numbers": [sms_number(0)]}),
+            )],
             base,
         )
         .await?;
@@ -409,15 +423,19 @@ impl Driver {
                 self.http
                     .post(format!("{base}/api/v1/messages/inbound"))
                     .bearer_auth(svc)
-                    .json(&json!({"external_id": format!("{}-{seq}", self.tenant), "from": customer,
-                                  "to": sms_number(g), "body": body}))
+                    .json(
+                        &json!({"external_id": format!("{}-{seq}", self.tenant), "from": customer,
+                                  "to": sms_number(g), "body": body}),
+                    )
             }
             Proto::SocketIo => {
                 let rooms: Vec<String> = match to {
                     Audience::Group(g) => (3 * g..3 * g + 3).map(|k| format!("user:{}", user(k))).collect(),
                     Audience::Everyone => vec![format!("loc:{}", location(0))],
                 };
-                self.http.post(format!("{base}/emit")).json(&json!({"rooms": rooms, "event": "event",
+                self.http
+                    .post(format!("{base}/emit"))
+                    .json(&json!({"rooms": rooms, "event": "event",
                     "data": {"type": "message.new", "id": seq.to_string(), "body": body}}))
             }
             Proto::Bare => {
@@ -446,5 +464,8 @@ impl Driver {
 
 /// The repository root (the load tool lives in `benches/load`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }

@@ -83,7 +83,10 @@ pub enum Reply {
         first_error: Option<String>,
     },
     /// Every client of this worker has message `seq`; the last got it at `last_ns`.
-    Done { seq: u64, last_ns: u64 },
+    Done {
+        seq: u64,
+        last_ns: u64,
+    },
     Report(Report),
     Ok,
 }
@@ -294,7 +297,11 @@ async fn connect_all(
             None => break,
         }
     }
-    Ok(Reply::Connected { ok, failed, first_error })
+    Ok(Reply::Connected {
+        ok,
+        failed,
+        first_error,
+    })
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;

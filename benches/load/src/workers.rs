@@ -146,7 +146,12 @@ impl Workers {
         }
         let mut total = (0, 0, None);
         for (_, r) in self.gather(&asked, Duration::from_secs(600)).await? {
-            let Reply::Connected { ok, failed, first_error } = r else {
+            let Reply::Connected {
+                ok,
+                failed,
+                first_error,
+            } = r
+            else {
                 bail!("unexpected reply to Connect");
             };
             total.0 += ok;
@@ -181,7 +186,9 @@ impl Workers {
         }
         let mut out = HashMap::new();
         for (i, r) in self.gather(&active, Duration::from_secs(30)).await? {
-            let Reply::Report(r) = r else { bail!("unexpected reply to Report") };
+            let Reply::Report(r) = r else {
+                bail!("unexpected reply to Report")
+            };
             out.insert(i, r);
         }
         Ok(out)
@@ -218,12 +225,12 @@ impl Workers {
     pub async fn wait_done(&mut self, seq: u64, wait: Duration) -> Result<u64> {
         let need = self.active().len();
         loop {
-            if let Some(v) = self.done.get(&seq) {
-                if v.len() >= need {
-                    let last = v.iter().copied().max().unwrap_or(0);
-                    self.done.remove(&seq);
-                    return Ok(last);
-                }
+            if let Some(v) = self.done.get(&seq)
+                && v.len() >= need
+            {
+                let last = v.iter().copied().max().unwrap_or(0);
+                self.done.remove(&seq);
+                return Ok(last);
             }
             let (_, r) = timeout(wait, self.replies.recv())
                 .await

@@ -55,7 +55,7 @@ impl Scale {
                 w2_max_steps: 2,
                 w3_sessions: 100,
                 w3_latency_events: 5,
-                w3_events: 20,
+                w3_events: 50,
                 w4_sessions: 150,
                 w4_rate: 100.0,
                 w4_secs: 1.0,
@@ -72,7 +72,7 @@ impl Scale {
                 w2_max_steps: 12,
                 w3_sessions: 1_000,
                 w3_latency_events: 20,
-                w3_events: 300,
+                w3_events: 2_000,
                 w4_sessions: 3_000,
                 w4_rate: 500.0,
                 w4_secs: 3.0,
@@ -91,7 +91,7 @@ impl Scale {
                 w2_max_steps: 16,
                 w3_sessions: 10_000,
                 w3_latency_events: 30,
-                w3_events: 300,
+                w3_events: 1_000,
                 w4_sessions: 9_999,
                 w4_rate: 1_000.0,
                 w4_secs: 6.0,
@@ -145,8 +145,10 @@ impl Measured {
     }
 
     fn record(&self, run: &mut Run) {
-        run.metrics.insert(metric::CLIENT_CPU_SHARE.into(), self.client_cpu / self.wall);
-        run.metrics.insert(metric::SERVER_CPU_SHARE.into(), self.server_cpu / self.wall);
+        run.metrics
+            .insert(metric::CLIENT_CPU_SHARE.into(), self.client_cpu / self.wall);
+        run.metrics
+            .insert(metric::SERVER_CPU_SHARE.into(), self.server_cpu / self.wall);
         run.client_limited |= self.client_limited();
     }
 }
@@ -155,7 +157,8 @@ fn percentiles(run: &mut Run, h: &Histogram<u64>) {
     let ms = |us: u64| us as f64 / 1000.0;
     run.metrics.insert(metric::P50_MS.into(), ms(h.value_at_quantile(0.50)));
     run.metrics.insert(metric::P99_MS.into(), ms(h.value_at_quantile(0.99)));
-    run.metrics.insert(metric::P999_MS.into(), ms(h.value_at_quantile(0.999)));
+    run.metrics
+        .insert(metric::P999_MS.into(), ms(h.value_at_quantile(0.999)));
     run.metrics.insert(metric::MAX_MS.into(), ms(h.max()));
     run.cdf = cdf(h);
 }
@@ -192,6 +195,7 @@ fn new_run(system: System, workload: &str, repeat: u32) -> Run {
 }
 
 /// Opens `sessions` clients, user k at location `loc(k)`, client k on server `node(k)`.
+#[allow(clippy::too_many_arguments)]
 async fn open(
     workers: &mut Workers,
     driver: &Driver,
@@ -229,12 +233,25 @@ pub async fn w1(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     open(&mut warm, &driver, system, &[&server], 1, |_| 0, |_| 0, false).await?;
     settle().await;
     let before = rss_bytes(server.pid)?;
-    let (ok, secs) = open(&mut workers, &driver, system, &[&server], scale.w1_sessions, |_| 0, |_| 0, false).await?;
+    let (ok, secs) = open(
+        &mut workers,
+        &driver,
+        system,
+        &[&server],
+        scale.w1_sessions,
+        |_| 0,
+        |_| 0,
+        false,
+    )
+    .await?;
     settle().await;
     let after = rss_bytes(server.pid)?;
     run.metrics.insert(metric::SESSIONS.into(), ok as f64);
     run.metrics.insert(metric::CONNECT_PER_S.into(), ok as f64 / secs);
-    run.metrics.insert(metric::RSS_PER_SESSION.into(), (after.saturating_sub(before)) as f64 / ok.max(1) as f64);
+    run.metrics.insert(
+        metric::RSS_PER_SESSION.into(),
+        (after.saturating_sub(before)) as f64 / ok.max(1) as f64,
+    );
     run.metrics.insert(metric::RSS_MIB.into(), after as f64 / 1048576.0);
     // Then as many as one process may hold.
     let more = scale.w1_max_sessions.saturating_sub(scale.w1_sessions);
@@ -244,9 +261,16 @@ pub async fn w1(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     let top = rss_bytes(server.pid)?;
     let total = ok + ok2;
     run.metrics.insert(metric::SESSIONS_MAX.into(), total as f64);
-    run.metrics.insert(metric::RSS_PER_SESSION_MAX.into(), (top.saturating_sub(before)) as f64 / total.max(1) as f64);
+    run.metrics.insert(
+        metric::RSS_PER_SESSION_MAX.into(),
+        (top.saturating_sub(before)) as f64 / total.max(1) as f64,
+    );
     if total < scale.w1_max_sessions {
-        run.notes.push(format!("{}: {total} of {} sessions opened", system.name(), scale.w1_max_sessions));
+        run.notes.push(format!(
+            "{}: {total} of {} sessions opened",
+            system.name(),
+            scale.w1_max_sessions
+        ));
     }
     extra.close().await;
     workers.close().await;
@@ -310,7 +334,10 @@ async fn step(
         let (driver, svc, errors, base) = (driver.clone(), svc.clone(), errors.clone(), base.to_string());
         let seq = seq0 + k;
         tokio::spawn(async move {
-            if let Err(e) = driver.send(&base, &svc, seq, Audience::Group(seq as usize % groups)).await {
+            if let Err(e) = driver
+                .send(&base, &svc, seq, Audience::Group(seq as usize % groups))
+                .await
+            {
                 let mut errs = errors.lock().unwrap();
                 errs.0 += 1;
                 errs.1.get_or_insert(format!("{e:#}"));
@@ -357,13 +384,34 @@ pub async fn w2(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     let groups = scale.w2_sessions / 3;
     param(&mut run, "sessions", groups * 3);
     param(&mut run, "recipients per message", 3);
-    param(&mut run, "rate search", format!("from {} msg/s, x1.5 per {} s step, until p99 >= 50 ms or the rate is not kept", scale.w2_start_rate, scale.w2_step_secs));
-    param(&mut run, "measured at", format!("half the highest passing rate, {} s", scale.w2_measure_secs));
+    param(
+        &mut run,
+        "rate search",
+        format!(
+            "from {} msg/s, x1.5 per {} s step, until p99 >= 50 ms or the rate is not kept",
+            scale.w2_start_rate, scale.w2_step_secs
+        ),
+    );
+    param(
+        &mut run,
+        "measured at",
+        format!("half the highest passing rate, {} s", scale.w2_measure_secs),
+    );
     let server = Server::start(system, env, None).await?;
     let driver = Driver::new(system)?;
     driver.setup_groups(&server.base(), groups).await?;
     let mut workers = workers_for(groups * 3, 2)?;
-    let (ok, _) = open(&mut workers, &driver, system, &[&server], groups * 3, |k| k / 3, |_| 0, false).await?;
+    let (ok, _) = open(
+        &mut workers,
+        &driver,
+        system,
+        &[&server],
+        groups * 3,
+        |k| k / 3,
+        |_| 0,
+        false,
+    )
+    .await?;
     run.metrics.insert(metric::SESSIONS.into(), ok as f64);
     let servers = [server.pid];
     let mut rate = scale.w2_start_rate;
@@ -371,13 +419,31 @@ pub async fn w2(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     let mut seq = 0;
     let mut steps = 0;
     loop {
-        let s = step(&mut workers, &driver, &servers, &server.base(), groups, seq, rate, scale.w2_step_secs, |_| true, 3).await?;
+        let s = step(
+            &mut workers,
+            &driver,
+            &servers,
+            &server.base(),
+            groups,
+            seq,
+            rate,
+            scale.w2_step_secs,
+            |_| true,
+            3,
+        )
+        .await?;
         seq += s.sent;
         let p99 = s.hist.value_at_quantile(0.99) as f64 / 1000.0;
         eprintln!(
             "  {} W2 step {rate:.0} msg/s: sent {} at {:.0}/s, delivered {}/{}, p99 {p99:.2} ms, errors {}, server cpu {:.0}%, client cpu {:.0}%",
-            system.name(), s.sent, s.achieved, s.delivered, s.expected, s.errors,
-            100.0 * s.measured.server_cpu / s.measured.wall, 100.0 * s.measured.client_cpu / s.measured.wall
+            system.name(),
+            s.sent,
+            s.achieved,
+            s.delivered,
+            s.expected,
+            s.errors,
+            100.0 * s.measured.server_cpu / s.measured.wall,
+            100.0 * s.measured.client_cpu / s.measured.wall
         );
         if !s.passes(rate) {
             if let Some(e) = s.first_error {
@@ -391,28 +457,59 @@ pub async fn w2(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
         best = Some(rate);
         steps += 1;
         if steps >= scale.w2_max_steps {
-            run.notes.push(format!("{}: the rate search stopped at its last step ({rate:.0} msg/s passed)", system.name()));
+            run.notes.push(format!(
+                "{}: the rate search stopped at its last step ({rate:.0} msg/s passed)",
+                system.name()
+            ));
             break;
         }
         rate *= 1.5;
     }
     let Some(best) = best else {
-        bail!("{} missed p99 < 50 ms even at {} msg/s", system.name(), scale.w2_start_rate);
+        bail!(
+            "{} missed p99 < 50 ms even at {} msg/s",
+            system.name(),
+            scale.w2_start_rate
+        );
     };
     run.metrics.insert(metric::MAX_RATE.into(), best);
     run.metrics.insert("max_deliveries_per_s".into(), best * 3.0);
     let half = best / 2.0;
     param(&mut run, "rate measured", format!("{half:.0} msg/s"));
-    let s = step(&mut workers, &driver, &servers, &server.base(), groups, seq, half, scale.w2_measure_secs, |_| true, 3).await?;
+    let s = step(
+        &mut workers,
+        &driver,
+        &servers,
+        &server.base(),
+        groups,
+        seq,
+        half,
+        scale.w2_measure_secs,
+        |_| true,
+        3,
+    )
+    .await?;
     percentiles(&mut run, &s.hist);
     let msgs = (s.sent - s.errors).max(1) as f64;
-    run.metrics.insert(metric::CPU_US_PER_MESSAGE.into(), s.measured.server_cpu * 1e6 / msgs);
-    run.metrics.insert(metric::CPU_US_PER_DELIVERY.into(), s.measured.server_cpu * 1e6 / s.delivered.max(1) as f64);
-    run.metrics.insert(metric::MESSAGES_PER_S.into(), msgs / s.measured.wall);
-    run.metrics.insert(metric::DELIVERIES_PER_S.into(), s.delivered as f64 / s.measured.wall);
+    run.metrics
+        .insert(metric::CPU_US_PER_MESSAGE.into(), s.measured.server_cpu * 1e6 / msgs);
+    run.metrics.insert(
+        metric::CPU_US_PER_DELIVERY.into(),
+        s.measured.server_cpu * 1e6 / s.delivered.max(1) as f64,
+    );
+    run.metrics
+        .insert(metric::MESSAGES_PER_S.into(), msgs / s.measured.wall);
+    run.metrics
+        .insert(metric::DELIVERIES_PER_S.into(), s.delivered as f64 / s.measured.wall);
     s.measured.record(&mut run);
     if s.errors > 0 || s.delivered < s.expected {
-        run.notes.push(format!("{}: at half rate {} errors, {} of {} delivered", system.name(), s.errors, s.delivered, s.expected));
+        run.notes.push(format!(
+            "{}: at half rate {} errors, {} of {} delivered",
+            system.name(),
+            s.errors,
+            s.delivered,
+            s.expected
+        ));
     }
     workers.close().await;
     server.stop().await;
@@ -426,8 +523,16 @@ pub async fn w3(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     let mut run = new_run(system, "W3", repeat);
     let n = scale.w3_sessions;
     param(&mut run, "sessions", n);
-    param(&mut run, "latency phase", format!("{} broadcasts, one at a time", scale.w3_latency_events));
-    param(&mut run, "throughput phase", format!("{} broadcasts, at most {WINDOW} in flight", scale.w3_events));
+    param(
+        &mut run,
+        "latency phase",
+        format!("{} broadcasts, one at a time", scale.w3_latency_events),
+    );
+    param(
+        &mut run,
+        "throughput phase",
+        format!("{} broadcasts, at most {WINDOW} in flight", scale.w3_events),
+    );
     let server = Server::start(system, env, None).await?;
     let driver = Driver::new(system)?;
     driver.setup_broadcast(&server.base(), n).await?;
@@ -449,8 +554,10 @@ pub async fn w3(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     let m = workers.merged(|_| true).await?;
     percentiles(&mut run, &m.hist);
     last.sort_by(f64::total_cmp);
-    run.metrics.insert(metric::LAST_DELIVERY_P50_MS.into(), last[last.len() / 2]);
-    run.metrics.insert(metric::LAST_DELIVERY_MAX_MS.into(), *last.last().unwrap_or(&0.0));
+    run.metrics
+        .insert(metric::LAST_DELIVERY_P50_MS.into(), last[last.len() / 2]);
+    run.metrics
+        .insert(metric::LAST_DELIVERY_MAX_MS.into(), *last.last().unwrap_or(&0.0));
 
     workers.reset().await?;
     let meter = Meter::start(&[server.pid], &workers);
@@ -468,9 +575,14 @@ pub async fn w3(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     let measured = meter.stop();
     let m = workers.merged(|_| true).await?;
     let deliveries = scale.w3_events * ok as u64;
-    run.metrics.insert(metric::CPU_US_PER_DELIVERY.into(), measured.server_cpu * 1e6 / deliveries as f64);
-    run.metrics.insert(metric::DELIVERIES_PER_S.into(), deliveries as f64 / measured.wall);
-    run.metrics.insert("frames_per_delivery".into(), m.frames as f64 / deliveries as f64);
+    run.metrics.insert(
+        metric::CPU_US_PER_DELIVERY.into(),
+        measured.server_cpu * 1e6 / deliveries as f64,
+    );
+    run.metrics
+        .insert(metric::DELIVERIES_PER_S.into(), deliveries as f64 / measured.wall);
+    run.metrics
+        .insert("frames_per_delivery".into(), m.frames as f64 / deliveries as f64);
     measured.record(&mut run);
     workers.close().await;
     server.stop().await;
@@ -484,7 +596,14 @@ pub async fn w4(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     let groups = scale.w4_sessions / 3;
     param(&mut run, "nodes", 2);
     param(&mut run, "sessions", groups * 3);
-    param(&mut run, "rate", format!("{} msg/s for {} s, 3 recipients each, posted to node A", scale.w4_rate, scale.w4_secs));
+    param(
+        &mut run,
+        "rate",
+        format!(
+            "{} msg/s for {} s, 3 recipients each, posted to node A",
+            scale.w4_rate, scale.w4_secs
+        ),
+    );
     param(&mut run, "latency", "of the deliveries by node B (cross-node)");
     let redis = RedisCluster::start(env).await?;
     let a = Server::start(system, env, Some(&redis)).await?;
@@ -492,24 +611,59 @@ pub async fn w4(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     let driver = Driver::new(system)?;
     driver.setup_groups(&a.base(), groups).await?;
     let mut workers = workers_for(groups * 3, 4)?;
-    let (ok, _) = open(&mut workers, &driver, system, &[&a, &b], groups * 3, |k| k / 3, |k| k % 2, false).await?;
+    let (ok, _) = open(
+        &mut workers,
+        &driver,
+        system,
+        &[&a, &b],
+        groups * 3,
+        |k| k / 3,
+        |k| k % 2,
+        false,
+    )
+    .await?;
     run.metrics.insert(metric::SESSIONS.into(), ok as f64);
     let servers = [a.pid, b.pid];
     let redis_cpu0 = cpu_secs(redis.pid)?;
     let on_b = workers.of_server(1, 2);
-    let s = step(&mut workers, &driver, &servers, &a.base(), groups, 0, scale.w4_rate, scale.w4_secs, |_| true, 3).await?;
+    let s = step(
+        &mut workers,
+        &driver,
+        &servers,
+        &a.base(),
+        groups,
+        0,
+        scale.w4_rate,
+        scale.w4_secs,
+        |_| true,
+        3,
+    )
+    .await?;
     let redis_cpu = cpu_secs(redis.pid)? - redis_cpu0;
     let cross = workers.merged(on_b).await?;
     percentiles(&mut run, &cross.hist);
     let msgs = (s.sent - s.errors).max(1) as f64;
-    run.metrics.insert(metric::CPU_US_PER_MESSAGE.into(), s.measured.server_cpu * 1e6 / msgs);
-    run.metrics.insert(metric::CPU_US_PER_DELIVERY.into(), s.measured.server_cpu * 1e6 / s.delivered.max(1) as f64);
-    run.metrics.insert("redis_cpu_us_per_message".into(), redis_cpu * 1e6 / msgs);
-    run.metrics.insert(metric::MESSAGES_PER_S.into(), msgs / s.measured.wall);
-    run.metrics.insert(metric::DELIVERIES_PER_S.into(), s.delivered as f64 / s.measured.wall);
+    run.metrics
+        .insert(metric::CPU_US_PER_MESSAGE.into(), s.measured.server_cpu * 1e6 / msgs);
+    run.metrics.insert(
+        metric::CPU_US_PER_DELIVERY.into(),
+        s.measured.server_cpu * 1e6 / s.delivered.max(1) as f64,
+    );
+    run.metrics
+        .insert("redis_cpu_us_per_message".into(), redis_cpu * 1e6 / msgs);
+    run.metrics
+        .insert(metric::MESSAGES_PER_S.into(), msgs / s.measured.wall);
+    run.metrics
+        .insert(metric::DELIVERIES_PER_S.into(), s.delivered as f64 / s.measured.wall);
     s.measured.record(&mut run);
     if s.errors > 0 || s.delivered < s.expected {
-        run.notes.push(format!("{}: {} errors, {} of {} delivered", system.name(), s.errors, s.delivered, s.expected));
+        run.notes.push(format!(
+            "{}: {} errors, {} of {} delivered",
+            system.name(),
+            s.errors,
+            s.delivered,
+            s.expected
+        ));
     }
     workers.close().await;
     a.stop().await;

@@ -519,7 +519,7 @@ pub async fn w2(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
 /// W3: one message to every session; time until the last has it, then CPU per delivery
 /// over a stream of broadcasts (at most `WINDOW` not yet everywhere).
 pub async fn w3(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result<Run> {
-    const WINDOW: u64 = 4;
+    const WINDOW: u64 = 64;
     let mut run = new_run(system, "W3", repeat);
     let n = scale.w3_sessions;
     param(&mut run, "sessions", n);
@@ -563,14 +563,22 @@ pub async fn w3(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     let meter = Meter::start(&[server.pid], &workers);
     let first = scale.w3_latency_events;
     let end = first + scale.w3_events;
+    // Sends overlap (each in its own task); the window counts broadcasts not yet everywhere.
+    let mut sends = Vec::new();
     for seq in first..end {
         if seq >= first + WINDOW {
             workers.wait_done(seq - WINDOW, Duration::from_secs(60)).await?;
         }
-        driver.send(&base, &svc, seq, Audience::Everyone).await?;
+        let (driver, base, svc) = (driver.clone(), base.clone(), svc.clone());
+        sends.push(tokio::spawn(async move {
+            driver.send(&base, &svc, seq, Audience::Everyone).await
+        }));
     }
     for seq in end.saturating_sub(WINDOW).max(first)..end {
         workers.wait_done(seq, Duration::from_secs(60)).await?;
+    }
+    for send in sends {
+        send.await??;
     }
     let measured = meter.stop();
     let m = workers.merged(|_| true).await?;

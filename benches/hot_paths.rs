@@ -76,9 +76,11 @@ fn fan_out(c: &mut Criterion) {
         // n subscribe-all sessions at one location: a broadcast (W3's shape).
         let mut queues = Vec::with_capacity(n);
         for i in 0..n {
-            let (h, rx) = hub.register(tenant.clone(), id(&format!("u{i}")), false, locations.clone(), 1024);
+            let (h, rx, wire) = hub.register(tenant.clone(), id(&format!("u{i}")), false, locations.clone(), 1024);
             hub.set_subscribe_all(&h, true, 1);
-            queues.push((h, rx));
+            // Open, as after `hello`: live events go straight to the wire queue.
+            h.try_direct(&rx);
+            queues.push((h, rx, wire));
         }
         let route = rules::thread_route(&location, &[]);
         let mut next_id = 2u64;
@@ -97,9 +99,10 @@ fn fan_out(c: &mut Criterion) {
                     let started = Instant::now();
                     hub.deliver(std::slice::from_ref(&event));
                     spent += started.elapsed();
-                    // Drain outside the timing, as each session's own task would.
-                    for (_, rx) in queues.iter_mut() {
+                    // Drain outside the timing, as each session's response body would.
+                    for (_, rx, wire) in queues.iter_mut() {
                         while rx.try_recv().is_ok() {}
+                        while wire.try_recv().is_ok() {}
                     }
                 }
                 spent

@@ -6,6 +6,18 @@
 //! the frame is encoded once and `try_send` into each recipient's bounded queue; a full queue
 //! closes that session with 4008 (it resumes), and nobody else is slowed down.
 //!
+//! # Direct delivery
+//! A session has two queues: its wire queue (`session::wire`, drained by the socket's
+//! response body) and its task's queue (`Outbound`). While the session is in *direct* mode
+//! (`SessionState::direct`), delivery writes the shared frame straight into the wire queue,
+//! under the session's state mutex: it skips ids up to `last_sent` and sets `last_sent`,
+//! exactly as the session task would. An `unread.count` whose number follows from the
+//! session's anchor (`CountAnchor::step`) is formatted here too. Otherwise (before `hello`,
+//! during a replay, or for a count that needs a store read, which leaves direct mode), the
+//! item goes to the task's queue, and the task drains it in order and re-enters direct mode,
+//! under the same mutex, only once that queue is empty. The mutex is what keeps the order:
+//! the mode flag, `last_sent`, the anchor and the pushes into either queue change together.
+//!
 //! `unread.count` costs no store read here either: the delta its logged data carries
 //! (`event::count_delta`) is parsed once per event and queued with the id; each session adds
 //! it to the count it holds (see `session`). Whatever changes which threads a session's count
@@ -34,7 +46,12 @@ use crate::{
     event::{self, Event, EventKind},
     metrics::Metrics,
     rules::{self, Recipient, Viewer},
+    session::{CountAnchor, wire::Wire},
 };
+
+/// Room in a session's wire queue beyond `ws.queue_capacity`: what actix-ws's writer channel
+/// used to hold behind the hub's queue, so that a client is closed as slow at the same point.
+pub const WIRE_SLACK: usize = 32;
 
 /// What a session's queue carries.
 #[derive(Debug, Clone)]
@@ -54,6 +71,13 @@ pub struct SessionState {
     /// Id of the event that last set `subscribe_all` (0: none yet).
     subscribe_all_event: u64,
     pub follow: Option<UserId>,
+    /// Newest event id written (or skipped as not ours); older ones are never sent again
+    /// except on an explicit `resume`.
+    pub last_sent: u64,
+    /// Whether delivery writes to the wire queue itself (see the module doc).
+    direct: bool,
+    /// The user's unread count and how far in the log it is exact.
+    pub counts: CountAnchor,
 }
 
 /// One session as the hub sees it.
@@ -63,7 +87,10 @@ pub struct SessionHandle {
     pub tenant: TenantId,
     pub user: UserId,
     pub is_service: bool,
+    /// The session task's queue (outside direct mode).
     tx: mpsc::Sender<Outbound>,
+    /// The wire queue: every frame the session writes, in order.
+    pub wire: mpsc::Sender<Wire>,
     state: Mutex<SessionState>,
     /// Woken when the hub wants the session closed (code in `kick_code`).
     pub kicked: Notify,
@@ -91,6 +118,21 @@ impl SessionHandle {
     /// so call it *before* the read: a change during the read marks it again.
     pub fn take_count_stale(&self) -> bool {
         self.count_stale.swap(false, Ordering::AcqRel)
+    }
+
+    /// Enters direct mode if the task's queue is empty (it is only filled under the state
+    /// mutex, so it stays empty until delivery sees the flag). Returns whether it is direct.
+    pub fn try_direct(&self, queue: &mpsc::Receiver<Outbound>) -> bool {
+        let mut state = self.state();
+        if !state.direct && queue.is_empty() {
+            state.direct = true;
+        }
+        state.direct
+    }
+
+    /// Leaves direct mode: live events wait in the task's queue (a replay is being written).
+    pub fn pause_direct(&self) {
+        self.state().direct = false;
     }
 
     fn mark_count_stale(&self) {
@@ -185,7 +227,9 @@ impl Hub {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
-    /// Adds a session; events committed from now on reach its queue.
+    /// Adds a session; events committed from now on reach its queue. Returns the handle, the
+    /// task's queue and the wire queue (`capacity` + `WIRE_SLACK` frames). The session starts
+    /// outside direct mode.
     pub fn register(
         &self,
         tenant: TenantId,
@@ -193,8 +237,9 @@ impl Hub {
         is_service: bool,
         locations: Arc<[LocationId]>,
         capacity: usize,
-    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>, mpsc::Receiver<Wire>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (wire, wire_rx) = mpsc::channel(capacity.max(1) + WIRE_SLACK);
         let h = Arc::new(SessionHandle {
             key: self.next_key.fetch_add(1, Ordering::Relaxed),
             id: SessionId::generate(),
@@ -202,11 +247,15 @@ impl Hub {
             user: user.clone(),
             is_service,
             tx,
+            wire,
             state: Mutex::new(SessionState {
                 locations,
                 subscribe_all: false,
                 subscribe_all_event: 0,
                 follow: None,
+                last_sent: 0,
+                direct: false,
+                counts: CountAnchor::default(),
             }),
             kicked: Notify::new(),
             kick_code: AtomicU16::new(0),
@@ -218,7 +267,7 @@ impl Hub {
         }
         self.count.send_modify(|n| *n += 1);
         self.metrics.sessions.inc();
-        (h, rx)
+        (h, rx, wire_rx)
     }
 
     pub fn unregister(&self, h: &Arc<SessionHandle>) {
@@ -387,33 +436,85 @@ impl Hub {
         };
         let mut delivered = 0;
         for h in self.candidates(e).into_values() {
-            if !Self::receives(&h, e, None) {
+            let mut state = h.state();
+            if !Self::receives_in(&h, &state, e, None) {
                 continue;
             }
-            let out = match e.kind {
-                EventKind::UnreadCount => Outbound::Count { id: e.id, delta },
-                _ => Outbound::Event {
-                    id: e.id,
-                    frame: frame.get_or_insert_with(|| e.frame()).clone(),
-                },
+            let pushed = if state.direct {
+                match Self::direct_frame(&h, &mut state, e, delta, &mut frame) {
+                    Direct::Write(f) => h.wire.try_send(Wire::Text(f)).map_err(drop_item),
+                    Direct::Skip => continue,
+                    Direct::ToTask => {
+                        // The task writes it, and everything after it until its queue is empty.
+                        state.direct = false;
+                        h.tx.try_send(Outbound::Count { id: e.id, delta }).map_err(drop_item)
+                    }
+                }
+            } else {
+                let out = match e.kind {
+                    EventKind::UnreadCount => Outbound::Count { id: e.id, delta },
+                    _ => Outbound::Event {
+                        id: e.id,
+                        frame: frame.get_or_insert_with(|| e.frame()).clone(),
+                    },
+                };
+                h.tx.try_send(out).map_err(drop_item)
             };
-            match h.tx.try_send(out) {
+            drop(state);
+            match pushed {
                 Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(mpsc::error::TrySendError::Full(())) => {
                     self.metrics.queue_overflows.inc();
                     h.kick(CLOSE_TOO_SLOW);
                 }
                 // The session is ending; it will resume elsewhere if it wants.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(())) => {}
             }
         }
         self.metrics.deliveries.inc_by(delivered);
     }
 
+    /// What a session in direct mode gets for `e`: what its task would write (see
+    /// `session::Conn::outbound`), unless that needs a store read.
+    fn direct_frame(
+        h: &SessionHandle,
+        state: &mut SessionState,
+        e: &Event,
+        delta: Option<i64>,
+        shared: &mut Option<ByteString>,
+    ) -> Direct {
+        if e.id <= state.last_sent {
+            return Direct::Skip;
+        }
+        if e.kind != EventKind::UnreadCount {
+            state.last_sent = e.id;
+            return Direct::Write(shared.get_or_insert_with(|| e.frame()).clone());
+        }
+        if h.is_service {
+            // A service session has no count; the id counts as written.
+            state.last_sent = e.id;
+            return Direct::Skip;
+        }
+        // A stale mark is the task's to take: it reads the count again.
+        if h.count_stale.load(Ordering::Acquire) {
+            return Direct::ToTask;
+        }
+        match state.counts.step(e.id, delta, false) {
+            Some(n) => {
+                state.last_sent = e.id;
+                Direct::Write(count_frame(e.id, n))
+            }
+            None => Direct::ToTask,
+        }
+    }
+
     /// Whether session `h` receives `e`, by the rules; `subscribe_all` overrides the
     /// session's current flag (a replay uses the value it had when `e` was made).
     pub fn receives(h: &SessionHandle, e: &Event, subscribe_all: Option<bool>) -> bool {
-        let state = h.state();
+        Self::receives_in(h, &h.state(), e, subscribe_all)
+    }
+
+    fn receives_in(h: &SessionHandle, state: &SessionState, e: &Event, subscribe_all: Option<bool>) -> bool {
         let r = Recipient {
             viewer: Viewer {
                 user: &h.user,
@@ -425,6 +526,28 @@ impl Hub {
         };
         rules::receives(&r, &e.route)
     }
+}
+
+/// What delivery does for a session in direct mode.
+enum Direct {
+    /// Write this frame to the wire queue.
+    Write(ByteString),
+    /// Nothing to write.
+    Skip,
+    /// The session task must handle it (a count that needs a store read).
+    ToTask,
+}
+
+fn drop_item<T>(e: mpsc::error::TrySendError<T>) -> mpsc::error::TrySendError<()> {
+    match e {
+        mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+        mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+    }
+}
+
+/// The `unread.count` frame of event `id` carrying `count`.
+pub fn count_frame(id: u64, count: u64) -> ByteString {
+    event::frame(EventKind::UnreadCount, id, &format!(r#"{{"count":{count}}}"#))
 }
 
 impl EventSink for Hub {
@@ -489,7 +612,7 @@ mod tests {
     fn subscribers(hub: &Hub, n: usize) -> Vec<(Arc<SessionHandle>, mpsc::Receiver<Outbound>, CountAnchor)> {
         (0..n)
             .map(|i| {
-                let (h, rx) = hub.register(id("acme"), id(&format!("u{i}")), false, locations(&["L1"]), 64);
+                let (h, rx, _wire) = hub.register(id("acme"), id(&format!("u{i}")), false, locations(&["L1"]), 64);
                 h.take_count_stale();
                 hub.open_view(&h, true, 10);
                 let mut anchor = CountAnchor::default();
@@ -534,7 +657,7 @@ mod tests {
     #[test]
     fn a_subscription_change_or_other_locations_mark_the_count_stale_and_nothing_else_does() {
         let hub = hub();
-        let (h, _rx) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let (h, _rx, _wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
         hub.open_view(&h, false, 10);
         assert!(!h.take_count_stale(), "a snapshot with the flag off holds");
 
@@ -560,23 +683,111 @@ mod tests {
         let hub = hub();
         // Delivery looks at event 11 before the session opening from the head 10 is in the
         // subscribers' index: it may have missed a count.
-        let (h, mut rx) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let (h, mut rx, _wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
         hub.deliver(&[count_event(11, Some(1))]);
         assert!(rx.try_recv().is_err(), "not yet a subscriber");
         hub.open_view(&h, true, 10);
         assert!(h.take_count_stale());
 
         // A snapshot at or after everything delivered holds.
-        let (h, _rx) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let (h, _rx, _wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
         hub.open_view(&h, true, 11);
         assert!(!h.take_count_stale());
 
         // A newer change applied before the snapshot's: the anchor does not hold.
-        let (h, _rx) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let (h, _rx, _wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
         hub.deliver(&[subscription(12, "olga", true)]);
         h.take_count_stale();
         hub.open_view(&h, false, 11);
         assert!(h.take_count_stale());
         assert!(h.state().subscribe_all, "the newer change stands");
+    }
+
+    fn message(event_id: u64) -> Arc<Event> {
+        Arc::new(Event {
+            tenant: id("acme"),
+            id: event_id,
+            kind: EventKind::MessageNew,
+            route: rules::thread_route(&id("L1"), &[]),
+            data: r#"{"n":1}"#.into(),
+        })
+    }
+
+    fn texts(wire: &mut mpsc::Receiver<Wire>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(w) = wire.try_recv() {
+            let Wire::Text(t) = w else { panic!("text: {w:?}") };
+            out.push(t.to_string());
+        }
+        out
+    }
+
+    /// A subscriber opened at event 10 with a count of 3, in direct mode.
+    fn direct_subscriber(hub: &Hub) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>, mpsc::Receiver<Wire>) {
+        let (h, rx, wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        h.take_count_stale();
+        hub.open_view(&h, true, 10);
+        {
+            let mut state = h.state();
+            state.counts.anchor(3, 10);
+            state.last_sent = 10;
+        }
+        assert!(h.try_direct(&rx));
+        (h, rx, wire)
+    }
+
+    #[test]
+    fn in_direct_mode_events_and_counts_with_a_delta_go_straight_to_the_wire() {
+        let hub = hub();
+        let (h, mut rx, mut wire) = direct_subscriber(&hub);
+        hub.deliver(&[
+            message(9),
+            message(11),
+            count_event(12, Some(1)),
+            count_event(13, Some(2)),
+        ]);
+        assert_eq!(
+            texts(&mut wire),
+            vec![
+                r#"{"type":"message.new","id":"11","data":{"n":1}}"#,
+                r#"{"type":"unread.count","id":"12","data":{"count":4}}"#,
+                r#"{"type":"unread.count","id":"13","data":{"count":6}}"#,
+            ],
+            "9 is older than what the session has"
+        );
+        assert!(rx.try_recv().is_err(), "nothing for the task");
+        assert_eq!(h.state().last_sent, 13);
+    }
+
+    #[test]
+    fn a_count_that_needs_a_read_hands_it_and_what_follows_to_the_task_until_its_queue_is_empty() {
+        let hub = hub();
+        let (h, mut rx, mut wire) = direct_subscriber(&hub);
+        hub.deliver(&[message(11), count_event(12, None), message(13)]);
+        assert_eq!(texts(&mut wire).len(), 1, "11 only");
+        assert!(matches!(rx.try_recv(), Ok(Outbound::Count { id: 12, delta: None })));
+        assert!(!h.try_direct(&rx), "13 is still queued");
+        let Ok(Outbound::Event { id: 13, .. }) = rx.try_recv() else {
+            panic!("13 waits behind the count")
+        };
+        assert!(h.try_direct(&rx), "an empty queue: direct again");
+
+        // A stale count is the task's too, and so is a service session's nothing.
+        h.mark_count_stale();
+        hub.deliver(&[count_event(14, Some(1))]);
+        assert!(matches!(rx.try_recv(), Ok(Outbound::Count { id: 14, .. })));
+        assert!(wire.try_recv().is_err());
+        assert!(h.take_count_stale(), "the mark stays for the task to take");
+    }
+
+    #[test]
+    fn a_paused_session_gets_live_events_in_its_task_queue() {
+        let hub = hub();
+        let (h, mut rx, mut wire) = direct_subscriber(&hub);
+        h.pause_direct();
+        hub.deliver(&[message(11)]);
+        assert!(wire.try_recv().is_err());
+        assert!(matches!(rx.try_recv(), Ok(Outbound::Event { id: 11, .. })));
+        assert_eq!(h.state().last_sent, 10, "the task sets it when it writes");
     }
 }

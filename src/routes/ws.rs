@@ -1,5 +1,9 @@
 //! `GET /ws`: the websocket handshake. Origin and token are checked before the upgrade; the
 //! session itself runs in `crate::session`.
+//!
+//! actix-ws makes the 101 response and reads the client's frames; the response's body is
+//! ours (`session::wire::OutBody`), drained from the session's wire queue, into which the hub
+//! writes live events directly. actix-ws's own writer (`Session`) is not used.
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use tracing::Instrument;
@@ -18,15 +22,14 @@ pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Re
     if *state.shutdown.borrow() {
         return Err(ApiError::Unavailable("shutting down".into()));
     }
-    let (response, ws_session, stream) =
-        actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (response, _writer, stream) = actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let max = state.settings.ws.max_frame_bytes;
     let stream = stream
         .max_frame_size(max)
         .aggregate_continuations()
         .max_continuation_size(max);
     let is_service = principal.has(Role::Service) && !principal.is_member();
-    let (handle, queue) = state.hub.register(
+    let (handle, queue, wire) = state.hub.register(
         principal.tenant.clone(),
         principal.user.clone(),
         is_service,
@@ -41,9 +44,12 @@ pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Re
     let resume_from = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
         .ok()
         .and_then(|q| q.get("last_event_id").cloned());
-    let run = session::run(deps, handle, queue, ws_session, stream, principal, resume_from);
+    let run = session::run(deps, handle, queue, stream, principal, resume_from);
     actix_web::rt::spawn(run.instrument(span));
-    Ok(response)
+    // actix-ws's body goes inside ours: its read side lives as long as that body does.
+    Ok(response
+        .map_body(|_, inbound| session::wire::OutBody::new(wire, inbound))
+        .map_into_boxed_body())
 }
 
 /// Browsers send `Origin`; only the hub's own and the configured ones may open a session.

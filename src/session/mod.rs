@@ -1,10 +1,29 @@
 //! One websocket connection's protocol: `hello`, event frames, `ping`, `resume`, `follow`,
 //! `refresh`, error frames, heartbeat and the close codes.
 //!
-//! The task owns the connection. It drains the session's bounded queue (filled by the hub)
-//! ahead of client frames, so every event committed before a client frame was read is written
-//! before that frame's answer. Writes to a client that stopped reading wait only here; the
-//! hub notices the full queue and asks this task to close with 4008.
+//! Every frame the session writes goes through one bounded FIFO, its wire queue, which the
+//! websocket's response body drains and encodes itself (`wire`). Live events normally reach
+//! it straight from the hub (*direct mode*, see `hub`): one queue and no task between the
+//! event and the socket. The task handles client frames, the heartbeat, expiry and the close,
+//! and everything that must be ordered against live events:
+//!
+//! - Nothing is written before `hello`: a session starts outside direct mode, so live events
+//!   wait in the task's queue (`Outbound`) until `hello` (and a handshake replay) is written.
+//! - A replay (`resume`, or the handshake's `last_event_id`) leaves direct mode first, so the
+//!   live events that arrive meanwhile wait in the task's queue; they are written after
+//!   `resumed`, minus those the replay covered (`last_sent`).
+//! - A count that needs a store read leaves direct mode (the hub does that); the task reads
+//!   it, writes it and what queued behind it.
+//! - The task re-enters direct mode only when its queue is empty, under the state mutex
+//!   (`SessionHandle::try_direct`): no live frame overtakes another.
+//! - The task drains its queue ahead of client frames, so every event committed before a
+//!   client frame was read is written before that frame's answer (in direct mode it already
+//!   is in the wire queue). A `ping`'s `pong` follows the bus's barrier and that drain.
+//! - `last_sent` and the count anchor live in the session's state (under its mutex), shared
+//!   by the hub and the task; whoever writes an event's frame sets `last_sent` to its id.
+//!
+//! Writes to a client that stopped reading never block the hub: it finds the queue full and
+//! asks this task to close with 4008. The task's own writes wait for room (or that kick).
 //!
 //! # Unread counts
 //! The session holds the user's count and the event id it is exact up to (`CountAnchor`),
@@ -18,11 +37,14 @@
 //! session's count sends it an `unread.count` (the rules route them to exactly those users),
 //! the hub delivers them in log order, and the anchor is re-read whenever the set of threads
 //! the count covers changes. A replay goes through the same steps with the logged data.
+//! In direct mode the hub takes the steps that need no read (under the state mutex, where the
+//! anchor lives); a stale mark or a step that needs a read hands the count to this task.
+
+pub mod wire;
 
 use std::{sync::Arc, time::Duration};
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
-use bytestring::ByteString;
+use actix_ws::{AggregatedMessage, AggregatedMessageStream};
 use serde_json::{Value, json};
 use tokio::{
     sync::{mpsc, watch},
@@ -36,9 +58,10 @@ use crate::{
     config::WsSettings,
     domain::{Id, UserId},
     event::{self, Event, EventKind},
-    hub::{Hub, Outbound, SessionHandle},
+    hub::{self, Hub, Outbound, SessionHandle},
     store::{Replay, Scope, Store},
 };
+use wire::Wire;
 
 /// Close codes of the contract.
 pub mod close {
@@ -71,19 +94,15 @@ pub struct Deps {
 struct Conn {
     deps: Arc<Deps>,
     handle: Arc<SessionHandle>,
-    session: Session,
-    /// Frames the hub queued for this session.
+    /// The wire queue (`handle.wire`).
+    wire: mpsc::Sender<Wire>,
+    /// What the hub queued for this task (outside direct mode).
     queue: mpsc::Receiver<Outbound>,
     /// The log's head when the session opened (`hello.last_event_id`): events after it
     /// reach the session live.
     opened_at: u64,
-    /// Newest event id written (or skipped as not ours); older ones are never sent again
-    /// except on an explicit `resume`.
-    last_sent: u64,
     /// When the token runs out (seconds since the epoch).
     exp: u64,
-    /// The user's unread count and how far in the log it is exact.
-    counts: CountAnchor,
 }
 
 /// The session's unread count, exact as of event `as_of` (the module doc has the argument).
@@ -123,25 +142,23 @@ enum End {
     Gone,
 }
 
-/// Runs a session until it closes.
+/// Runs a session until it closes. Its frames go to `handle.wire`, which the response body
+/// drains (`wire::OutBody`).
 pub async fn run(
     deps: Arc<Deps>,
     handle: Arc<SessionHandle>,
     queue: mpsc::Receiver<Outbound>,
-    session: Session,
     stream: AggregatedMessageStream,
     principal: Principal,
     resume_from: Option<String>,
 ) {
     let mut conn = Conn {
         deps: deps.clone(),
+        wire: handle.wire.clone(),
         handle: handle.clone(),
-        session,
         queue,
-        last_sent: 0,
         opened_at: 0,
         exp: principal.exp,
-        counts: CountAnchor::default(),
     };
     let end = match deps.bus.join(&handle.tenant).await {
         Err(e) => {
@@ -161,12 +178,11 @@ pub async fn run(
     conn.queue.close();
     if let End::Close(code, reason) = end {
         debug!(code, reason, "closing session");
-        let reason = CloseReason {
-            code: CloseCode::Other(code),
-            description: Some(reason.into()),
-        };
-        let _ = tokio::time::timeout(CLOSE_PATIENCE, conn.session.close(Some(reason))).await;
+        let close = conn.wire.send(Wire::Close(code, reason));
+        let _ = tokio::time::timeout(CLOSE_PATIENCE, close).await;
     }
+    // Without a close frame, the body ends once the last sender (this one, the handle's) is
+    // gone.
     info!("session closed");
 }
 
@@ -180,12 +196,16 @@ impl Conn {
         }
     }
 
-    async fn send(&mut self, frame: impl Into<ByteString>) -> Result<(), End> {
-        let frame = frame.into();
+    /// Queues `frame` on the wire, waiting for room (or a kick).
+    async fn write(&mut self, frame: Wire) -> Result<(), End> {
         tokio::select! {
-            sent = self.session.text(frame) => sent.map_err(|_| End::Gone),
+            sent = self.wire.send(frame) => sent.map_err(|_| End::Gone),
             _ = self.handle.kicked.notified() => Err(End::Close(close::TOO_SLOW, "too slow: resume")),
         }
+    }
+
+    async fn send(&mut self, frame: impl Into<bytestring::ByteString>) -> Result<(), End> {
+        self.write(Wire::Text(frame.into())).await
     }
 
     async fn send_json(&mut self, v: Value) -> Result<(), End> {
@@ -215,8 +235,12 @@ impl Conn {
         self.deps
             .hub
             .open_view(&self.handle, start.subscribe_all, start.last_event_id);
-        self.counts.anchor(start.unread_count, start.last_event_id);
-        self.last_sent = start.last_event_id;
+        {
+            // Not in direct mode yet: live events wait in the task's queue.
+            let mut state = self.handle.state();
+            state.counts.anchor(start.unread_count, start.last_event_id);
+            state.last_sent = start.last_event_id;
+        }
         self.opened_at = start.last_event_id;
         let hello = json!({
             "type": "hello",
@@ -239,6 +263,8 @@ impl Conn {
         let mut last_heard = Instant::now();
         let mut shutdown = self.deps.shutdown.clone();
         loop {
+            // Between steps, and nothing queued: live events may go straight to the wire.
+            self.handle.try_direct(&self.queue);
             let expires = expiry_instant(self.exp + self.deps.leeway_secs);
             let step = tokio::select! {
                 biased;
@@ -257,7 +283,7 @@ impl Conn {
                     if last_heard.elapsed() > timeout {
                         Err(End::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout"))
                     } else {
-                        self.session.ping(b"").await.map_err(|_| End::Gone)
+                        self.write(Wire::Ping).await
                     }
                 }
             };
@@ -267,17 +293,23 @@ impl Conn {
         }
     }
 
-    /// Writes one queued item, unless the client already has it.
+    /// Sets `last_sent` to `id` if it is newer; false if the client already has it.
+    fn advance(&self, id: u64) -> bool {
+        let mut state = self.handle.state();
+        if id > state.last_sent {
+            state.last_sent = id;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Writes one queued item, unless the client already has it (the hub's
+    /// `direct_frame` does the same in direct mode).
     async fn outbound(&mut self, out: Outbound) -> Result<(), End> {
         match out {
-            Outbound::Event { id, frame } if id > self.last_sent => {
-                self.last_sent = id;
-                self.send(frame).await
-            }
-            Outbound::Count { id, delta } if id > self.last_sent => {
-                self.last_sent = id;
-                self.count(id, delta).await
-            }
+            Outbound::Event { id, frame } if self.advance(id) => self.send(frame).await,
+            Outbound::Count { id, delta } if self.advance(id) => self.count(id, delta).await,
             _ => Ok(()),
         }
     }
@@ -290,8 +322,10 @@ impl Conn {
         if self.handle.is_service {
             return Ok(());
         }
+        // Outside direct mode: only this task moves the anchor.
         let stale = self.handle.take_count_stale();
-        let n = match self.counts.step(id, delta, stale) {
+        let stepped = self.handle.state().counts.step(id, delta, stale);
+        let n = match stepped {
             Some(n) => n,
             None => {
                 // The count and the head in one read: exact as of that head.
@@ -301,16 +335,14 @@ impl Conn {
                     .session_start(&self.scope())
                     .await
                     .map_err(|_| End::Close(1011, "storage unavailable: resume later"))?;
-                self.counts.anchor(start.unread_count, start.last_event_id);
+                self.handle
+                    .state()
+                    .counts
+                    .anchor(start.unread_count, start.last_event_id);
                 start.unread_count
             }
         };
-        self.send(event::frame(
-            EventKind::UnreadCount,
-            id,
-            &json!({"count": n}).to_string(),
-        ))
-        .await
+        self.send(hub::count_frame(id, n)).await
     }
 
     async fn inbound(&mut self, msg: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>) -> Result<(), End> {
@@ -319,7 +351,7 @@ impl Conn {
             Some(Err(actix_ws::ProtocolError::Overflow)) => Err(End::Close(close::FRAME_TOO_BIG, "frame too big")),
             Some(Err(_)) => Err(End::Close(1002, "protocol error")),
             Some(Ok(AggregatedMessage::Close(_))) => Err(End::Gone),
-            Some(Ok(AggregatedMessage::Ping(p))) => self.session.pong(&p).await.map_err(|_| End::Gone),
+            Some(Ok(AggregatedMessage::Ping(p))) => self.write(Wire::Pong(p)).await,
             Some(Ok(AggregatedMessage::Pong(_))) => Ok(()),
             Some(Ok(AggregatedMessage::Binary(_))) => self.error("bad_frame", "frames are JSON text").await,
             Some(Ok(AggregatedMessage::Text(text))) => match serde_json::from_str::<Value>(&text) {
@@ -397,6 +429,9 @@ impl Conn {
 
     /// Replays what this user should have received after `after`, then says `resumed`.
     async fn resume(&mut self, after: Option<u64>) -> Result<(), End> {
+        // Live events wait in the task's queue until `resumed` is written (the serve loop
+        // drains it, then re-enters direct mode).
+        self.handle.pause_direct();
         let Some(after) = after else {
             return self.send_json(json!({"type": "resync"})).await;
         };
@@ -412,6 +447,8 @@ impl Conn {
         };
         let mut subscribed = self.subscribed_before(&events);
         let mut replayed = 0u64;
+        // Only this task moves it outside direct mode.
+        let last_sent = self.handle.state().last_sent;
         for e in &events {
             if e.kind == EventKind::SubscriptionChanged {
                 if e.route.users.contains(&self.handle.user) {
@@ -421,7 +458,7 @@ impl Conn {
             }
             // Sent live already: this session wrote every event it should have after it
             // opened, up to `last_sent`.
-            let sent_live = e.id > self.opened_at && e.id <= self.last_sent;
+            let sent_live = e.id > self.opened_at && e.id <= last_sent;
             if sent_live || !Hub::receives(&self.handle, e, Some(subscribed)) {
                 continue;
             }
@@ -434,7 +471,8 @@ impl Conn {
             replayed += 1;
         }
         if let Some(last) = events.last() {
-            self.last_sent = self.last_sent.max(last.id);
+            let mut state = self.handle.state();
+            state.last_sent = state.last_sent.max(last.id);
         }
         self.send_json(json!({"type": "resumed", "replayed": replayed})).await
     }

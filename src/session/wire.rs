@@ -1,0 +1,196 @@
+//! A session's write side: one bounded FIFO of frames, drained by the websocket's response
+//! body itself.
+//!
+//! [`OutBody`] is the body of the 101 response. Whenever the HTTP dispatcher polls it, it
+//! takes everything queued (up to [`CHUNK`] bytes) and encodes it into one buffer: a burst
+//! is one write, and no task sits between the hub and the socket. Server frames are never
+//! masked, so encoding is a header and a copy.
+//!
+//! Invariants:
+//! - Every frame a session writes goes through its one queue, whoever produces it (the hub
+//!   in direct mode, the session task otherwise, see `session`): the queue's order is the
+//!   order on the wire.
+//! - A `Close` frame is the last frame written: the body closes the queue once it has encoded
+//!   one and ends after flushing it.
+//! - Without a `Close`, the body ends once every sender is gone (the session ended and the
+//!   hub dropped it), and the connection with it.
+//! - The read side stays actix-ws's `MessageStream`, which ends as soon as the response body
+//!   actix-ws made for it is dropped; so `OutBody` owns that body (never polling it), and
+//!   the read side lives exactly as long as the connection's real body.
+
+use std::{
+    convert::Infallible,
+    mem,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use actix_web::{
+    body::{BodySize, BoxBody, MessageBody},
+    web::{BufMut, Bytes, BytesMut},
+};
+use bytestring::ByteString;
+use tokio::sync::mpsc;
+
+/// One frame to write.
+#[derive(Debug, Clone)]
+pub enum Wire {
+    Text(ByteString),
+    /// The heartbeat: a Ping without payload.
+    Ping,
+    /// The answer to a client's Ping (payload cut to 125 bytes, the control frame limit).
+    Pong(Bytes),
+    /// The last frame: close code and reason (cut to 123 bytes on a character boundary).
+    Close(u16, &'static str),
+}
+
+/// Encoded bytes one poll hands the dispatcher at most (more stays queued for the next).
+pub const CHUNK: usize = 256 * 1024;
+
+/// RFC 6455: control frames carry at most 125 bytes.
+const MAX_CONTROL: usize = 125;
+
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+fn header(buf: &mut BytesMut, opcode: u8, len: usize) {
+    buf.put_u8(0x80 | opcode);
+    if len < 126 {
+        buf.put_u8(len as u8);
+    } else if len <= u16::MAX as usize {
+        buf.put_u8(126);
+        buf.put_u16(len as u16);
+    } else {
+        buf.put_u8(127);
+        buf.put_u64(len as u64);
+    }
+}
+
+/// Appends `frame`, unmasked (a server's frames are never masked).
+pub fn encode(frame: &Wire, buf: &mut BytesMut) {
+    match frame {
+        Wire::Text(text) => {
+            buf.reserve(text.len() + 10);
+            header(buf, OP_TEXT, text.len());
+            buf.put_slice(text.as_bytes());
+        }
+        Wire::Ping => header(buf, OP_PING, 0),
+        Wire::Pong(payload) => {
+            let payload = &payload[..payload.len().min(MAX_CONTROL)];
+            header(buf, OP_PONG, payload.len());
+            buf.put_slice(payload);
+        }
+        Wire::Close(code, reason) => {
+            let mut end = reason.len().min(MAX_CONTROL - 2);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            header(buf, OP_CLOSE, 2 + end);
+            buf.put_u16(*code);
+            buf.put_slice(&reason.as_bytes()[..end]);
+        }
+    }
+}
+
+/// The websocket's response body (see the module doc).
+pub struct OutBody {
+    queue: mpsc::Receiver<Wire>,
+    buf: BytesMut,
+    /// A `Close` was encoded, or every sender is gone: end once `buf` is out.
+    done: bool,
+    /// actix-ws's own body, kept (never polled) so that its `MessageStream` reads on.
+    _inbound: BoxBody,
+}
+
+impl OutBody {
+    pub fn new(queue: mpsc::Receiver<Wire>, inbound: BoxBody) -> OutBody {
+        OutBody {
+            queue,
+            buf: BytesMut::new(),
+            done: false,
+            _inbound: inbound,
+        }
+    }
+}
+
+impl MessageBody for OutBody {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Infallible>>> {
+        let this = self.get_mut();
+        while !this.done && this.buf.len() < CHUNK {
+            match this.queue.poll_recv(cx) {
+                Poll::Ready(Some(frame)) => {
+                    encode(&frame, &mut this.buf);
+                    if matches!(frame, Wire::Close(..)) {
+                        this.done = true;
+                        this.queue.close();
+                    }
+                }
+                Poll::Ready(None) => this.done = true,
+                Poll::Pending => break,
+            }
+        }
+        if !this.buf.is_empty() {
+            // `take`: no buffer grows to the largest burst and stays that size.
+            return Poll::Ready(Some(Ok(mem::take(&mut this.buf).freeze())));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(frame: Wire) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        encode(&frame, &mut buf);
+        buf.to_vec()
+    }
+
+    #[test]
+    fn frames_are_encoded_unmasked_with_the_shortest_length() {
+        assert_eq!(encoded(Wire::Text("hi".into())), b"\x81\x02hi");
+        assert_eq!(encoded(Wire::Ping), b"\x89\x00");
+        assert_eq!(encoded(Wire::Pong(Bytes::from_static(b"p"))), b"\x8a\x01p");
+        assert_eq!(encoded(Wire::Close(4008, "slow")), b"\x88\x06\x0f\xa8slow");
+        let long = encoded(Wire::Text("x".repeat(300).into()));
+        assert_eq!(&long[..4], b"\x81\x7e\x01\x2c");
+        assert_eq!(long.len(), 304);
+        let huge = encoded(Wire::Text("x".repeat(70_000).into()));
+        assert_eq!(&huge[..10], b"\x81\x7f\x00\x00\x00\x00\x00\x01\x11\x70");
+        assert_eq!(encoded(Wire::Pong(Bytes::from(vec![1; 200]))).len(), 2 + 125);
+        let reason: &'static str = "é".repeat(100).leak();
+        let close = encoded(Wire::Close(1000, reason));
+        assert_eq!(close[1] as usize, close.len() - 2);
+        assert_eq!(close.len() - 4, 122, "cut on a character boundary");
+    }
+
+    #[test]
+    fn a_poll_writes_everything_queued_and_the_body_ends_after_close() {
+        let (tx, rx) = mpsc::channel(16);
+        let mut body = OutBody::new(rx, BoxBody::new(()));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut body).poll_next(&mut cx).is_pending());
+        tx.try_send(Wire::Text("a".into())).unwrap();
+        tx.try_send(Wire::Text("b".into())).unwrap();
+        tx.try_send(Wire::Close(1001, "")).unwrap();
+        assert!(tx.try_send(Wire::Text("late".into())).is_ok());
+        let Poll::Ready(Some(Ok(bytes))) = Pin::new(&mut body).poll_next(&mut cx) else {
+            panic!("one chunk")
+        };
+        assert_eq!(&bytes[..], b"\x81\x01a\x81\x01b\x88\x02\x03\xe9");
+        assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(None)));
+        assert!(tx.try_send(Wire::Text("after".into())).is_err(), "closed");
+    }
+}

@@ -91,7 +91,7 @@ impl Scale {
                 w2_max_steps: 16,
                 w3_sessions: 10_000,
                 w3_latency_events: 30,
-                w3_events: 1_000,
+                w3_events: 300,
                 w4_sessions: 9_999,
                 w4_rate: 1_000.0,
                 w4_secs: 6.0,

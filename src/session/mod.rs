@@ -47,7 +47,7 @@ use std::{sync::Arc, time::Duration};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream};
 use serde_json::{Value, json};
 use tokio::{
-    sync::{mpsc, watch},
+    sync::watch,
     time::{Instant, sleep_until},
 };
 use tracing::{debug, info};
@@ -95,9 +95,9 @@ struct Conn {
     deps: Arc<Deps>,
     handle: Arc<SessionHandle>,
     /// The wire queue (`handle.wire`).
-    wire: mpsc::Sender<Wire>,
+    wire: flume::Sender<Wire>,
     /// What the hub queued for this task (outside direct mode).
-    queue: mpsc::Receiver<Outbound>,
+    queue: flume::Receiver<Outbound>,
     /// The log's head when the session opened (`hello.last_event_id`): events after it
     /// reach the session live.
     opened_at: u64,
@@ -147,7 +147,7 @@ enum End {
 pub async fn run(
     deps: Arc<Deps>,
     handle: Arc<SessionHandle>,
-    queue: mpsc::Receiver<Outbound>,
+    queue: flume::Receiver<Outbound>,
     stream: AggregatedMessageStream,
     principal: Principal,
     resume_from: Option<String>,
@@ -175,10 +175,9 @@ pub async fn run(
         }
     };
     deps.hub.unregister(&handle);
-    conn.queue.close();
     if let End::Close(code, reason) = end {
         debug!(code, reason, "closing session");
-        let close = conn.wire.send(Wire::Close(code, reason));
+        let close = conn.wire.send_async(Wire::Close(code, reason));
         let _ = tokio::time::timeout(CLOSE_PATIENCE, close).await;
     }
     // Without a close frame, the body ends once the last sender (this one, the handle's) is
@@ -199,7 +198,7 @@ impl Conn {
     /// Queues `frame` on the wire, waiting for room (or a kick).
     async fn write(&mut self, frame: Wire) -> Result<(), End> {
         tokio::select! {
-            sent = self.wire.send(frame) => sent.map_err(|_| End::Gone),
+            sent = self.wire.send_async(frame) => sent.map_err(|_| End::Gone),
             _ = self.handle.kicked.notified() => Err(End::Close(close::TOO_SLOW, "too slow: resume")),
         }
     }
@@ -232,7 +231,8 @@ impl Conn {
             // A service session has no "mine" view.
             start.unread_count = 0;
         }
-        self.deps
+        let missed = self
+            .deps
             .hub
             .open_view(&self.handle, start.subscribe_all, start.last_event_id);
         {
@@ -250,6 +250,9 @@ impl Conn {
             "last_event_id": start.last_event_id.to_string(),
         });
         self.send_json(hello).await?;
+        if missed {
+            self.catch_up(start.last_event_id).await?;
+        }
         match resume_from {
             Some(id) => self.resume(id.parse().ok()).await,
             None => Ok(()),
@@ -271,9 +274,9 @@ impl Conn {
                 _ = self.handle.kicked.notified() => Err(End::Close(close::TOO_SLOW, "too slow: resume")),
                 _ = shutdown.wait_for(|stop| *stop) => Err(End::Close(close::GOING_AWAY, "server shutting down: resume elsewhere")),
                 _ = sleep_until(expires) => Err(End::Close(close::TOKEN_EXPIRED, "token expired")),
-                out = self.queue.recv() => match out {
-                    Some(out) => self.outbound(out).await,
-                    None => Err(End::Gone),
+                out = self.queue.recv_async() => match out {
+                    Ok(out) => self.outbound(out).await,
+                    Err(_) => Err(End::Gone),
                 },
                 msg = stream.recv() => {
                     last_heard = Instant::now();
@@ -445,11 +448,35 @@ impl Conn {
             Ok(Replay::TooOld) => return self.send_json(json!({"type": "resync"})).await,
             Err(_) => return Err(End::Close(1011, "storage unavailable: resume later")),
         };
-        let mut subscribed = self.subscribed_before(&events);
+        let replayed = self.replay(&events).await?;
+        self.send_json(json!({"type": "resumed", "replayed": replayed})).await
+    }
+
+    /// Sends what delivery handed out after the session's snapshot `after` but before the
+    /// session joined the subscribers' index (`Hub::open_view`), so `hello.last_event_id`
+    /// holds: every later event reaches the session. Live events wait in the task's queue
+    /// meanwhile and are skipped there once sent from here.
+    async fn catch_up(&mut self, after: u64) -> Result<(), End> {
+        match self
+            .deps
+            .store
+            .events_after(&self.handle.tenant, after, self.deps.ws.replay_limit)
+            .await
+        {
+            Ok(Replay::Events(events)) => self.replay(&events).await.map(|_| ()),
+            Ok(Replay::TooOld) => Err(End::Close(close::TOO_SLOW, "too slow: resume")),
+            Err(_) => Err(End::Close(1011, "storage unavailable: resume later")),
+        }
+    }
+
+    /// Writes the events of `events` this session receives and has not written yet; returns
+    /// how many.
+    async fn replay(&mut self, events: &[Event]) -> Result<u64, End> {
+        let mut subscribed = self.subscribed_before(events);
         let mut replayed = 0u64;
         // Only this task moves it outside direct mode.
         let last_sent = self.handle.state().last_sent;
-        for e in &events {
+        for e in events {
             if e.kind == EventKind::SubscriptionChanged {
                 if e.route.users.contains(&self.handle.user) {
                     subscribed = subscription_value(e);
@@ -474,7 +501,7 @@ impl Conn {
             let mut state = self.handle.state();
             state.last_sent = state.last_sent.max(last.id);
         }
-        self.send_json(json!({"type": "resumed", "replayed": replayed})).await
+        Ok(replayed)
     }
 
     /// The user's `subscribe_all` before the first of `events`: the opposite of the first

@@ -30,7 +30,7 @@ use actix_web::{
     web::{BufMut, Bytes, BytesMut},
 };
 use bytestring::ByteString;
-use tokio::sync::mpsc;
+use futures_util::StreamExt;
 
 /// One frame to write.
 #[derive(Debug, Clone)]
@@ -96,20 +96,18 @@ pub fn encode(frame: &Wire, buf: &mut BytesMut) {
 
 /// The websocket's response body (see the module doc).
 pub struct OutBody {
-    queue: mpsc::Receiver<Wire>,
+    /// `None` once the body is done: senders then find the queue disconnected.
+    queue: Option<flume::r#async::RecvStream<'static, Wire>>,
     buf: BytesMut,
-    /// A `Close` was encoded, or every sender is gone: end once `buf` is out.
-    done: bool,
     /// actix-ws's own body, kept (never polled) so that its `MessageStream` reads on.
     _inbound: BoxBody,
 }
 
 impl OutBody {
-    pub fn new(queue: mpsc::Receiver<Wire>, inbound: BoxBody) -> OutBody {
+    pub fn new(queue: flume::Receiver<Wire>, inbound: BoxBody) -> OutBody {
         OutBody {
-            queue,
+            queue: Some(queue.into_stream()),
             buf: BytesMut::new(),
-            done: false,
             _inbound: inbound,
         }
     }
@@ -124,16 +122,17 @@ impl MessageBody for OutBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Infallible>>> {
         let this = self.get_mut();
-        while !this.done && this.buf.len() < CHUNK {
-            match this.queue.poll_recv(cx) {
+        while let Some(queue) = this.queue.as_mut()
+            && this.buf.len() < CHUNK
+        {
+            match queue.poll_next_unpin(cx) {
                 Poll::Ready(Some(frame)) => {
                     encode(&frame, &mut this.buf);
                     if matches!(frame, Wire::Close(..)) {
-                        this.done = true;
-                        this.queue.close();
+                        this.queue = None;
                     }
                 }
-                Poll::Ready(None) => this.done = true,
+                Poll::Ready(None) => this.queue = None,
                 Poll::Pending => break,
             }
         }
@@ -141,7 +140,7 @@ impl MessageBody for OutBody {
             // `take`: no buffer grows to the largest burst and stays that size.
             return Poll::Ready(Some(Ok(mem::take(&mut this.buf).freeze())));
         }
-        if this.done {
+        if this.queue.is_none() {
             return Poll::Ready(None);
         }
         Poll::Pending
@@ -178,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_poll_writes_everything_queued_and_the_body_ends_after_close() {
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = flume::bounded(16);
         let mut body = OutBody::new(rx, BoxBody::new(()));
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(Pin::new(&mut body).poll_next(&mut cx).is_pending());

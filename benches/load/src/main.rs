@@ -61,6 +61,10 @@ enum Command {
         /// Do not write BENCHMARKS.md and its plots.
         #[arg(long)]
         no_report: bool,
+        /// Keep the runs of other systems from an earlier results.json (to re-measure one
+        /// system after a change without re-running the rest).
+        #[arg(long)]
+        merge: Option<PathBuf>,
     },
     /// Rewrites BENCHMARKS.md from a results.json.
     Report {
@@ -92,6 +96,7 @@ fn main() -> Result<()> {
             client_core,
             out,
             no_report,
+            merge,
         } => {
             let mut scale = Scale::named(&scale)?;
             if let Some(r) = repeats {
@@ -122,7 +127,7 @@ fn main() -> Result<()> {
                 .worker_threads(1)
                 .enable_all()
                 .build()?
-                .block_on(suite(env, scale, systems, workloads, out, !no_report, command))
+                .block_on(suite(env, scale, systems, workloads, out, !no_report, command, merge))
         }
     }
 }
@@ -140,6 +145,7 @@ fn pin_self(core: usize) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn suite(
     env: Env,
     scale: Scale,
@@ -148,12 +154,24 @@ async fn suite(
     out: PathBuf,
     write_report: bool,
     command: String,
+    merge: Option<PathBuf>,
 ) -> Result<()> {
+    let kept = match merge {
+        Some(path) => {
+            let old: Suite = serde_json::from_slice(&std::fs::read(&path).context("--merge results")?)?;
+            let names: Vec<&str> = systems.iter().map(|s| s.name()).collect();
+            old.runs
+                .into_iter()
+                .filter(|r| !names.contains(&r.system.as_str()))
+                .collect()
+        }
+        None => Vec::new(),
+    };
     let mut suite = Suite {
         scale: scale.name.into(),
         machine: proc::machine(),
         command,
-        runs: Vec::new(),
+        runs: kept,
     };
     std::fs::create_dir_all(&out)?;
     eprintln!("scale {:?}", scale);

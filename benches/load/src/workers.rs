@@ -145,7 +145,8 @@ impl Workers {
             asked.push(i);
         }
         let mut total = (0, 0, None);
-        for (_, r) in self.gather(&asked, Duration::from_secs(600)).await? {
+        // Each client has 30 s to open its session (the worker's handshake timeout).
+        for (_, r) in self.gather(&asked, Duration::from_secs(120)).await? {
             let Reply::Connected {
                 ok,
                 failed,

@@ -65,6 +65,10 @@ enum Command {
         /// system after a change without re-running the rest).
         #[arg(long)]
         merge: Option<PathBuf>,
+        /// With --merge: keep the re-measured systems' earlier runs too, and number the new
+        /// repeats after them (adds repeats to an earlier suite).
+        #[arg(long, requires = "merge")]
+        append: bool,
     },
     /// Rewrites BENCHMARKS.md from a results.json.
     Report {
@@ -97,6 +101,7 @@ fn main() -> Result<()> {
             out,
             no_report,
             merge,
+            append,
         } => {
             let mut scale = Scale::named(&scale)?;
             if let Some(r) = repeats {
@@ -127,7 +132,9 @@ fn main() -> Result<()> {
                 .worker_threads(1)
                 .enable_all()
                 .build()?
-                .block_on(suite(env, scale, systems, workloads, out, !no_report, command, merge))
+                .block_on(suite(
+                    env, scale, systems, workloads, out, !no_report, command, merge, append,
+                ))
         }
     }
 }
@@ -155,6 +162,7 @@ async fn suite(
     write_report: bool,
     command: String,
     merge: Option<PathBuf>,
+    append: bool,
 ) -> Result<()> {
     let kept = match merge {
         Some(path) => {
@@ -162,7 +170,7 @@ async fn suite(
             let names: Vec<&str> = systems.iter().map(|s| s.name()).collect();
             old.runs
                 .into_iter()
-                .filter(|r| !names.contains(&r.system.as_str()))
+                .filter(|r| append || !names.contains(&r.system.as_str()))
                 .collect()
         }
         None => Vec::new(),
@@ -173,6 +181,11 @@ async fn suite(
         command,
         runs: kept,
     };
+    let mut earlier = std::collections::HashMap::<(String, String), u32>::new();
+    for r in &suite.runs {
+        let n = earlier.entry((r.system.clone(), r.workload.clone())).or_default();
+        *n = (*n).max(r.repeat);
+    }
     std::fs::create_dir_all(&out)?;
     eprintln!("scale {:?}", scale);
     let mut failures = 0;
@@ -191,7 +204,12 @@ async fn suite(
                     other => bail!("unknown workload {other:?}"),
                 };
                 match result {
-                    Ok(run) => {
+                    Ok(mut run) => {
+                        // After the repeats an appended-to suite holds already.
+                        run.repeat += earlier
+                            .get(&(run.system.clone(), run.workload.clone()))
+                            .copied()
+                            .unwrap_or(0);
                         print_run(&run);
                         suite.runs.push(run);
                     }

@@ -298,6 +298,32 @@ struct Step {
 }
 
 impl Step {
+    /// The figures of a measured step: CPU per message and per delivery, rates, and a note
+    /// when something was lost.
+    fn record(&self, run: &mut Run, system: System) {
+        let msgs = (self.sent - self.errors).max(1) as f64;
+        let m = &self.measured;
+        run.metrics
+            .insert(metric::CPU_US_PER_MESSAGE.into(), m.server_cpu * 1e6 / msgs);
+        run.metrics.insert(
+            metric::CPU_US_PER_DELIVERY.into(),
+            m.server_cpu * 1e6 / self.delivered.max(1) as f64,
+        );
+        run.metrics.insert(metric::MESSAGES_PER_S.into(), msgs / m.wall);
+        run.metrics
+            .insert(metric::DELIVERIES_PER_S.into(), self.delivered as f64 / m.wall);
+        m.record(run);
+        if self.errors > 0 || self.delivered < self.expected {
+            run.notes.push(format!(
+                "{}: {} errors, {} of {} delivered",
+                system.name(),
+                self.errors,
+                self.delivered,
+                self.expected
+            ));
+        }
+    }
+
     fn passes(&self, rate: f64) -> bool {
         self.errors == 0
             && self.delivered >= self.expected
@@ -490,27 +516,7 @@ pub async fn w2(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     )
     .await?;
     percentiles(&mut run, &s.hist);
-    let msgs = (s.sent - s.errors).max(1) as f64;
-    run.metrics
-        .insert(metric::CPU_US_PER_MESSAGE.into(), s.measured.server_cpu * 1e6 / msgs);
-    run.metrics.insert(
-        metric::CPU_US_PER_DELIVERY.into(),
-        s.measured.server_cpu * 1e6 / s.delivered.max(1) as f64,
-    );
-    run.metrics
-        .insert(metric::MESSAGES_PER_S.into(), msgs / s.measured.wall);
-    run.metrics
-        .insert(metric::DELIVERIES_PER_S.into(), s.delivered as f64 / s.measured.wall);
-    s.measured.record(&mut run);
-    if s.errors > 0 || s.delivered < s.expected {
-        run.notes.push(format!(
-            "{}: at half rate {} errors, {} of {} delivered",
-            system.name(),
-            s.errors,
-            s.delivered,
-            s.expected
-        ));
-    }
+    s.record(&mut run, system);
     workers.close().await;
     server.stop().await;
     Ok(run)
@@ -650,29 +656,10 @@ pub async fn w4(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     let redis_cpu = cpu_secs(redis.pid)? - redis_cpu0;
     let cross = workers.merged(on_b).await?;
     percentiles(&mut run, &cross.hist);
+    s.record(&mut run, system);
     let msgs = (s.sent - s.errors).max(1) as f64;
     run.metrics
-        .insert(metric::CPU_US_PER_MESSAGE.into(), s.measured.server_cpu * 1e6 / msgs);
-    run.metrics.insert(
-        metric::CPU_US_PER_DELIVERY.into(),
-        s.measured.server_cpu * 1e6 / s.delivered.max(1) as f64,
-    );
-    run.metrics
         .insert("redis_cpu_us_per_message".into(), redis_cpu * 1e6 / msgs);
-    run.metrics
-        .insert(metric::MESSAGES_PER_S.into(), msgs / s.measured.wall);
-    run.metrics
-        .insert(metric::DELIVERIES_PER_S.into(), s.delivered as f64 / s.measured.wall);
-    s.measured.record(&mut run);
-    if s.errors > 0 || s.delivered < s.expected {
-        run.notes.push(format!(
-            "{}: {} errors, {} of {} delivered",
-            system.name(),
-            s.errors,
-            s.delivered,
-            s.expected
-        ));
-    }
     workers.close().await;
     a.stop().await;
     b.stop().await;

@@ -112,6 +112,24 @@ pub fn count_route(thread_route: &Route) -> Route {
     }
 }
 
+/// The route of the `unread.count` that follows re-assigning a thread at `location` (unread
+/// when `unread`) from a folder notifying `before` to one notifying `after`: the resources
+/// who joined or left its audience. Subscribers keep the thread either way. `None` when no
+/// count moves.
+pub fn reassignment_count_route(
+    location: &LocationId,
+    unread: bool,
+    before: &[UserId],
+    after: &[UserId],
+) -> Option<Route> {
+    let users = moved(before, after);
+    (unread && !users.is_empty()).then(|| Route {
+        location: Some(location.clone()),
+        users,
+        ..Route::default()
+    })
+}
+
 /// Users notified before or after a change but not both: those whose "mine" view (and so
 /// unread count) a change of resources or preferences moves.
 pub fn moved(before: &[UserId], after: &[UserId]) -> Vec<UserId> {
@@ -264,6 +282,25 @@ mod tests {
     fn f(s: &str) -> FolderId {
         FolderId::parse(s).unwrap()
     }
+    #[test]
+    fn a_reassignment_moves_the_counts_of_the_resources_who_joined_or_left_an_unread_thread() {
+        let (before, after) = ([u("sam"), u("sue")], [u("sue"), u("tom")]);
+        let r = reassignment_count_route(&l("L1"), true, &before, &after).expect("counts move");
+        assert_eq!(r.users, vec![u("sam"), u("tom")]);
+        assert_eq!(r.location, Some(l("L1")));
+        assert!(!r.subscribers && !r.services && r.resources.is_empty());
+        assert_eq!(
+            reassignment_count_route(&l("L1"), false, &before, &after),
+            None,
+            "read thread"
+        );
+        assert_eq!(
+            reassignment_count_route(&l("L1"), true, &before, &before),
+            None,
+            "same audience"
+        );
+    }
+
     fn prefs(sales: bool, service: bool) -> Preferences {
         Preferences {
             notify_sales_resource: sales,

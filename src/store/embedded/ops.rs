@@ -674,14 +674,9 @@ pub(super) fn assign(
             json!({"thread": thread, "previous_folder_id": previous, "by": by}),
         ),
     )?;
-    let users = rules::moved(&old_route.users, &new_route.users);
-    if unread && !users.is_empty() {
-        // Subscribers keep the thread either way; the counts of resources who joined or left move.
-        let counts = Route {
-            location: Some(thread.location_id.clone()),
-            users,
-            ..Route::default()
-        };
+    if let Some(counts) =
+        rules::reassignment_count_route(&thread.location_id, unread, &old_route.users, &new_route.users)
+    {
         tx.emit(tenant, NewEvent::new(EventKind::UnreadCount, counts, json!({})))?;
     }
     Ok(thread)

@@ -30,6 +30,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    mem,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering},
@@ -422,9 +423,10 @@ impl Hub {
         out
     }
 
-    fn deliver_one(&self, e: &Event) {
+    /// Raises the tenant's delivered mark to `e` (before any session is looked up for it,
+    /// see `open_view`) and counts the event.
+    fn note_delivered(&self, e: &Event) {
         self.metrics.events.with_label_values(&[e.kind.as_str()]).inc();
-        // Before any session is looked up (see `open_view`).
         match self.delivered.get(&e.tenant) {
             Some(d) => d.fetch_max(e.id, Ordering::SeqCst),
             None => self
@@ -433,56 +435,68 @@ impl Hub {
                 .or_default()
                 .fetch_max(e.id, Ordering::SeqCst),
         };
-        if e.kind == EventKind::SubscriptionChanged {
-            let on = serde_json::from_str::<serde_json::Value>(&e.data)
-                .ok()
-                .and_then(|v| v["subscribe_all"].as_bool())
-                .unwrap_or(false);
-            for u in &e.route.users {
-                let mut sessions = Vec::new();
-                collect(&self.by_user, &(e.tenant.clone(), u.clone()), &mut sessions);
-                for h in &sessions {
-                    self.set_subscribe_all(h, on, e.id);
-                }
+    }
+
+    /// A `subscription.changed` event changes its user's sessions; nothing is written.
+    fn apply_subscription(&self, e: &Event) {
+        let on = serde_json::from_str::<serde_json::Value>(&e.data)
+            .ok()
+            .and_then(|v| v["subscribe_all"].as_bool())
+            .unwrap_or(false);
+        for u in &e.route.users {
+            let mut sessions = Vec::new();
+            collect(&self.by_user, &(e.tenant.clone(), u.clone()), &mut sessions);
+            for h in &sessions {
+                self.set_subscribe_all(h, on, e.id);
             }
+        }
+    }
+
+    /// Delivers a run of events without subscription changes, session by session: each
+    /// recipient's frames from the whole run are pushed as one wire item, so one wake-up of
+    /// its socket writes them all (a message's `message.new` and `unread.count` leave in one
+    /// write instead of racing the socket for two).
+    fn deliver_run(&self, events: &[Arc<Event>]) {
+        if events.is_empty() {
             return;
         }
-        let mut frame = None;
-        let mut last_count = None;
-        // Parsed once for every recipient.
-        let delta = match e.kind {
-            EventKind::UnreadCount => event::count_delta(&e.data),
-            _ => None,
-        };
-        let mut delivered = 0;
-        for h in self.candidates(e) {
-            let mut state = h.state();
-            if !Self::receives_in(&h, &state, e, None) {
-                continue;
-            }
-            let pushed = if state.direct {
-                match Self::direct_frame(&h, &mut state, e, delta, &mut frame, &mut last_count) {
-                    Direct::Write(f) => h.wire.try_send(Wire::Text(f)).map_err(drop_item),
-                    Direct::Skip => continue,
-                    Direct::ToTask => {
-                        // The task writes it, and everything after it until its queue is empty.
-                        state.direct = false;
-                        h.tx.try_send(Outbound::Count { id: e.id, delta }).map_err(drop_item)
+        let mut plans: Vec<Plan> = events
+            .iter()
+            .map(|e| {
+                self.note_delivered(e);
+                Plan {
+                    // Parsed once for every recipient.
+                    delta: match e.kind {
+                        EventKind::UnreadCount => event::count_delta(&e.data),
+                        _ => None,
+                    },
+                    frame: None,
+                    last_count: None,
+                }
+            })
+            .collect();
+        // Every recipient once, with the events it is a candidate for, in log order.
+        let mut recipients: Vec<(Arc<SessionHandle>, Vec<u32>)> = Vec::new();
+        if let [e] = events {
+            recipients.extend(self.candidates(e).into_iter().map(|h| (h, vec![0])));
+        } else {
+            let mut slots: HashMap<u64, usize> = HashMap::new();
+            for (i, e) in events.iter().enumerate() {
+                for h in self.candidates(e) {
+                    match slots.entry(h.key) {
+                        std::collections::hash_map::Entry::Occupied(o) => recipients[*o.get()].1.push(i as u32),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(recipients.len());
+                            recipients.push((h, vec![i as u32]));
+                        }
                     }
                 }
-            } else {
-                let out = match e.kind {
-                    EventKind::UnreadCount => Outbound::Count { id: e.id, delta },
-                    _ => Outbound::Event {
-                        id: e.id,
-                        frame: frame.get_or_insert_with(|| e.frame()).clone(),
-                    },
-                };
-                h.tx.try_send(out).map_err(drop_item)
-            };
-            drop(state);
-            match pushed {
-                Ok(()) => delivered += 1,
+            }
+        }
+        let mut delivered = 0;
+        for (h, indexes) in recipients {
+            match Self::deliver_to(&h, events, &mut plans, &indexes) {
+                Ok(n) => delivered += n,
                 Err(TrySendError::Full(())) => {
                     self.metrics.queue_overflows.inc();
                     h.kick(CLOSE_TOO_SLOW);
@@ -494,22 +508,66 @@ impl Hub {
         self.metrics.deliveries.inc_by(delivered);
     }
 
+    /// Hands session `h` the events at `indexes` it receives, under its state mutex; returns
+    /// how many it got.
+    fn deliver_to(
+        h: &SessionHandle,
+        events: &[Arc<Event>],
+        plans: &mut [Plan],
+        indexes: &[u32],
+    ) -> Result<u64, TrySendError<()>> {
+        let mut state = h.state();
+        let mut wire: Vec<ByteString> = Vec::new();
+        let mut delivered = 0;
+        for &i in indexes {
+            let (e, plan) = (&events[i as usize], &mut plans[i as usize]);
+            if !Self::receives_in(h, &state, e, None) {
+                continue;
+            }
+            if state.direct {
+                match Self::direct_frame(h, &mut state, e, plan) {
+                    Direct::Write(f) => wire.push(f),
+                    Direct::Skip => continue,
+                    Direct::ToTask => {
+                        // The task writes it, and everything after it until its queue is
+                        // empty; what is gathered for the wire goes first.
+                        push_wire(h, &mut wire)?;
+                        state.direct = false;
+                        h.tx.try_send(Outbound::Count {
+                            id: e.id,
+                            delta: plan.delta,
+                        })
+                        .map_err(drop_item)?;
+                    }
+                }
+            } else {
+                let out = match e.kind {
+                    EventKind::UnreadCount => Outbound::Count {
+                        id: e.id,
+                        delta: plan.delta,
+                    },
+                    _ => Outbound::Event {
+                        id: e.id,
+                        frame: plan.frame.get_or_insert_with(|| e.frame()).clone(),
+                    },
+                };
+                h.tx.try_send(out).map_err(drop_item)?;
+            }
+            delivered += 1;
+        }
+        push_wire(h, &mut wire)?;
+        Ok(delivered)
+    }
+
     /// What a session in direct mode gets for `e`: what its task would write (see
     /// `session::Conn::outbound`), unless that needs a store read.
-    fn direct_frame(
-        h: &SessionHandle,
-        state: &mut SessionState,
-        e: &Event,
-        delta: Option<i64>,
-        shared: &mut Option<ByteString>,
-        last_count: &mut Option<(u64, ByteString)>,
-    ) -> Direct {
+    fn direct_frame(h: &SessionHandle, state: &mut SessionState, e: &Event, plan: &mut Plan) -> Direct {
         if e.id <= state.last_sent {
             return Direct::Skip;
         }
         if e.kind != EventKind::UnreadCount {
             state.last_sent = e.id;
-            return Direct::Write(shared.get_or_insert_with(|| e.frame()).clone());
+            return Direct::Write(plan.frame.get_or_insert_with(|| e.frame()).clone());
         }
         if h.is_service {
             // A service session has no count; the id counts as written.
@@ -520,13 +578,13 @@ impl Hub {
         if h.count_stale.load(Ordering::Acquire) {
             return Direct::ToTask;
         }
-        match state.counts.step(e.id, delta, false) {
+        match state.counts.step(e.id, plan.delta, false) {
             Some(n) => {
                 state.last_sent = e.id;
                 // Recipients of one count event mostly hold the same count: encode it once.
-                let frame = match last_count {
+                let frame = match &plan.last_count {
                     Some((m, f)) if *m == n => f.clone(),
-                    _ => last_count.insert((n, count_frame(e.id, n))).1.clone(),
+                    _ => plan.last_count.insert((n, count_frame(e.id, n))).1.clone(),
                 };
                 Direct::Write(frame)
             }
@@ -554,6 +612,26 @@ impl Hub {
     }
 }
 
+/// One event of a run being delivered: what is worked out once for all its recipients.
+struct Plan {
+    /// The count delta of an `unread.count`.
+    delta: Option<i64>,
+    /// The shared frame, encoded at its first recipient.
+    frame: Option<ByteString>,
+    /// The last count frame encoded: recipients of one count mostly hold the same number.
+    last_count: Option<(u64, ByteString)>,
+}
+
+/// Pushes the frames gathered for a session's wire as one item (one wake-up of its socket).
+fn push_wire(h: &SessionHandle, frames: &mut Vec<ByteString>) -> Result<(), TrySendError<()>> {
+    let item = match frames.len() {
+        0 => return Ok(()),
+        1 => Wire::Text(frames.pop().expect("one frame")),
+        _ => Wire::Texts(mem::take(frames).into_boxed_slice()),
+    };
+    h.wire.try_send(item).map_err(drop_item)
+}
+
 /// What delivery does for a session in direct mode.
 enum Direct {
     /// Write this frame to the wire queue.
@@ -578,9 +656,18 @@ pub fn count_frame(id: u64, count: u64) -> ByteString {
 
 impl EventSink for Hub {
     fn deliver(&self, events: &[Arc<Event>]) {
-        for e in events {
-            self.deliver_one(e);
+        // Runs between subscription changes: a change moves sessions in and out of the
+        // indexes the next events are looked up in.
+        let mut start = 0;
+        for (i, e) in events.iter().enumerate() {
+            if e.kind == EventKind::SubscriptionChanged {
+                self.deliver_run(&events[start..i]);
+                self.note_delivered(e);
+                self.apply_subscription(e);
+                start = i + 1;
+            }
         }
+        self.deliver_run(&events[start..]);
     }
 
     fn lost(&self, tenant: &TenantId) {
@@ -742,8 +829,11 @@ mod tests {
     fn texts(wire: &mut flume::Receiver<Wire>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(w) = wire.try_recv() {
-            let Wire::Text(t) = w else { panic!("text: {w:?}") };
-            out.push(t.to_string());
+            match w {
+                Wire::Text(t) => out.push(t.to_string()),
+                Wire::Texts(ts) => out.extend(ts.iter().map(|t| t.to_string())),
+                _ => panic!("text: {w:?}"),
+            }
         }
         out
     }

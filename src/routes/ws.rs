@@ -1,9 +1,9 @@
 //! `GET /ws`: the websocket handshake. Origin and token are checked before the upgrade; the
 //! session itself runs in `crate::session`.
 //!
-//! actix-ws makes the 101 response and reads the client's frames; the response's body is
-//! ours (`session::wire::OutBody`), drained from the session's wire queue, into which the hub
-//! writes live events directly. actix-ws's own writer (`Session`) is not used.
+//! The 101 response is actix-http's websocket handshake with our body
+//! (`session::wire::OutBody`), drained from the session's wire queue, into which the hub
+//! writes live events directly; the client's frames are read by `session::inbound`.
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use tracing::Instrument;
@@ -22,12 +22,8 @@ pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Re
     if *state.shutdown.borrow() {
         return Err(ApiError::Unavailable("shutting down".into()));
     }
-    let (response, _writer, stream) = actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let max = state.settings.ws.max_frame_bytes;
-    let stream = stream
-        .max_frame_size(max)
-        .aggregate_continuations()
-        .max_continuation_size(max);
+    let mut response = actix_http::ws::handshake(req.head()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let stream = session::inbound::Reader::new(body.into_inner(), state.settings.ws.max_frame_bytes);
     let is_service = principal.has(Role::Service) && !principal.is_member();
     let (handle, queue, wire) = state.hub.register(
         principal.tenant.clone(),
@@ -44,12 +40,9 @@ pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Re
     let resume_from = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
         .ok()
         .and_then(|q| q.get("last_event_id").cloned());
-    let run = session::run(deps, handle, queue, stream, principal, resume_from);
+    let run = session::run(deps, handle, queue, stream, &principal, resume_from);
     actix_web::rt::spawn(run.instrument(span));
-    // actix-ws's body goes inside ours: its read side lives as long as that body does.
-    Ok(response
-        .map_body(|_, inbound| session::wire::OutBody::new(wire, inbound))
-        .map_into_boxed_body())
+    Ok(HttpResponse::from(response.body(session::wire::OutBody::new(wire))).map_into_boxed_body())
 }
 
 /// Browsers send `Origin`; only the hub's own and the configured ones may open a session.

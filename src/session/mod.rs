@@ -40,11 +40,12 @@
 //! In direct mode the hub takes the steps that need no read (under the state mutex, where the
 //! anchor lives); a stale mark or a step that needs a read hands the count to this task.
 
+pub mod inbound;
 pub mod wire;
 
 use std::{sync::Arc, time::Duration};
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream};
+use actix_ws::AggregatedMessage;
 use serde_json::{Value, json};
 use tokio::{
     sync::watch,
@@ -98,6 +99,8 @@ struct Conn {
     wire: flume::Sender<Wire>,
     /// What the hub queued for this task (outside direct mode).
     queue: flume::Receiver<Outbound>,
+    /// The client's frames.
+    stream: inbound::Reader,
     /// The log's head when the session opened (`hello.last_event_id`): events after it
     /// reach the session live.
     opened_at: u64,
@@ -144,48 +147,59 @@ enum End {
 
 /// Runs a session until it closes. Its frames go to `handle.wire`, which the response body
 /// drains (`wire::OutBody`).
-pub async fn run(
+///
+/// Not an `async fn`: the future holds only the `Conn` (an `async fn` would keep every
+/// argument, `principal` included, for the session's whole life).
+pub fn run(
     deps: Arc<Deps>,
     handle: Arc<SessionHandle>,
     queue: flume::Receiver<Outbound>,
-    stream: AggregatedMessageStream,
-    principal: Principal,
+    stream: inbound::Reader,
+    principal: &Principal,
     resume_from: Option<String>,
-) {
-    let mut conn = Conn {
-        deps: deps.clone(),
+) -> impl Future<Output = ()> + 'static {
+    let conn = Conn {
+        deps,
         wire: handle.wire.clone(),
-        handle: handle.clone(),
+        handle,
         queue,
+        stream,
         opened_at: 0,
         exp: principal.exp,
     };
-    let end = match deps.bus.join(&handle.tenant).await {
-        Err(e) => {
-            tracing::warn!(error = %e, "the bus is unavailable; refusing the session");
-            End::Close(1011, "bus unavailable: reconnect later")
-        }
-        Ok(()) => {
-            let end = match conn.open(resume_from.as_deref()).await {
-                Ok(()) => conn.serve(stream).await,
-                Err(end) => end,
-            };
-            deps.bus.leave(&handle.tenant);
-            end
-        }
-    };
-    deps.hub.unregister(&handle);
-    if let End::Close(code, reason) = end {
-        debug!(code, reason, "closing session");
-        let close = conn.wire.send_async(Wire::Close(code, reason));
-        let _ = tokio::time::timeout(CLOSE_PATIENCE, close).await;
-    }
-    // Without a close frame, the body ends once the last sender (this one, the handle's) is
-    // gone.
-    info!("session closed");
+    conn.run(resume_from)
 }
 
 impl Conn {
+    async fn run(mut self, resume_from: Option<String>) {
+        let tenant = self.handle.tenant.clone();
+        let end = match self.deps.bus.join(&tenant).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "the bus is unavailable; refusing the session");
+                End::Close(1011, "bus unavailable: reconnect later")
+            }
+            Ok(()) => {
+                // Boxed here and in `serve`: what runs only now and then must not size the
+                // idle session's future (a state machine is as large as its largest await).
+                let end = match Box::pin(self.open(resume_from.as_deref())).await {
+                    Ok(()) => self.serve().await,
+                    Err(end) => end,
+                };
+                self.deps.bus.leave(&tenant);
+                end
+            }
+        };
+        self.deps.hub.unregister(&self.handle);
+        if let End::Close(code, reason) = end {
+            debug!(code, reason, "closing session");
+            let close = self.wire.send_async(Wire::Close(code, reason));
+            let _ = tokio::time::timeout(CLOSE_PATIENCE, close).await;
+        }
+        // Without a close frame, the body ends once the last sender (this one, the handle's) is
+        // gone.
+        info!("session closed");
+    }
+
     fn scope(&self) -> Scope {
         let locations = self.handle.state().locations.clone();
         Scope {
@@ -259,7 +273,7 @@ impl Conn {
         }
     }
 
-    async fn serve(&mut self, mut stream: AggregatedMessageStream) -> End {
+    async fn serve(&mut self) -> End {
         let interval = Duration::from_millis(self.deps.ws.heartbeat_interval_ms.max(1));
         let timeout = Duration::from_millis(self.deps.ws.client_timeout_ms.max(1));
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -275,18 +289,18 @@ impl Conn {
                 _ = shutdown.wait_for(|stop| *stop) => Err(End::Close(close::GOING_AWAY, "server shutting down: resume elsewhere")),
                 _ = sleep_until(expires) => Err(End::Close(close::TOKEN_EXPIRED, "token expired")),
                 out = self.queue.recv_async() => match out {
-                    Ok(out) => self.outbound(out).await,
+                    Ok(out) => Box::pin(self.outbound(out)).await,
                     Err(_) => Err(End::Gone),
                 },
-                msg = stream.recv() => {
+                msg = self.stream.recv() => {
                     last_heard = Instant::now();
-                    self.inbound(msg).await
+                    Box::pin(self.inbound(msg)).await
                 }
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() > timeout {
                         Err(End::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout"))
                     } else {
-                        self.write(Wire::Ping).await
+                        Box::pin(self.write(Wire::Ping)).await
                     }
                 }
             };

@@ -14,9 +14,7 @@
 //!   one and ends after flushing it.
 //! - Without a `Close`, the body ends once every sender is gone (the session ended and the
 //!   hub dropped it), and the connection with it.
-//! - The read side stays actix-ws's `MessageStream`, which ends as soon as the response body
-//!   actix-ws made for it is dropped; so `OutBody` owns that body (never polling it), and
-//!   the read side lives exactly as long as the connection's real body.
+//! - The read side (`inbound`) reads the request's payload on its own.
 
 use std::{
     convert::Infallible,
@@ -26,7 +24,7 @@ use std::{
 };
 
 use actix_web::{
-    body::{BodySize, BoxBody, MessageBody},
+    body::{BodySize, MessageBody},
     web::{BufMut, Bytes, BytesMut},
 };
 use bytestring::ByteString;
@@ -36,6 +34,9 @@ use futures_util::StreamExt;
 #[derive(Debug, Clone)]
 pub enum Wire {
     Text(ByteString),
+    /// Several text frames queued at once (one delivery's frames for one session): one
+    /// wake-up of the socket, one write.
+    Texts(Box<[ByteString]>),
     /// The heartbeat: a Ping without payload.
     Ping,
     /// The answer to a client's Ping (payload cut to 125 bytes, the control frame limit).
@@ -68,14 +69,17 @@ fn header(buf: &mut BytesMut, opcode: u8, len: usize) {
     }
 }
 
+fn encode_text(text: &str, buf: &mut BytesMut) {
+    buf.reserve(text.len() + 10);
+    header(buf, OP_TEXT, text.len());
+    buf.put_slice(text.as_bytes());
+}
+
 /// Appends `frame`, unmasked (a server's frames are never masked).
 pub fn encode(frame: &Wire, buf: &mut BytesMut) {
     match frame {
-        Wire::Text(text) => {
-            buf.reserve(text.len() + 10);
-            header(buf, OP_TEXT, text.len());
-            buf.put_slice(text.as_bytes());
-        }
+        Wire::Text(text) => encode_text(text, buf),
+        Wire::Texts(texts) => texts.iter().for_each(|t| encode_text(t, buf)),
         Wire::Ping => header(buf, OP_PING, 0),
         Wire::Pong(payload) => {
             let payload = &payload[..payload.len().min(MAX_CONTROL)];
@@ -99,16 +103,13 @@ pub struct OutBody {
     /// `None` once the body is done: senders then find the queue disconnected.
     queue: Option<flume::r#async::RecvStream<'static, Wire>>,
     buf: BytesMut,
-    /// actix-ws's own body, kept (never polled) so that its `MessageStream` reads on.
-    _inbound: BoxBody,
 }
 
 impl OutBody {
-    pub fn new(queue: flume::Receiver<Wire>, inbound: BoxBody) -> OutBody {
+    pub fn new(queue: flume::Receiver<Wire>) -> OutBody {
         OutBody {
             queue: Some(queue.into_stream()),
             buf: BytesMut::new(),
-            _inbound: inbound,
         }
     }
 }
@@ -160,6 +161,10 @@ mod tests {
     #[test]
     fn frames_are_encoded_unmasked_with_the_shortest_length() {
         assert_eq!(encoded(Wire::Text("hi".into())), b"\x81\x02hi");
+        assert_eq!(
+            encoded(Wire::Texts(["a".into(), "bc".into()].into())),
+            b"\x81\x01a\x81\x02bc"
+        );
         assert_eq!(encoded(Wire::Ping), b"\x89\x00");
         assert_eq!(encoded(Wire::Pong(Bytes::from_static(b"p"))), b"\x8a\x01p");
         assert_eq!(encoded(Wire::Close(4008, "slow")), b"\x88\x06\x0f\xa8slow");
@@ -178,7 +183,7 @@ mod tests {
     #[test]
     fn a_poll_writes_everything_queued_and_the_body_ends_after_close() {
         let (tx, rx) = flume::bounded(16);
-        let mut body = OutBody::new(rx, BoxBody::new(()));
+        let mut body = OutBody::new(rx);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(Pin::new(&mut body).poll_next(&mut cx).is_pending());
         tx.try_send(Wire::Text("a".into())).unwrap();

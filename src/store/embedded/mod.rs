@@ -118,12 +118,11 @@ impl Tx<'_> {
     pub fn emit(&mut self, tenant: &TenantId, e: NewEvent) -> StoreResult<u64> {
         let id: u64 = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "INSERT INTO event_heads (tenant, head) VALUES (?1, 1)
              ON CONFLICT (tenant) DO UPDATE SET head = head + 1 RETURNING head",
-                [tenant.as_str()],
-                |r| r.get(0),
             )
+            .and_then(|mut s| s.query_row([tenant.as_str()], |r| r.get(0)))
             .map_err(ops::db)?;
         let route = serde_json::to_string(&e.route).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         self.conn

@@ -897,6 +897,41 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_reaches_a_direct_session_as_one_wire_item_in_log_order() {
+        let hub = hub();
+        let (_h, _rx, wire) = direct_subscriber(&hub);
+        hub.deliver(&[message(11), count_event(12, Some(1)), message(13)]);
+        let Ok(Wire::Texts(frames)) = wire.try_recv() else {
+            panic!("one item for the batch")
+        };
+        let ids: Vec<String> = frames
+            .iter()
+            .map(|f| {
+                serde_json::from_str::<serde_json::Value>(f).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(ids, ["11", "12", "13"]);
+        assert!(wire.try_recv().is_err(), "and nothing else");
+    }
+
+    #[test]
+    fn events_after_a_subscription_change_in_one_batch_follow_the_new_flag() {
+        let hub = hub();
+        let (h, rx, _wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let _ = hub.open_view(&h, false, 10);
+        hub.deliver(&[message(11), subscription(12, "olga", true), message(13)]);
+        let got: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|o| match o {
+                Outbound::Event { id, .. } | Outbound::Count { id, .. } => id,
+            })
+            .collect();
+        assert_eq!(got, [13], "11 went to subscribers only; 13 came after olga subscribed");
+    }
+
+    #[test]
     fn a_paused_session_gets_live_events_in_its_task_queue() {
         let hub = hub();
         let (h, rx, wire) = direct_subscriber(&hub);

@@ -4,7 +4,10 @@
 //! for subscribe-all sessions, by (tenant, resource) for followers of the drop-down, and by
 //! tenant for service sessions. Delivery never waits on a session:
 //! the frame is encoded once and `try_send` into each recipient's bounded queue; a full queue
-//! closes that session with 4008 (it resumes), and nobody else is slowed down.
+//! closes that session with 4008 (it resumes), and nobody else is slowed down. A batch of
+//! events (what one commit published) is delivered session by session, in log order within
+//! each: a recipient's frames of the batch enter its wire queue as one item, so its socket
+//! wakes once and writes them together (`Hub::deliver_run`).
 //!
 //! # Direct delivery
 //! A session has two queues: its wire queue (`session::wire`, drained by the socket's
@@ -152,7 +155,54 @@ impl SessionHandle {
     }
 }
 
-type Sessions = HashMap<u64, Arc<SessionHandle>>;
+/// The sessions under one index key, by session key. Mostly one (a user on one device), held
+/// without a map: a map per idle user was ~100 bytes of every session (W1).
+enum Sessions {
+    One(Arc<SessionHandle>),
+    Many(HashMap<u64, Arc<SessionHandle>>),
+}
+
+impl Sessions {
+    fn insert(&mut self, h: &Arc<SessionHandle>) {
+        match self {
+            Sessions::One(first) if first.key == h.key => *first = h.clone(),
+            Sessions::One(first) => {
+                let map = HashMap::from([(first.key, first.clone()), (h.key, h.clone())]);
+                *self = Sessions::Many(map);
+            }
+            Sessions::Many(map) => {
+                map.insert(h.key, h.clone());
+            }
+        }
+    }
+
+    /// Removes session `key`; returns whether none is left.
+    fn remove(&mut self, key: u64) -> bool {
+        match self {
+            Sessions::One(h) => h.key == key,
+            Sessions::Many(map) => {
+                map.remove(&key);
+                match map.len() {
+                    0 => true,
+                    1 => {
+                        let last = map.values().next().expect("one left").clone();
+                        *self = Sessions::One(last);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<SessionHandle>> {
+        let (one, many) = match self {
+            Sessions::One(h) => (Some(h), None),
+            Sessions::Many(map) => (None, Some(map.values())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
 
 /// What setting a session's `subscribe_all` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,14 +231,16 @@ pub struct Hub {
 }
 
 fn insert<K: Eq + std::hash::Hash>(map: &DashMap<K, Sessions>, k: K, h: &Arc<SessionHandle>) {
-    map.entry(k).or_default().insert(h.key, h.clone());
+    match map.entry(k) {
+        dashmap::Entry::Occupied(mut o) => o.get_mut().insert(h),
+        dashmap::Entry::Vacant(v) => {
+            v.insert(Sessions::One(h.clone()));
+        }
+    }
 }
 
 fn remove<K: Eq + std::hash::Hash>(map: &DashMap<K, Sessions>, k: K, key: u64) {
-    map.remove_if_mut(&k, |_, sessions| {
-        sessions.remove(&key);
-        sessions.is_empty()
-    });
+    map.remove_if_mut(&k, |_, sessions| sessions.remove(key));
 }
 
 /// Appends the sessions under `k`; returns whether there were any.
@@ -233,8 +285,9 @@ impl Hub {
     }
 
     /// Adds a session; events committed from now on reach its queue. Returns the handle, the
-    /// task's queue and the wire queue (`capacity` + `WIRE_SLACK` frames). The session starts
-    /// outside direct mode.
+    /// task's queue and the wire queue (`capacity` + `WIRE_SLACK` items, an item being a
+    /// frame or the session's frames of one delivered batch). The session starts outside
+    /// direct mode.
     pub fn register(
         &self,
         tenant: TenantId,
@@ -294,6 +347,13 @@ impl Hub {
         }
         self.count.send_modify(|n| *n = n.saturating_sub(1));
         self.metrics.sessions.dec();
+    }
+
+    /// Asks every session on this node to close with `code` (the server is stopping).
+    pub fn close_all(&self, code: u16) {
+        for sessions in self.by_user.iter() {
+            sessions.values().for_each(|h| h.kick(code));
+        }
     }
 
     /// Asks every session of `tenant` on this node to close with `code`.

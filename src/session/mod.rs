@@ -213,7 +213,15 @@ impl Conn {
     async fn write(&mut self, frame: Wire) -> Result<(), End> {
         tokio::select! {
             sent = self.wire.send_async(frame) => sent.map_err(|_| End::Gone),
-            _ = self.handle.kicked.notified() => Err(End::Close(close::TOO_SLOW, "too slow: resume")),
+            _ = self.handle.kicked.notified() => Err(self.kicked()),
+        }
+    }
+
+    /// How the session ends when the hub kicked it.
+    fn kicked(&self) -> End {
+        match self.handle.kick_code() {
+            Some(close::GOING_AWAY) => End::Close(close::GOING_AWAY, "server shutting down: resume elsewhere"),
+            _ => End::Close(close::TOO_SLOW, "too slow: resume"),
         }
     }
 
@@ -274,20 +282,26 @@ impl Conn {
     }
 
     async fn serve(&mut self) -> End {
+        if *self.deps.shutdown.borrow() {
+            // Opened after the hub's shutdown kick went past it (`Hub::close_all`).
+            return End::Close(close::GOING_AWAY, "server shutting down: resume elsewhere");
+        }
         let interval = Duration::from_millis(self.deps.ws.heartbeat_interval_ms.max(1));
         let timeout = Duration::from_millis(self.deps.ws.client_timeout_ms.max(1));
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
+        let mut next_ping = Instant::now() + interval;
         let mut last_heard = Instant::now();
-        let mut shutdown = self.deps.shutdown.clone();
+        // One timer for the heartbeat and the token's expiry, whichever is due first: an idle
+        // session waits on one `Sleep` (shutdown and overflow come as kicks).
+        let timer = sleep_until(next_ping);
+        tokio::pin!(timer);
         loop {
             // Between steps, and nothing queued: live events may go straight to the wire.
             self.handle.try_direct(&self.queue);
             let expires = expiry_instant(self.exp + self.deps.leeway_secs);
+            timer.as_mut().reset(next_ping.min(expires));
             let step = tokio::select! {
                 biased;
-                _ = self.handle.kicked.notified() => Err(End::Close(close::TOO_SLOW, "too slow: resume")),
-                _ = shutdown.wait_for(|stop| *stop) => Err(End::Close(close::GOING_AWAY, "server shutting down: resume elsewhere")),
-                _ = sleep_until(expires) => Err(End::Close(close::TOKEN_EXPIRED, "token expired")),
+                _ = self.handle.kicked.notified() => Err(self.kicked()),
                 out = self.queue.recv_async() => match out {
                     Ok(out) => Box::pin(self.outbound(out)).await,
                     Err(_) => Err(End::Gone),
@@ -296,10 +310,16 @@ impl Conn {
                     last_heard = Instant::now();
                     Box::pin(self.inbound(msg)).await
                 }
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > timeout {
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= expires {
+                        Err(End::Close(close::TOKEN_EXPIRED, "token expired"))
+                    } else if now < next_ping {
+                        Ok(())
+                    } else if now.duration_since(last_heard) > timeout {
                         Err(End::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout"))
                     } else {
+                        next_ping = now + interval;
                         Box::pin(self.write(Wire::Ping)).await
                     }
                 }

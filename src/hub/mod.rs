@@ -992,6 +992,34 @@ mod tests {
     }
 
     #[test]
+    fn a_users_second_device_joins_and_leaves_the_index_and_the_first_stays() {
+        let hub = hub();
+        let (a, a_rx, _a_wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let (b, b_rx, _b_wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let to_olga = |event_id| {
+            Arc::new(Event {
+                tenant: id("acme"),
+                id: event_id,
+                kind: EventKind::MessageNew,
+                route: Route {
+                    users: vec![id("olga")],
+                    ..Route::default()
+                },
+                data: "{}".into(),
+            })
+        };
+        hub.deliver(&[to_olga(1)]);
+        assert!(a_rx.try_recv().is_ok() && b_rx.try_recv().is_ok(), "both devices");
+        hub.unregister(&b);
+        hub.deliver(&[to_olga(2)]);
+        assert!(a_rx.try_recv().is_ok(), "the first stays");
+        assert!(b_rx.try_recv().is_err(), "the second left");
+        hub.unregister(&a);
+        assert!(hub.by_user.is_empty(), "the last one takes the key with it");
+        assert!(hub.is_empty());
+    }
+
+    #[test]
     fn a_paused_session_gets_live_events_in_its_task_queue() {
         let hub = hub();
         let (h, rx, wire) = direct_subscriber(&hub);

@@ -175,6 +175,14 @@ pub fn count_delta(data: &str) -> Option<i64> {
         .as_i64()
 }
 
+/// The `subscribe_all` a `subscription.changed` event sets (false if its data lacks it).
+pub fn subscribe_all_of(e: &Event) -> bool {
+    serde_json::from_str::<serde_json::Value>(&e.data)
+        .ok()
+        .and_then(|v| v["subscribe_all"].as_bool())
+        .unwrap_or(false)
+}
+
 /// Encodes an event frame around already-encoded `data`.
 pub fn frame(kind: EventKind, id: u64, data: &str) -> ByteString {
     ByteString::from(format!(

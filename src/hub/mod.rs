@@ -455,7 +455,6 @@ impl Hub {
         state.locations = locations;
     }
 
-    /// The sessions that may receive an event, before the rules look at each.
     /// The sessions that may receive an event, before the rules look at each; each once.
     /// A broadcast comes from one index alone and needs no de-duplication.
     fn candidates(&self, e: &Event) -> Vec<Arc<SessionHandle>> {
@@ -499,10 +498,7 @@ impl Hub {
 
     /// A `subscription.changed` event changes its user's sessions; nothing is written.
     fn apply_subscription(&self, e: &Event) {
-        let on = serde_json::from_str::<serde_json::Value>(&e.data)
-            .ok()
-            .and_then(|v| v["subscribe_all"].as_bool())
-            .unwrap_or(false);
+        let on = event::subscribe_all_of(e);
         for u in &e.route.users {
             let mut sessions = Vec::new();
             collect(&self.by_user, &(e.tenant.clone(), u.clone()), &mut sessions);
@@ -593,25 +589,11 @@ impl Hub {
                         // empty; what is gathered for the wire goes first.
                         push_wire(h, &mut wire)?;
                         state.direct = false;
-                        h.tx.try_send(Outbound::Count {
-                            id: e.id,
-                            delta: plan.delta,
-                        })
-                        .map_err(drop_item)?;
+                        h.tx.try_send(plan.task_item(e)).map_err(drop_item)?;
                     }
                 }
             } else {
-                let out = match e.kind {
-                    EventKind::UnreadCount => Outbound::Count {
-                        id: e.id,
-                        delta: plan.delta,
-                    },
-                    _ => Outbound::Event {
-                        id: e.id,
-                        frame: plan.frame.get_or_insert_with(|| e.frame()).clone(),
-                    },
-                };
-                h.tx.try_send(out).map_err(drop_item)?;
+                h.tx.try_send(plan.task_item(e)).map_err(drop_item)?;
             }
             delivered += 1;
         }
@@ -680,6 +662,22 @@ struct Plan {
     frame: Option<ByteString>,
     /// The last count frame encoded: recipients of one count mostly hold the same number.
     last_count: Option<(u64, ByteString)>,
+}
+
+impl Plan {
+    /// What the session task's queue gets for `e`.
+    fn task_item(&mut self, e: &Event) -> Outbound {
+        match e.kind {
+            EventKind::UnreadCount => Outbound::Count {
+                id: e.id,
+                delta: self.delta,
+            },
+            _ => Outbound::Event {
+                id: e.id,
+                frame: self.frame.get_or_insert_with(|| e.frame()).clone(),
+            },
+        }
+    }
 }
 
 /// Pushes the frames gathered for a session's wire as one item (one wake-up of its socket).

@@ -145,6 +145,13 @@ enum End {
     Gone,
 }
 
+impl End {
+    /// The client fell behind (or the log no longer reaches back to it): it resumes.
+    const TOO_SLOW: End = End::Close(close::TOO_SLOW, "too slow: resume");
+    /// The server is stopping: the client resumes on another node.
+    const GOING_AWAY: End = End::Close(close::GOING_AWAY, "server shutting down: resume elsewhere");
+}
+
 /// Runs a session until it closes. Its frames go to `handle.wire`, which the response body
 /// drains (`wire::OutBody`).
 ///
@@ -220,8 +227,8 @@ impl Conn {
     /// How the session ends when the hub kicked it.
     fn kicked(&self) -> End {
         match self.handle.kick_code() {
-            Some(close::GOING_AWAY) => End::Close(close::GOING_AWAY, "server shutting down: resume elsewhere"),
-            _ => End::Close(close::TOO_SLOW, "too slow: resume"),
+            Some(close::GOING_AWAY) => End::GOING_AWAY,
+            _ => End::TOO_SLOW,
         }
     }
 
@@ -284,7 +291,7 @@ impl Conn {
     async fn serve(&mut self) -> End {
         if *self.deps.shutdown.borrow() {
             // Opened after the hub's shutdown kick went past it (`Hub::close_all`).
-            return End::Close(close::GOING_AWAY, "server shutting down: resume elsewhere");
+            return End::GOING_AWAY;
         }
         let interval = Duration::from_millis(self.deps.ws.heartbeat_interval_ms.max(1));
         let timeout = Duration::from_millis(self.deps.ws.client_timeout_ms.max(1));
@@ -498,7 +505,7 @@ impl Conn {
             .await
         {
             Ok(Replay::Events(events)) => self.replay(&events).await.map(|_| ()),
-            Ok(Replay::TooOld) => Err(End::Close(close::TOO_SLOW, "too slow: resume")),
+            Ok(Replay::TooOld) => Err(End::TOO_SLOW),
             Err(_) => Err(End::Close(1011, "storage unavailable: resume later")),
         }
     }
@@ -513,7 +520,7 @@ impl Conn {
         for e in events {
             if e.kind == EventKind::SubscriptionChanged {
                 if e.route.users.contains(&self.handle.user) {
-                    subscribed = subscription_value(e);
+                    subscribed = event::subscribe_all_of(e);
                 }
                 continue;
             }
@@ -544,16 +551,9 @@ impl Conn {
         events
             .iter()
             .find(|e| e.kind == EventKind::SubscriptionChanged && e.route.users.contains(&self.handle.user))
-            .map(|e| !subscription_value(e))
+            .map(|e| !event::subscribe_all_of(e))
             .unwrap_or_else(|| self.handle.state().subscribe_all)
     }
-}
-
-fn subscription_value(e: &Event) -> bool {
-    serde_json::from_str::<Value>(&e.data)
-        .ok()
-        .and_then(|v| v["subscribe_all"].as_bool())
-        .unwrap_or(false)
 }
 
 /// The instant a token expiring at `exp` (seconds since the epoch) runs out.

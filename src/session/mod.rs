@@ -139,6 +139,15 @@ impl CountAnchor {
     }
 }
 
+/// How a `resume` was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// The log reached back: every event after the id up to the head was replayed.
+    Resumed,
+    /// The client must reload over REST.
+    Resync,
+}
+
 /// Why the loop ended.
 enum End {
     Close(u16, &'static str),
@@ -279,13 +288,17 @@ impl Conn {
             "last_event_id": start.last_event_id.to_string(),
         });
         self.send_json(hello).await?;
-        if missed {
+        // A handshake resume replays everything after its id up to the log's head, which
+        // covers what delivery may have passed by (`missed`): it must come first, or those
+        // newer events would precede the older ones it replays.
+        let covered = match resume_from {
+            Some(id) => self.resume(id.parse().ok()).await? == Answer::Resumed,
+            None => false,
+        };
+        if missed && !covered {
             self.catch_up(start.last_event_id).await?;
         }
-        match resume_from {
-            Some(id) => self.resume(id.parse().ok()).await,
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     async fn serve(&mut self) -> End {
@@ -409,7 +422,7 @@ impl Conn {
         match v.get("type").and_then(Value::as_str) {
             Some("ping") => self.pong().await,
             Some("resume") => match v.get("last_event_id") {
-                Some(Value::String(s)) => self.resume(s.parse().ok()).await,
+                Some(Value::String(s)) => self.resume(s.parse().ok()).await.map(drop),
                 _ => self.error("bad_frame", "resume needs last_event_id (a string)").await,
             },
             Some("follow") => match v.get("resource_id") {
@@ -471,13 +484,14 @@ impl Conn {
         }
     }
 
-    /// Replays what this user should have received after `after`, then says `resumed`.
-    async fn resume(&mut self, after: Option<u64>) -> Result<(), End> {
+    /// Replays what this user should have received after `after`, then says `resumed`; or
+    /// says `resync` when the log cannot tell.
+    async fn resume(&mut self, after: Option<u64>) -> Result<Answer, End> {
         // Live events wait in the task's queue until `resumed` is written (the serve loop
         // drains it, then re-enters direct mode).
         self.handle.pause_direct();
         let Some(after) = after else {
-            return self.send_json(json!({"type": "resync"})).await;
+            return self.resync().await;
         };
         let events = match self
             .deps
@@ -486,11 +500,17 @@ impl Conn {
             .await
         {
             Ok(Replay::Events(events)) => events,
-            Ok(Replay::TooOld) => return self.send_json(json!({"type": "resync"})).await,
+            Ok(Replay::TooOld) => return self.resync().await,
             Err(_) => return Err(End::Close(1011, "storage unavailable: resume later")),
         };
         let replayed = self.replay(&events).await?;
-        self.send_json(json!({"type": "resumed", "replayed": replayed})).await
+        self.send_json(json!({"type": "resumed", "replayed": replayed})).await?;
+        Ok(Answer::Resumed)
+    }
+
+    async fn resync(&mut self) -> Result<Answer, End> {
+        self.send_json(json!({"type": "resync"})).await?;
+        Ok(Answer::Resync)
     }
 
     /// Sends what delivery handed out after the session's snapshot `after` but before the

@@ -355,3 +355,72 @@ async fn resuming_in_the_handshake_replays_before_any_live_event() {
     let witnessed = events_only(&witness.drain().await);
     assert_same_events(&live, &witnessed, "then the live events, once each");
 }
+
+/// The event ids among `frames`, as numbers (ids are opaque to clients; the test knows they
+/// are decimal).
+fn numeric_ids(frames: &[Value]) -> Vec<u64> {
+    ids(&events_only(frames))
+        .iter()
+        .map(|id| id.parse().expect("a decimal event id"))
+        .collect()
+}
+
+#[tokio::test]
+async fn handshakes_that_resume_under_steady_ingestion_receive_strictly_increasing_ids() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    app.seed().await;
+    let olga = member("olga");
+    subscribe_all(&app, &olga, true).await;
+    inbound_ok(&app, "SM0", F1_PHONE).await;
+
+    // Steady ingestion until the handshakes are done (bounded: at most 2,000 messages).
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let ingest = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !*stopped.borrow() && n < 2_000 {
+                n += 1;
+                inbound_ok(&app, &format!("SM-steady-{n}"), F1_PHONE).await;
+            }
+            n
+        })
+    };
+
+    // Handshakes that resume a few events behind the head, two at a time.
+    let sessions = (0..2).map(|_| {
+        let (app, olga) = (app.clone(), olga.clone());
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                let (probe, hello) = open(&app, &olga).await;
+                hang_up(probe).await;
+                let head: u64 = hello["last_event_id"].as_str().unwrap().parse().unwrap();
+                let from = head.saturating_sub(4);
+                let url = format!("{}&last_event_id={from}", query_url(&app.ws_url(), &olga));
+                let (mut ws, _) = try_open(request(&url, None, None))
+                    .await
+                    .expect("the handshake is accepted");
+                let Resumed::Replayed { mut events, .. } = resume_answer(&mut ws).await else {
+                    panic!("a resume a few events behind the head replays")
+                };
+                events.extend(ws.drain().await);
+                let got = numeric_ids(&events);
+                assert!(
+                    got.first().is_some_and(|first| *first > from),
+                    "the replay starts after {from}: {got:?}"
+                );
+                assert!(
+                    got.windows(2).all(|w| w[0] < w[1]),
+                    "ids strictly increase on every session (resumed from {from}): {got:?}"
+                );
+                hang_up(ws).await;
+            }
+        })
+    });
+    for s in sessions.collect::<Vec<_>>() {
+        s.await.expect("the handshakes hold");
+    }
+    stop.send_replace(true);
+    let ingested = ingest.await.unwrap();
+    assert!(ingested > 0, "ingestion ran alongside");
+}

@@ -76,6 +76,23 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
     /// The server is shutting down: reconnect (elsewhere) and resume.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the websocket protocol (RFC 6455).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8 (RFC 6455 §8.1).
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The answer to a client's Close without a code.
+    pub const NORMAL: u16 = 1000;
+    /// A dependency (storage, the bus) failed: reconnect later and resume.
+    pub const UNAVAILABLE: u16 = 1011;
+
+    /// The code to answer a client's Close with: its own (RFC 6455 §5.5.1), unless that is
+    /// one an endpoint may not send (1004–1006, 1015, unassigned ones), then 1000.
+    pub fn echo(code: Option<u16>) -> u16 {
+        match code {
+            Some(c @ (1000..=1003 | 1007..=1014 | 3000..=4999)) => c,
+            _ => NORMAL,
+        }
+    }
 }
 
 /// How long a close frame may wait behind a client that does not read.
@@ -192,7 +209,7 @@ impl Conn {
         let end = match self.deps.bus.join(&tenant).await {
             Err(e) => {
                 tracing::warn!(error = %e, "the bus is unavailable; refusing the session");
-                End::Close(1011, "bus unavailable: reconnect later")
+                End::Close(close::UNAVAILABLE, "bus unavailable: reconnect later")
             }
             Ok(()) => {
                 // Boxed here and in `serve`: what runs only now and then must not size the
@@ -264,7 +281,7 @@ impl Conn {
             .store
             .session_start(&self.scope())
             .await
-            .map_err(|_| End::Close(1011, "storage unavailable"))?;
+            .map_err(|_| End::Close(close::UNAVAILABLE, "storage unavailable"))?;
         if self.handle.is_service {
             // A service session has no "mine" view.
             start.unread_count = 0;
@@ -391,7 +408,7 @@ impl Conn {
                     .store
                     .session_start(&self.scope())
                     .await
-                    .map_err(|_| End::Close(1011, "storage unavailable: resume later"))?;
+                    .map_err(|_| End::Close(close::UNAVAILABLE, "storage unavailable: resume later"))?;
                 self.handle
                     .state()
                     .counts
@@ -406,8 +423,14 @@ impl Conn {
         match msg {
             None => Err(End::Gone),
             Some(Err(actix_ws::ProtocolError::Overflow)) => Err(End::Close(close::FRAME_TOO_BIG, "frame too big")),
-            Some(Err(_)) => Err(End::Close(1002, "protocol error")),
-            Some(Ok(AggregatedMessage::Close(_))) => Err(End::Gone),
+            Some(Err(actix_ws::ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Err(End::Close(close::INVALID_PAYLOAD, "text frames must be UTF-8"))
+            }
+            Some(Err(_)) => Err(End::Close(close::PROTOCOL_ERROR, "protocol error")),
+            // RFC 6455 §5.5.1: answer a Close with a Close, echoing its code.
+            Some(Ok(AggregatedMessage::Close(reason))) => {
+                Err(End::Close(close::echo(reason.map(|r| u16::from(r.code))), ""))
+            }
             Some(Ok(AggregatedMessage::Ping(p))) => self.write(Wire::Pong(p)).await,
             Some(Ok(AggregatedMessage::Pong(_))) => Ok(()),
             Some(Ok(AggregatedMessage::Binary(_))) => self.error("bad_frame", "frames are JSON text").await,
@@ -501,7 +524,7 @@ impl Conn {
         {
             Ok(Replay::Events(events)) => events,
             Ok(Replay::TooOld) => return self.resync().await,
-            Err(_) => return Err(End::Close(1011, "storage unavailable: resume later")),
+            Err(_) => return Err(End::Close(close::UNAVAILABLE, "storage unavailable: resume later")),
         };
         let replayed = self.replay(&events).await?;
         self.send_json(json!({"type": "resumed", "replayed": replayed})).await?;
@@ -526,7 +549,7 @@ impl Conn {
         {
             Ok(Replay::Events(events)) => self.replay(&events).await.map(|_| ()),
             Ok(Replay::TooOld) => Err(End::TOO_SLOW),
-            Err(_) => Err(End::Close(1011, "storage unavailable: resume later")),
+            Err(_) => Err(End::Close(close::UNAVAILABLE, "storage unavailable: resume later")),
         }
     }
 

@@ -1022,3 +1022,41 @@ async fn a_graceful_shutdown_closes_every_session_with_1001() {
         .expect("answered in time");
     assert!(after.is_err(), "a stopped hub accepts no new session");
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_echoing_its_code() {
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+    let app = spawn_app().await;
+    for (sent, echoed) in [(1000, 1000), (4321, 4321), (1001, 1001)] {
+        let (mut ws, _) = open(&app, &member("sam")).await;
+        ws.stream
+            .send(WsMessage::Close(Some(CloseFrame {
+                code: CloseCode::from(sent),
+                reason: "bye".into(),
+            })))
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(PATIENCE, ws.stream.next())
+            .await
+            .expect("the hub answers in time");
+        match answer {
+            Some(Ok(WsMessage::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), echoed, "the close sent with {sent}")
+            }
+            other => panic!("expected the hub's Close echoing {sent}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let app = spawn_app().await;
+    let (mut ws, _) = open(&app, &member("sam")).await;
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.stream.send(WsMessage::Frame(bad)).await.unwrap();
+    assert_eq!(ws.expect_close().await, Some(1007));
+}

@@ -6,9 +6,10 @@
 //!   operator who is none of these is not notified and does not list the thread as "mine";
 //!   the folder's Communications tab stays open to everyone granted its location.
 //! - **Resource view** (the drop-down): threads on folders where U is a *notified* resource.
-//! - **Auto-assignment**: an unassigned thread takes the folder when exactly one folder lists
-//!   the customer's number; none or several leave it unassigned (re-tried on the next inbound).
-//!   An assigned thread keeps its folder.
+//! - **Auto-assignment**: an unassigned thread takes the folder when exactly one folder at the
+//!   thread's location lists the customer's number; none or several leave it unassigned
+//!   (re-tried on the next inbound). An assigned thread keeps its folder. A thread is only
+//!   ever on a folder of its own location (`assignable`).
 //! - **Read state** is shared per thread and moves only on an inbound message, a reply,
 //!   mark-read and mark-unread.
 //! - **Unread count** of a user: the sum of `unread_count` over their "mine" view. A change
@@ -162,12 +163,28 @@ pub fn listed(viewer: &Viewer<'_>, resource: Option<&UserId>, location: &Locatio
     }
 }
 
-/// The folder an inbound message's thread ends up with.
-pub fn auto_assign(current: Option<FolderId>, folders_listing_number: &[FolderId]) -> Option<FolderId> {
-    current.or_else(|| match folders_listing_number {
-        [only] => Some(only.clone()),
-        _ => None,
+/// The folder an inbound message's thread at `location` ends up with. `folders_listing_number`
+/// holds every folder that lists the customer's number, with the folder's location: only those
+/// at the thread's own location count (a folder elsewhere would show the thread to users of
+/// another location).
+pub fn auto_assign(
+    current: Option<FolderId>,
+    location: &LocationId,
+    folders_listing_number: &[(FolderId, LocationId)],
+) -> Option<FolderId> {
+    current.or_else(|| {
+        let mut here = folders_listing_number.iter().filter(|(_, at)| at == location);
+        match (here.next(), here.next()) {
+            (Some((only, _)), None) => Some(only.clone()),
+            _ => None,
+        }
     })
+}
+
+/// Whether a thread at `thread_location` may be assigned a folder at `folder_location`: only
+/// a folder of the thread's own location.
+pub fn assignable(thread_location: &LocationId, folder_location: &LocationId) -> bool {
+    thread_location == folder_location
 }
 
 /// What may change a thread's read state. Nothing else does (not assignment, not linking
@@ -377,23 +394,39 @@ mod tests {
     }
 
     #[test]
-    fn auto_assignment_needs_exactly_one_folder_and_keeps_an_assigned_one() {
+    fn auto_assignment_needs_exactly_one_folder_at_the_threads_location_and_keeps_an_assigned_one() {
+        // The thread is at L1; each listing folder is "F@L".
         let cases: &[(Option<&str>, &[&str], Option<&str>)] = &[
             (None, &[], None),
-            (None, &["F1"], Some("F1")),
-            (None, &["F1", "F2"], None),
+            (None, &["F1@L1"], Some("F1")),
+            (None, &["F1@L1", "F2@L1"], None),
+            (None, &["F2@L2"], None),
+            (None, &["F1@L1", "F2@L2"], Some("F1")),
+            (None, &["F2@L2", "F3@L3"], None),
             (Some("F9"), &[], Some("F9")),
-            (Some("F9"), &["F1"], Some("F9")),
-            (Some("F9"), &["F1", "F2"], Some("F9")),
+            (Some("F9"), &["F1@L1"], Some("F9")),
+            (Some("F9"), &["F1@L1", "F2@L1"], Some("F9")),
         ];
         for (current, listing, want) in cases {
-            let listing: Vec<FolderId> = listing.iter().map(|s| f(s)).collect();
+            let listing: Vec<(FolderId, LocationId)> = listing
+                .iter()
+                .map(|s| {
+                    let (folder, location) = s.split_once('@').unwrap();
+                    (f(folder), l(location))
+                })
+                .collect();
             assert_eq!(
-                auto_assign(current.map(f), &listing),
+                auto_assign(current.map(f), &l("L1"), &listing),
                 want.map(f),
                 "{current:?} {listing:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_thread_is_assignable_only_to_a_folder_of_its_own_location() {
+        assert!(assignable(&l("L1"), &l("L1")));
+        assert!(!assignable(&l("L1"), &l("L2")));
     }
 
     #[test]
@@ -716,9 +749,10 @@ mod tests {
                 let notified: Vec<Vec<UserId>> = rows.iter().map(|(_, fo, _)| notified_of(*fo)).collect();
                 unread_total(&viewer, rows.iter().zip(&notified).map(|((l, _, n), nf)| (l, &nf[..], *n)))
             };
-            let listing: Vec<FolderId> = listing.into_iter().map(folder).collect();
-            let assigned = |current: Option<u8>| {
-                auto_assign(current.map(folder), &listing).map(|id| (0..3).find(|i| folder(*i) == id).unwrap())
+            // Folder i is at location i.
+            let listing: Vec<(FolderId, LocationId)> = listing.into_iter().map(|i| (folder(i), loc(i))).collect();
+            let assigned = |at: &LocationId, current: Option<u8>| {
+                auto_assign(current.map(folder), at, &listing).map(|id| (0..3).find(|i| folder(*i) == id).unwrap())
             };
 
             let before = total(&rows);
@@ -735,7 +769,7 @@ mod tests {
                 None => target.index(rows.len()),
             };
             let (location, old_folder, unread_before) = rows[i].clone();
-            let new_folder = assigned(old_folder);
+            let new_folder = assigned(&location, old_folder);
             let (notified_before, notified_after) = (notified_of(old_folder), notified_of(new_folder));
             rows[i] = (location.clone(), new_folder, next_unread_count(unread_before, ReadChange::Inbound));
             let after = total(&rows);

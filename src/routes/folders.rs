@@ -46,14 +46,14 @@ pub async fn messages(state: State, caller: Caller, id: web::Path<String>, q: Qu
     Ok(HttpResponse::Ok().json(
         state
             .store
-            .folder_messages(&caller.0.tenant, &folder.id, input::paging(&q)?)
+            .folder_messages(&caller.scope()?, &folder.id, input::paging(&q)?)
             .await?,
     ))
 }
 
 pub async fn photos(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let folder = visible(&state, &caller, &id).await?;
-    Ok(HttpResponse::Ok().json(state.store.folder_photos(&caller.0.tenant, &folder.id).await?))
+    Ok(HttpResponse::Ok().json(state.store.folder_photos(&caller.scope()?, &folder.id).await?))
 }
 
 pub async fn link_images(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {

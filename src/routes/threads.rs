@@ -56,7 +56,7 @@ pub async fn messages(state: State, caller: Caller, id: web::Path<String>, q: Qu
     let thread = visible(&state, &caller, &id).await?;
     let page = state
         .store
-        .thread_messages(&caller.0.tenant, &thread.id, input::paging(&q)?)
+        .thread_messages(&caller.scope()?, &thread.id, input::paging(&q)?)
         .await?;
     Ok(HttpResponse::Ok().json(page))
 }

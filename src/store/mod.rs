@@ -52,6 +52,16 @@ impl StoreError {
             detail: detail.into(),
         }
     }
+
+    /// A folder at `folder` offered to a thread at `thread` (`rules::assignable` said no).
+    pub fn not_assignable(thread: &LocationId, folder: &LocationId) -> Self {
+        StoreError::invalid(
+            "folder_id",
+            format!(
+                "the folder is at location {folder}, the thread at {thread}: a thread takes a folder of its own location"
+            ),
+        )
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -196,10 +206,14 @@ pub trait Store: Send + Sync + 'static {
     async fn resources(&self, scope: &Scope) -> StoreResult<Vec<Resource>>;
     async fn threads(&self, scope: &Scope, query: ThreadQuery) -> StoreResult<ThreadPage>;
     async fn thread(&self, tenant: &TenantId, id: &ThreadId) -> StoreResult<Thread>;
-    async fn thread_messages(&self, tenant: &TenantId, id: &ThreadId, paging: Paging) -> StoreResult<MessagePage>;
+    /// A thread's messages, oldest first; none unless the thread is at one of the scope's
+    /// locations.
+    async fn thread_messages(&self, scope: &Scope, id: &ThreadId, paging: Paging) -> StoreResult<MessagePage>;
     async fn mark_read(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread>;
     async fn mark_unread(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread>;
     async fn reply(&self, tenant: &TenantId, id: &ThreadId, by: &UserId, body: String) -> StoreResult<Message>;
+    /// Assigns the thread to `folder`: `NotFound` for either, `Invalid("folder_id")` for a
+    /// folder of another location than the thread's (`rules::assignable`).
     async fn assign(&self, tenant: &TenantId, id: &ThreadId, folder: &FolderId, by: &UserId) -> StoreResult<Thread>;
     async fn search_folders(
         &self,
@@ -208,10 +222,13 @@ pub trait Store: Send + Sync + 'static {
         text: Option<String>,
     ) -> StoreResult<Vec<Folder>>;
     async fn folder(&self, tenant: &TenantId, id: &FolderId) -> StoreResult<Folder>;
-    async fn folder_messages(&self, tenant: &TenantId, id: &FolderId, paging: Paging) -> StoreResult<MessagePage>;
+    /// The messages of the threads assigned to the folder, oldest first: only of threads at
+    /// the scope's locations, whatever the assignments say.
+    async fn folder_messages(&self, scope: &Scope, id: &FolderId, paging: Paging) -> StoreResult<MessagePage>;
     async fn message(&self, tenant: &TenantId, id: &MessageId) -> StoreResult<Message>;
     async fn link_images(&self, tenant: &TenantId, message: &MessageId, by: &UserId) -> StoreResult<Linked>;
-    async fn folder_photos(&self, tenant: &TenantId, id: &FolderId) -> StoreResult<Vec<Photo>>;
+    /// The folder's linked photos: only of messages in threads at the scope's locations.
+    async fn folder_photos(&self, scope: &Scope, id: &FolderId) -> StoreResult<Vec<Photo>>;
 
     // Sessions.
     async fn session_start(&self, scope: &Scope) -> StoreResult<SessionStart>;

@@ -359,14 +359,17 @@ async fn a_thread_stays_unassigned_when_two_folders_list_the_sender() {
 }
 
 #[tokio::test]
-async fn folders_of_every_location_of_the_tenant_count_when_matching_the_sender() {
-    // "exactly one folder of the tenant": a second folder at another location makes it ambiguous.
+async fn only_folders_at_the_threads_location_count_when_matching_the_sender() {
+    // v1.1: a folder at another location neither takes the thread nor makes it ambiguous.
     let app = spawn_app().await;
     app.seed().await;
     app.location("L2", &["+15550002222"]).await;
     app.folder("F2", "L2", &[CUSTOMER], None, None).await;
     let body = ingest(&app, "SM1", CUSTOMER).await;
-    assert_eq!(body["thread"]["folder_id"], json!(null));
+    assert_eq!(body["thread"]["folder_id"], "F1");
+    app.folder("F3", "L2", &["+15559990000"], None, None).await;
+    let alone = ingest(&app, "SM2", "+15559990000").await;
+    assert_eq!(alone["thread"]["folder_id"], json!(null), "F3 is at L2");
 }
 
 #[tokio::test]

@@ -753,8 +753,17 @@ async fn assigning_to_a_folder_in_a_location_the_caller_lacks_is_forbidden() {
     problem(r, 403).await;
     assert_eq!(thread(&app, &t, &olga()).await["folder_id"], "F1", "nothing changed");
 
+    // Granted both: the folder is visible, but at another location than the thread's.
     let both = user_token("olga", &["L1", "L2"]);
-    assert_eq!(assign(&app, &t, "F9", &both).await["folder_id"], "F9");
+    let r = app
+        .post(
+            &format!("/api/v1/threads/{t}/assign"),
+            &both,
+            json!({"folder_id": "F9"}),
+        )
+        .await;
+    assert_invalid(422, &problem(r, 422).await, "folder_id");
+    assert_eq!(thread(&app, &t, &olga()).await["folder_id"], "F1", "nothing changed");
 }
 
 #[tokio::test]
@@ -1093,4 +1102,79 @@ async fn linking_images_of_an_unknown_message_is_not_found_and_of_another_locati
     )
     .await;
     assert_eq!(get_ok(&app, "/api/v1/folders/F1/photos", &olga()).await, json!([]));
+}
+
+// ---------------------------------------------------------------------------------------
+// A thread and its folder share one location
+
+/// The usual cast, plus location L2 with lee as its user and folder F2 there, whose numbers
+/// also hold the customer's.
+async fn two_locations(app: &TestApp) {
+    app.seed().await;
+    app.location("L2", &["+15550002222"]).await;
+    app.user("lee", "Lee Elsewhere").await;
+    app.folder("F2", "L2", &[CUSTOMER, STRANGER], Some("lee"), None).await;
+}
+
+fn lee() -> String {
+    user_token("lee", &["L2"])
+}
+
+#[tokio::test]
+async fn a_customer_listed_by_folders_at_two_locations_is_assigned_the_one_at_the_location_texted() {
+    let app = spawn_app().await;
+    two_locations(&app).await;
+    let body = ingest(&app, "SM1", CUSTOMER).await;
+    assert_eq!(body["thread"]["folder_id"], "F1", "F2 is at L2: {body}");
+}
+
+#[tokio::test]
+async fn a_folder_at_another_location_never_takes_a_thread_nor_shows_its_messages_or_photos() {
+    let app = spawn_app().await;
+    two_locations(&app).await;
+    // Only F2 (at L2) lists the stranger, who texts L1.
+    let ingested = ingest_photos(&app, "SM1", STRANGER).await;
+    assert_eq!(ingested["thread"]["folder_id"], json!(null), "{ingested}");
+    let t = thread_id(&ingested);
+
+    problem(app.get(&format!("/api/v1/threads/{t}"), &lee()).await, 403).await;
+    assert!(
+        all_messages(&app, "/api/v1/folders/F2/messages", &lee())
+            .await
+            .is_empty()
+    );
+    assert_eq!(get_ok(&app, "/api/v1/folders/F2/photos", &lee()).await, json!([]));
+    assert!(
+        mine(&app, &lee()).await.is_empty(),
+        "lee is F2's resource, not the thread's"
+    );
+}
+
+#[tokio::test]
+async fn folder_messages_and_photos_leave_out_threads_at_locations_the_caller_lacks_whatever_the_data_says() {
+    let app = spawn_app().await;
+    two_locations(&app).await;
+    let ingested = ingest_photos(&app, "SM1", CUSTOMER).await;
+    let (t, m) = (thread_id(&ingested), message_id(&ingested));
+    let attachment = ingested["message"]["attachments"][0]["id"].as_str().unwrap().to_owned();
+    // Data no API call makes: the L1 thread on L2's folder, and its photo linked there.
+    plant::thread_on_folder(&app, &t, "F2").await;
+    plant::photo(&app, "F2", &m, &attachment, "https://media.example/a.jpg").await;
+
+    assert!(
+        all_messages(&app, "/api/v1/folders/F2/messages", &lee())
+            .await
+            .is_empty(),
+        "lee is granted L2 only"
+    );
+    assert_eq!(get_ok(&app, "/api/v1/folders/F2/photos", &lee()).await, json!([]));
+
+    // Someone granted the thread's location too sees what the data holds: the filter is the
+    // caller's locations, not a query that lost the planted rows.
+    let both = user_token("olga", &["L1", "L2"]);
+    let messages = all_messages(&app, "/api/v1/folders/F2/messages", &both).await;
+    assert_eq!(ids(&messages), vec![m.clone()]);
+    let photos = get_ok(&app, "/api/v1/folders/F2/photos", &both).await;
+    assert_eq!(photos.as_array().map(Vec::len), Some(1), "{photos}");
+    assert_eq!(photos[0]["message_id"], json!(m));
 }

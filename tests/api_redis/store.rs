@@ -11,7 +11,7 @@ use switchboard::{
     config::RedisSettings,
     domain::{Id, LocationId, MessageId, PhoneNumber, PhoneParser, TenantId, ThreadId, UserId},
     event::EventKind,
-    store::{InboundInput, LocationInput, Paging, Replay, Store, StoreError, redis::RedisStore},
+    store::{InboundInput, LocationInput, Paging, Replay, Scope, Store, StoreError, redis::RedisStore},
 };
 
 use crate::helpers::{
@@ -148,7 +148,11 @@ async fn racing_inbound_messages_on_one_thread_all_land_with_their_events_in_pai
     assert_eq!(thread.unread_count, n);
     let page = store
         .thread_messages(
-            &tenant(),
+            &Scope {
+                tenant: tenant(),
+                user: UserId::parse("sam").unwrap(),
+                locations: vec![LocationId::parse("L1").unwrap()].into(),
+            },
             &id,
             Paging {
                 limit: 200,

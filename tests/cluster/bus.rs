@@ -276,7 +276,7 @@ impl Store for Log {
     async fn thread(&self, _: &TenantId, _: &ThreadId) -> StoreResult<Thread> {
         unimplemented!("the bus reads only the log")
     }
-    async fn thread_messages(&self, _: &TenantId, _: &ThreadId, _: Paging) -> StoreResult<MessagePage> {
+    async fn thread_messages(&self, _: &Scope, _: &ThreadId, _: Paging) -> StoreResult<MessagePage> {
         unimplemented!("the bus reads only the log")
     }
     async fn mark_read(&self, _: &TenantId, _: &ThreadId, _: &UserId) -> StoreResult<Thread> {
@@ -297,7 +297,7 @@ impl Store for Log {
     async fn folder(&self, _: &TenantId, _: &FolderId) -> StoreResult<Folder> {
         unimplemented!("the bus reads only the log")
     }
-    async fn folder_messages(&self, _: &TenantId, _: &FolderId, _: Paging) -> StoreResult<MessagePage> {
+    async fn folder_messages(&self, _: &Scope, _: &FolderId, _: Paging) -> StoreResult<MessagePage> {
         unimplemented!("the bus reads only the log")
     }
     async fn message(&self, _: &TenantId, _: &MessageId) -> StoreResult<Message> {
@@ -306,7 +306,7 @@ impl Store for Log {
     async fn link_images(&self, _: &TenantId, _: &MessageId, _: &UserId) -> StoreResult<Linked> {
         unimplemented!("the bus reads only the log")
     }
-    async fn folder_photos(&self, _: &TenantId, _: &FolderId) -> StoreResult<Vec<Photo>> {
+    async fn folder_photos(&self, _: &Scope, _: &FolderId) -> StoreResult<Vec<Photo>> {
         unimplemented!("the bus reads only the log")
     }
     async fn session_start(&self, _: &Scope) -> StoreResult<SessionStart> {

@@ -308,9 +308,9 @@ impl Store for Embedded {
         self.read(move |c| ops::load_thread(c, &tenant, &id)).await
     }
 
-    async fn thread_messages(&self, tenant: &TenantId, id: &ThreadId, paging: Paging) -> StoreResult<MessagePage> {
-        let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| ops::thread_messages(c, &tenant, &id, &paging)).await
+    async fn thread_messages(&self, scope: &Scope, id: &ThreadId, paging: Paging) -> StoreResult<MessagePage> {
+        let (scope, id) = (scope.clone(), id.clone());
+        self.read(move |c| ops::thread_messages(c, &scope, &id, &paging)).await
     }
 
     async fn mark_read(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread> {
@@ -351,9 +351,9 @@ impl Store for Embedded {
         self.read(move |c| ops::load_folder(c, &tenant, &id)).await
     }
 
-    async fn folder_messages(&self, tenant: &TenantId, id: &FolderId, paging: Paging) -> StoreResult<MessagePage> {
-        let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| ops::folder_messages(c, &tenant, &id, &paging)).await
+    async fn folder_messages(&self, scope: &Scope, id: &FolderId, paging: Paging) -> StoreResult<MessagePage> {
+        let (scope, id) = (scope.clone(), id.clone());
+        self.read(move |c| ops::folder_messages(c, &scope, &id, &paging)).await
     }
 
     async fn message(&self, tenant: &TenantId, id: &MessageId) -> StoreResult<Message> {
@@ -366,9 +366,9 @@ impl Store for Embedded {
         self.write(move |tx| ops::link_images(tx, &tenant, &message, &by)).await
     }
 
-    async fn folder_photos(&self, tenant: &TenantId, id: &FolderId) -> StoreResult<Vec<Photo>> {
-        let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| ops::folder_photos(c, &tenant, &id)).await
+    async fn folder_photos(&self, scope: &Scope, id: &FolderId) -> StoreResult<Vec<Photo>> {
+        let (scope, id) = (scope.clone(), id.clone());
+        self.read(move |c| ops::folder_photos(c, &scope, &id)).await
     }
 
     async fn session_start(&self, scope: &Scope) -> StoreResult<SessionStart> {

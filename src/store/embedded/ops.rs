@@ -401,6 +401,17 @@ fn folder_resources(c: &Connection, tenant: &TenantId, folder: Option<&FolderId>
     .map_err(db)
 }
 
+/// A folder's location, or `None` when there is no such folder.
+fn folder_location(c: &Connection, tenant: &TenantId, folder: &FolderId) -> StoreResult<Option<LocationId>> {
+    c.row_cached(
+        "SELECT location_id FROM folders WHERE tenant = ?1 AND id = ?2",
+        params![tenant.as_str(), folder.as_str()],
+        |r| r.get::<_, String>(0).map(LocationId::trusted),
+    )
+    .optional()
+    .map_err(db)
+}
+
 /// The route of events about a thread at `location` on `folder`.
 fn route_for(
     c: &Connection,
@@ -450,14 +461,19 @@ pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) ->
         )
         .optional()
         .map_err(db)?;
-    let listing: Vec<FolderId> = {
+    let listing: Vec<(FolderId, LocationId)> = {
         let mut stmt = c
             .prepare_cached(
-                "SELECT DISTINCT folder_id FROM folder_numbers WHERE tenant = ?1 AND number = ?2 ORDER BY folder_id",
+                "SELECT DISTINCT n.folder_id, f.location_id FROM folder_numbers n
+                 JOIN folders f ON f.tenant = n.tenant AND f.id = n.folder_id
+                 WHERE n.tenant = ?1 AND n.number = ?2 ORDER BY n.folder_id",
             )
             .map_err(db)?;
         stmt.query_map(params![tenant.as_str(), input.from.as_str()], |r| {
-            r.get::<_, String>(0).map(FolderId::trusted)
+            Ok((
+                FolderId::trusted(r.get::<_, String>(0)?),
+                LocationId::trusted(r.get::<_, String>(1)?),
+            ))
         })
         .map_err(db)?
         .collect::<Result<_, _>>()
@@ -492,7 +508,7 @@ pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) ->
         Some(t) => {
             let newest = message.created_at.micros() >= t.last_message_at;
             ThreadRow {
-                folder_id: rules::auto_assign(t.folder_id, &listing),
+                folder_id: rules::auto_assign(t.folder_id, &t.location_id, &listing),
                 unread_count: rules::next_unread_count(t.unread_count, ReadChange::Inbound),
                 last_message_id: if newest { message.id.clone() } else { t.last_message_id },
                 last_message_at: t.last_message_at.max(message.created_at.micros()),
@@ -503,7 +519,7 @@ pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) ->
             id: thread_id,
             location_id: location.clone(),
             customer_number: input.from,
-            folder_id: rules::auto_assign(None, &listing),
+            folder_id: rules::auto_assign(None, &location, &listing),
             unread_count: rules::next_unread_count(0, ReadChange::Inbound),
             last_message_id: message.id.clone(),
             last_message_at: message.created_at.micros(),
@@ -649,8 +665,9 @@ pub(super) fn assign(
 ) -> StoreResult<Thread> {
     let c = tx.conn;
     let row = find_thread(c, tenant, id)?;
-    if folder_resources(c, tenant, Some(folder))?.is_none() {
-        return Err(StoreError::NotFound("folder"));
+    let folder_location = folder_location(c, tenant, folder)?.ok_or(StoreError::NotFound("folder"))?;
+    if !rules::assignable(&row.location_id, &folder_location) {
+        return Err(StoreError::not_assignable(&row.location_id, &folder_location));
     }
     if row.folder_id.as_ref() == Some(folder) {
         return full_thread(c, tenant, row);
@@ -682,14 +699,18 @@ pub(super) fn assign(
     Ok(thread)
 }
 
-/// Messages of a thread or of a folder's threads, oldest first, a page at a time going back.
+/// Messages of the threads `thread_filter` (on `threads t`, with `key` as `?2`) picks, oldest
+/// first, a page at a time going back. Only threads at the scope's locations, whatever the
+/// filter says: a thread is never on another location's folder (`rules::assignable`), and
+/// this holds even if one were.
 fn message_page(
     c: &Connection,
-    tenant: &TenantId,
-    filter: &str,
+    scope: &Scope,
+    thread_filter: &str,
     key: &str,
     paging: &Paging,
 ) -> StoreResult<MessagePage> {
+    let tenant = &scope.tenant;
     let (at, seq) = match &paging.before {
         None => (i64::MAX, i64::MAX),
         Some(b) => (
@@ -700,13 +721,23 @@ fn message_page(
         ),
     };
     let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.tenant = ?1 AND {filter} AND (m.created_at, m.seq) < (?3, ?4)
+        "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.tenant = ?1
+           AND m.thread_id IN (SELECT t.id FROM threads t WHERE t.tenant = ?1 AND {thread_filter}
+             AND t.location_id IN (SELECT value FROM json_each(?6)))
+           AND (m.created_at, m.seq) < (?3, ?4)
          ORDER BY m.created_at DESC, m.seq DESC LIMIT ?5"
     );
     let mut stmt = c.prepare_cached(&sql).map_err(db)?;
     let mut rows: Vec<(Message, i64)> = stmt
         .query_map(
-            params![tenant.as_str(), key, at, seq, paging.limit as i64 + 1],
+            params![
+                tenant.as_str(),
+                key,
+                at,
+                seq,
+                paging.limit as i64 + 1,
+                json_list(&scope.locations)
+            ],
             message_row,
         )
         .map_err(db)?
@@ -735,28 +766,22 @@ fn message_page(
 
 pub(super) fn thread_messages(
     c: &Connection,
-    tenant: &TenantId,
+    scope: &Scope,
     id: &ThreadId,
     paging: &Paging,
 ) -> StoreResult<MessagePage> {
-    find_thread(c, tenant, id)?;
-    message_page(c, tenant, "m.thread_id = ?2", id.as_str(), paging)
+    find_thread(c, &scope.tenant, id)?;
+    message_page(c, scope, "t.id = ?2", id.as_str(), paging)
 }
 
 pub(super) fn folder_messages(
     c: &Connection,
-    tenant: &TenantId,
+    scope: &Scope,
     id: &FolderId,
     paging: &Paging,
 ) -> StoreResult<MessagePage> {
-    load_folder(c, tenant, id)?;
-    message_page(
-        c,
-        tenant,
-        "m.thread_id IN (SELECT t.id FROM threads t WHERE t.tenant = ?1 AND t.folder_id = ?2)",
-        id.as_str(),
-        paging,
-    )
+    load_folder(c, &scope.tenant, id)?;
+    message_page(c, scope, "t.folder_id = ?2", id.as_str(), paging)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1009,7 +1034,8 @@ pub(super) fn search_folders(
 
 fn photos_where(c: &Connection, tenant: &TenantId, filter: &str, a: &str, b: &str) -> StoreResult<Vec<Photo>> {
     let sql = format!(
-        "SELECT attachment_id, message_id, url, linked_by, linked_at FROM photos WHERE tenant = ?1 AND {filter} ORDER BY linked_at, attachment_id"
+        "SELECT p.attachment_id, p.message_id, p.url, p.linked_by, p.linked_at FROM photos p WHERE p.tenant = ?1 AND {filter}
+         ORDER BY p.linked_at, p.attachment_id"
     );
     let mut stmt = c.prepare_cached(&sql).map_err(db)?;
     stmt.query_map(params![tenant.as_str(), a, b], |r| {
@@ -1026,9 +1052,17 @@ fn photos_where(c: &Connection, tenant: &TenantId, filter: &str, a: &str, b: &st
     .map_err(db)
 }
 
-pub(super) fn folder_photos(c: &Connection, tenant: &TenantId, id: &FolderId) -> StoreResult<Vec<Photo>> {
-    load_folder(c, tenant, id)?;
-    photos_where(c, tenant, "folder_id = ?2 AND ?3 = ''", id.as_str(), "")
+pub(super) fn folder_photos(c: &Connection, scope: &Scope, id: &FolderId) -> StoreResult<Vec<Photo>> {
+    load_folder(c, &scope.tenant, id)?;
+    // Only photos of messages in threads at the scope's locations (as `message_page`).
+    photos_where(
+        c,
+        &scope.tenant,
+        "p.folder_id = ?2 AND EXISTS (SELECT 1 FROM messages m JOIN threads t ON t.tenant = m.tenant AND t.id = m.thread_id
+           WHERE m.tenant = ?1 AND m.id = p.message_id AND t.location_id IN (SELECT value FROM json_each(?3)))",
+        id.as_str(),
+        &json_list(&scope.locations),
+    )
 }
 
 pub(super) fn link_images(tx: &mut Tx<'_>, tenant: &TenantId, message: &MessageId, by: &UserId) -> StoreResult<Linked> {
@@ -1064,7 +1098,7 @@ pub(super) fn link_images(tx: &mut Tx<'_>, tenant: &TenantId, message: &MessageI
     let photos = photos_where(
         tx.conn,
         tenant,
-        "folder_id = ?2 AND message_id = ?3",
+        "p.folder_id = ?2 AND p.message_id = ?3",
         folder.as_str(),
         m.id.as_str(),
     )?;

@@ -196,8 +196,8 @@ impl Store for RedisStore {
         reads::load_thread(&mut self.conn(), &self.keys(tenant), id).await
     }
 
-    async fn thread_messages(&self, tenant: &TenantId, id: &ThreadId, paging: Paging) -> StoreResult<MessagePage> {
-        reads::thread_messages(&mut self.conn(), &self.keys(tenant), id, &paging).await
+    async fn thread_messages(&self, scope: &Scope, id: &ThreadId, paging: Paging) -> StoreResult<MessagePage> {
+        reads::thread_messages(&mut self.conn(), &self.keys(&scope.tenant), scope, id, &paging).await
     }
 
     async fn mark_read(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread> {
@@ -248,8 +248,8 @@ impl Store for RedisStore {
         reads::load_folder(&mut self.conn(), &self.keys(tenant), id).await
     }
 
-    async fn folder_messages(&self, tenant: &TenantId, id: &FolderId, paging: Paging) -> StoreResult<MessagePage> {
-        reads::folder_messages(&mut self.conn(), &self.keys(tenant), id, &paging).await
+    async fn folder_messages(&self, scope: &Scope, id: &FolderId, paging: Paging) -> StoreResult<MessagePage> {
+        reads::folder_messages(&mut self.conn(), &self.keys(&scope.tenant), scope, id, &paging).await
     }
 
     async fn message(&self, tenant: &TenantId, id: &MessageId) -> StoreResult<Message> {
@@ -260,8 +260,8 @@ impl Store for RedisStore {
         transact!(self, tenant, |tx| ops::link_images(&mut tx, message, by).await)
     }
 
-    async fn folder_photos(&self, tenant: &TenantId, id: &FolderId) -> StoreResult<Vec<Photo>> {
-        reads::folder_photos(&mut self.conn(), &self.keys(tenant), id).await
+    async fn folder_photos(&self, scope: &Scope, id: &FolderId) -> StoreResult<Vec<Photo>> {
+        reads::folder_photos(&mut self.conn(), &self.keys(&scope.tenant), scope, id).await
     }
 
     async fn session_start(&self, scope: &Scope) -> StoreResult<SessionStart> {

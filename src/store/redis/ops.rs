@@ -294,12 +294,13 @@ pub async fn ingest(tx: &mut Tx, input: &InboundInput) -> StoreResult<Ingested> 
         Some(id) => Some(thread_record(tx, id).await?),
         None => None,
     };
-    let listing: Vec<FolderId> = tx
-        .smembers(&k.number_folders(&input.from))
-        .await?
-        .into_iter()
-        .map(FolderId::trusted)
-        .collect();
+    let mut listing: Vec<(FolderId, LocationId)> = Vec::new();
+    for id in tx.smembers(&k.number_folders(&input.from)).await? {
+        let id = FolderId::trusted(id);
+        if let Some(record) = folder_record(tx, &id).await? {
+            listing.push((id, record.location_id));
+        }
+    }
     let thread_id = current_id.clone().unwrap_or_else(ThreadId::generate);
     let message = Message {
         id: MessageId::generate(),
@@ -326,7 +327,7 @@ pub async fn ingest(tx: &mut Tx, input: &InboundInput) -> StoreResult<Ingested> 
         Some(t) => {
             let newest = at >= t.last_message_at;
             ThreadRecord {
-                folder_id: rules::auto_assign(t.folder_id.clone(), &listing),
+                folder_id: rules::auto_assign(t.folder_id.clone(), &t.location_id, &listing),
                 unread_count: rules::next_unread_count(t.unread_count, ReadChange::Inbound),
                 last_message_id: if newest {
                     message.id.clone()
@@ -346,7 +347,7 @@ pub async fn ingest(tx: &mut Tx, input: &InboundInput) -> StoreResult<Ingested> 
             ThreadRecord {
                 location_id: location.clone(),
                 customer_number: input.from.as_str().to_owned(),
-                folder_id: rules::auto_assign(None, &listing),
+                folder_id: rules::auto_assign(None, &location, &listing),
                 unread_count: rules::next_unread_count(0, ReadChange::Inbound),
                 last_message_id: message.id.clone(),
                 last_message_at: at,
@@ -464,8 +465,9 @@ pub async fn reply(tx: &mut Tx, id: &ThreadId, by: &UserId, body: &str) -> Store
 
 pub async fn assign(tx: &mut Tx, id: &ThreadId, folder: &FolderId, by: &UserId) -> StoreResult<Thread> {
     let row = thread_record(tx, id).await?;
-    if folder_record(tx, folder).await?.is_none() {
-        return Err(StoreError::NotFound("folder"));
+    let target = folder_record(tx, folder).await?.ok_or(StoreError::NotFound("folder"))?;
+    if !rules::assignable(&row.location_id, &target.location_id) {
+        return Err(StoreError::not_assignable(&row.location_id, &target.location_id));
     }
     if row.folder_id.as_ref() == Some(folder) {
         return full_thread(tx, id, row).await;

@@ -201,15 +201,48 @@ pub async fn resources(conn: &mut ConnectionManager, k: &TenantKeys, scope: &Sco
     Ok(out)
 }
 
-pub async fn folder_photos(conn: &mut ConnectionManager, k: &TenantKeys, id: &FolderId) -> StoreResult<Vec<Photo>> {
+pub async fn folder_photos(
+    conn: &mut ConnectionManager,
+    k: &TenantKeys,
+    scope: &Scope,
+    id: &FolderId,
+) -> StoreResult<Vec<Photo>> {
     load_folder(conn, k, id).await?;
     let all: Vec<(String, String)> = conn.hgetall(k.photos(id)).await.map_err(unavailable)?;
     let mut photos = all
         .into_iter()
         .map(|(a, text)| Ok(decode::<PhotoRecord>("photo", &text)?.into_photo(AttachmentId::trusted(a))))
         .collect::<StoreResult<Vec<Photo>>>()?;
+    // Only photos of messages in threads at the scope's locations (see `folder_messages`).
+    let message_ids: Vec<&str> = photos.iter().map(|p| p.message_id.as_str()).collect();
+    let messages = load_messages(conn, k, &message_ids).await?;
+    let thread_ids: Vec<&str> = messages.iter().map(|m| m.thread_id.as_str()).collect();
+    let shown = threads_in_scope(conn, k, scope, &thread_ids).await?;
+    let mut keep = messages.iter().map(|m| shown.contains(m.thread_id.as_str()));
+    photos.retain(|_| keep.next().unwrap_or(false));
     sort_photos(&mut photos);
     Ok(photos)
+}
+
+/// Those of `threads` that are at one of the scope's locations.
+async fn threads_in_scope<'a>(
+    conn: &mut ConnectionManager,
+    k: &TenantKeys,
+    scope: &Scope,
+    threads: &[&'a str],
+) -> StoreResult<BTreeSet<&'a str>> {
+    let records = hmget(conn, &k.threads(), threads).await?;
+    let mut out = BTreeSet::new();
+    for (id, text) in threads.iter().zip(records) {
+        if let Some(text) = text
+            && scope
+                .locations
+                .contains(&decode::<ThreadRecord>("thread", &text)?.location_id)
+        {
+            out.insert(*id);
+        }
+    }
+    Ok(out)
 }
 
 /// Photos in the order every list of them has: when linked, then attachment id.
@@ -220,28 +253,40 @@ pub fn sort_photos(photos: &mut [Photo]) {
 // ---------------------------------------------------------------------------------------
 // Messages, oldest first, a page at a time going back
 
+/// A thread's messages: none unless it is at one of the scope's locations.
 pub async fn thread_messages(
     conn: &mut ConnectionManager,
     k: &TenantKeys,
+    scope: &Scope,
     id: &ThreadId,
     paging: &Paging,
 ) -> StoreResult<MessagePage> {
-    thread_record(conn, k, id).await?;
-    message_page(conn, k, vec![k.thread_messages(id)], paging).await
+    let row = thread_record(conn, k, id).await?;
+    let indexes = if scope.locations.contains(&row.location_id) {
+        vec![k.thread_messages(id)]
+    } else {
+        Vec::new()
+    };
+    message_page(conn, k, indexes, paging).await
 }
 
+/// The messages of the folder's threads that are at the scope's locations, whatever the
+/// assignments say (a thread is never on another location's folder, `rules::assignable`).
 pub async fn folder_messages(
     conn: &mut ConnectionManager,
     k: &TenantKeys,
+    scope: &Scope,
     id: &FolderId,
     paging: &Paging,
 ) -> StoreResult<MessagePage> {
     load_folder(conn, k, id).await?;
     let bound = message_bound(paging)?;
     let threads: Vec<String> = conn.smembers(k.folder_threads(id)).await.map_err(unavailable)?;
-    let indexes = threads
-        .iter()
-        .map(|t| k.thread_messages(&ThreadId::trusted(t.as_str())))
+    let threads: Vec<&str> = threads.iter().map(String::as_str).collect();
+    let indexes = threads_in_scope(conn, k, scope, &threads)
+        .await?
+        .into_iter()
+        .map(|t| k.thread_messages(&ThreadId::trusted(t)))
         .collect();
     page_of(conn, k, indexes, &bound, paging.limit).await
 }

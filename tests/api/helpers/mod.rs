@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod plant;
 pub mod redis;
 pub mod ws;
 
@@ -28,6 +29,8 @@ pub const TENANT: &str = "acme";
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
+    /// What the hub was started with.
+    pub settings: Settings,
     pub address: String,
     pub port: u16,
     pub client: reqwest::Client,
@@ -76,11 +79,12 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
 }
 
 pub async fn start(settings: Settings, data_dir: TempDir) -> TestApp {
-    let app = Application::build(settings).await.expect("the hub starts");
+    let app = Application::build(settings.clone()).await.expect("the hub starts");
     let port = app.port();
     let stopper = app.stopper();
     tokio::spawn(app.run_until_stopped());
     TestApp {
+        settings,
         address: format!("http://127.0.0.1:{port}"),
         port,
         client: reqwest::Client::builder().no_proxy().build().unwrap(),

@@ -1,0 +1,72 @@
+//! Writing straight into a hub's storage, behind its back: data the API would never produce,
+//! for tests of what the hub does when it meets such data anyway (defence in depth).
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TENANT, TestApp};
+
+fn sqlite(app: &TestApp) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(app.data_dir.path().join("switchboard.sqlite3")).expect("the hub's database");
+    c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    c
+}
+
+async fn redis(app: &TestApp) -> (redis::aio::MultiplexedConnection, String) {
+    let client = redis::Client::open(app.settings.redis.url.as_str()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.expect("the test Redis");
+    (conn, format!("{}:{{{TENANT}}}", app.settings.redis.key_prefix))
+}
+
+/// Puts thread `thread` on folder `folder`, whatever their locations.
+pub async fn thread_on_folder(app: &TestApp, thread: &str, folder: &str) {
+    match crate::BACKEND {
+        Backend::Embedded => {
+            let changed = sqlite(app)
+                .execute(
+                    "UPDATE threads SET folder_id = ?1 WHERE tenant = ?2 AND id = ?3",
+                    [folder, TENANT, thread],
+                )
+                .unwrap();
+            assert_eq!(changed, 1, "thread {thread} planted");
+        }
+        Backend::Redis => {
+            use redis::AsyncCommands;
+            let (mut conn, k) = redis(app).await;
+            let text: String = conn.hget(format!("{k}:thread"), thread).await.unwrap();
+            let mut record: Value = serde_json::from_str(&text).unwrap();
+            if let Some(old) = record["folder_id"].as_str() {
+                let _: () = conn.srem(format!("{k}:fthreads:{old}"), thread).await.unwrap();
+            }
+            record["folder_id"] = json!(folder);
+            let _: () = conn
+                .hset(format!("{k}:thread"), thread, record.to_string())
+                .await
+                .unwrap();
+            let _: () = conn.sadd(format!("{k}:fthreads:{folder}"), thread).await.unwrap();
+        }
+    }
+}
+
+/// Links attachment `attachment` of message `message` to folder `folder` as a photo.
+pub async fn photo(app: &TestApp, folder: &str, message: &str, attachment: &str, url: &str) {
+    match crate::BACKEND {
+        Backend::Embedded => {
+            sqlite(app)
+                .execute(
+                    "INSERT INTO photos (tenant, folder_id, attachment_id, message_id, url, linked_by, linked_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'planted', 0)",
+                    [TENANT, folder, attachment, message, url],
+                )
+                .unwrap();
+        }
+        Backend::Redis => {
+            use redis::AsyncCommands;
+            let (mut conn, k) = redis(app).await;
+            let record = json!({"message_id": message, "url": url, "linked_by": "planted", "linked_at": 0});
+            let _: () = conn
+                .hset(format!("{k}:photos:{folder}"), attachment, record.to_string())
+                .await
+                .unwrap();
+        }
+    }
+}

@@ -76,7 +76,16 @@ fn fan_out(c: &mut Criterion) {
         // n subscribe-all sessions at one location: a broadcast (W3's shape).
         let mut queues = Vec::with_capacity(n);
         for i in 0..n {
-            let (h, rx, wire) = hub.register(tenant.clone(), id(&format!("u{i}")), false, locations.clone(), 1024);
+            let (h, rx, wire) = hub
+                .register(
+                    tenant.clone(),
+                    id(&format!("u{i}")),
+                    false,
+                    locations.clone(),
+                    1024,
+                    usize::MAX,
+                )
+                .unwrap();
             hub.set_subscribe_all(&h, true, 1);
             // Open, as after `hello`: live events go straight to the wire queue.
             h.try_direct(&rx);

@@ -94,6 +94,7 @@ pub struct WsSettings {
     pub queue_capacity: usize,
     pub max_frame_bytes: usize,
     pub replay_limit: usize,
+    pub max_sessions_per_user: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

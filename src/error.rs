@@ -26,6 +26,9 @@ pub enum ApiError {
     Invalid { field: String, detail: String },
     #[error("too many requests; retry in {0} s")]
     TooManyRequests(u64),
+    /// A websocket handshake beyond the user's session cap.
+    #[error("{0}")]
+    TooManySessions(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -49,6 +52,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::Invalid { .. } => "invalid-field",
             ApiError::TooManyRequests(_) => "rate-limited",
+            ApiError::TooManySessions(_) => "too-many-sessions",
             ApiError::Unavailable(_) => "unavailable",
         }
     }
@@ -64,6 +68,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::Invalid { .. } => "Invalid field",
             ApiError::TooManyRequests(_) => "Too many requests",
+            ApiError::TooManySessions(_) => "Too many sessions",
             ApiError::Unavailable(_) => "Service unavailable",
         }
     }
@@ -80,7 +85,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_) | ApiError::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

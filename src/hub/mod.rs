@@ -195,6 +195,13 @@ impl Sessions {
         }
     }
 
+    fn len(&self) -> usize {
+        match self {
+            Sessions::One(_) => 1,
+            Sessions::Many(map) => map.len(),
+        }
+    }
+
     fn values(&self) -> impl Iterator<Item = &Arc<SessionHandle>> {
         let (one, many) = match self {
             Sessions::One(h) => (Some(h), None),
@@ -214,6 +221,9 @@ enum Applied {
     /// The flag changed.
     Changed,
 }
+
+/// A session just added: its handle, its task's queue and its wire queue.
+pub type Registered = (Arc<SessionHandle>, flume::Receiver<Outbound>, flume::Receiver<Wire>);
 
 /// Close code for a session whose queue overflowed.
 pub const CLOSE_TOO_SLOW: u16 = 4008;
@@ -286,8 +296,9 @@ impl Hub {
 
     /// Adds a session; events committed from now on reach its queue. Returns the handle, the
     /// task's queue and the wire queue (`capacity` + `WIRE_SLACK` items, an item being a
-    /// frame or the session's frames of one delivered batch). The session starts outside
-    /// direct mode.
+    /// frame or the session's frames of one delivered batch); or, when the user already holds
+    /// `max_per_user` sessions on this node, how many. The session starts outside direct
+    /// mode.
     pub fn register(
         &self,
         tenant: TenantId,
@@ -295,7 +306,8 @@ impl Hub {
         is_service: bool,
         locations: Arc<[LocationId]>,
         capacity: usize,
-    ) -> (Arc<SessionHandle>, flume::Receiver<Outbound>, flume::Receiver<Wire>) {
+        max_per_user: usize,
+    ) -> Result<Registered, usize> {
         // flume's bounded queues allocate as they fill (a tokio channel allocates a block of
         // 32 slots up front): an idle session holds ~1.5 KB less per queue (W1).
         let (tx, rx) = flume::bounded(capacity.max(1));
@@ -321,13 +333,26 @@ impl Hub {
             kick_code: AtomicU16::new(0),
             count_stale: AtomicBool::new(false),
         });
-        insert(&self.by_user, (tenant.clone(), user), &h);
+        // Counted and inserted under the entry's shard lock: concurrent handshakes of one user
+        // cannot both take the last place.
+        match self.by_user.entry((tenant.clone(), user)) {
+            dashmap::Entry::Occupied(mut o) => {
+                let held = o.get().len();
+                if held >= max_per_user {
+                    return Err(held);
+                }
+                o.get_mut().insert(&h);
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(Sessions::One(h.clone()));
+            }
+        }
         if is_service {
             insert(&self.services, tenant, &h);
         }
         self.count.send_modify(|n| *n += 1);
         self.metrics.sessions.inc();
-        (h, rx, wire_rx)
+        Ok((h, rx, wire_rx))
     }
 
     pub fn unregister(&self, h: &Arc<SessionHandle>) {
@@ -783,7 +808,16 @@ mod tests {
     fn subscribers(hub: &Hub, n: usize) -> Vec<(Arc<SessionHandle>, flume::Receiver<Outbound>, CountAnchor)> {
         (0..n)
             .map(|i| {
-                let (h, rx, _wire) = hub.register(id("acme"), id(&format!("u{i}")), false, locations(&["L1"]), 64);
+                let (h, rx, _wire) = hub
+                    .register(
+                        id("acme"),
+                        id(&format!("u{i}")),
+                        false,
+                        locations(&["L1"]),
+                        64,
+                        usize::MAX,
+                    )
+                    .unwrap();
                 h.take_count_stale();
                 let _ = hub.open_view(&h, true, 10);
                 let mut anchor = CountAnchor::default();
@@ -828,7 +862,9 @@ mod tests {
     #[test]
     fn a_subscription_change_or_other_locations_mark_the_count_stale_and_nothing_else_does() {
         let hub = hub();
-        let (h, _rx, _wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let (h, _rx, _wire) = hub
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .unwrap();
         let _ = hub.open_view(&h, false, 10);
         assert!(!h.take_count_stale(), "a snapshot with the flag off holds");
 
@@ -854,19 +890,25 @@ mod tests {
         let hub = hub();
         // Delivery looks at event 11 before the session opening from the head 10 is in the
         // subscribers' index: it may have missed a count.
-        let (h, rx, _wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let (h, rx, _wire) = hub
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .unwrap();
         hub.deliver(&[count_event(11, Some(1))]);
         assert!(rx.try_recv().is_err(), "not yet a subscriber");
         assert!(hub.open_view(&h, true, 10), "the session must catch up from the log");
         assert!(h.take_count_stale());
 
         // A snapshot at or after everything delivered holds.
-        let (h, _rx, _wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let (h, _rx, _wire) = hub
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .unwrap();
         assert!(!hub.open_view(&h, true, 11), "nothing to catch up");
         assert!(!h.take_count_stale());
 
         // A newer change applied before the snapshot's: the anchor does not hold.
-        let (h, _rx, _wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let (h, _rx, _wire) = hub
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .unwrap();
         hub.deliver(&[subscription(12, "olga", true)]);
         h.take_count_stale();
         let _ = hub.open_view(&h, false, 11);
@@ -898,7 +940,9 @@ mod tests {
 
     /// A subscriber opened at event 10 with a count of 3, in direct mode.
     fn direct_subscriber(hub: &Hub) -> (Arc<SessionHandle>, flume::Receiver<Outbound>, flume::Receiver<Wire>) {
-        let (h, rx, wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let (h, rx, wire) = hub
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .unwrap();
         h.take_count_stale();
         let _ = hub.open_view(&h, true, 10);
         {
@@ -978,7 +1022,9 @@ mod tests {
     #[test]
     fn events_after_a_subscription_change_in_one_batch_follow_the_new_flag() {
         let hub = hub();
-        let (h, rx, _wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let (h, rx, _wire) = hub
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .unwrap();
         let _ = hub.open_view(&h, false, 10);
         hub.deliver(&[message(11), subscription(12, "olga", true), message(13)]);
         let got: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
@@ -992,8 +1038,12 @@ mod tests {
     #[test]
     fn a_users_second_device_joins_and_leaves_the_index_and_the_first_stays() {
         let hub = hub();
-        let (a, a_rx, _a_wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
-        let (b, b_rx, _b_wire) = hub.register(id("acme"), id("olga"), false, locations(&["L1"]), 64);
+        let (a, a_rx, _a_wire) = hub
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .unwrap();
+        let (b, b_rx, _b_wire) = hub
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .unwrap();
         let to_olga = |event_id| {
             Arc::new(Event {
                 tenant: id("acme"),

@@ -25,13 +25,24 @@ pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Re
     let mut response = actix_http::ws::handshake(req.head()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let stream = session::inbound::Reader::new(body.into_inner(), state.settings.ws.max_frame_bytes);
     let is_service = principal.has(Role::Service) && !principal.is_member();
-    let (handle, queue, wire) = state.hub.register(
-        principal.tenant.clone(),
-        principal.user.clone(),
-        is_service,
-        principal.locations.clone(),
-        state.settings.ws.queue_capacity,
-    );
+    let max_per_user = state.settings.ws.max_sessions_per_user;
+    let (handle, queue, wire) = state
+        .hub
+        .register(
+            principal.tenant.clone(),
+            principal.user.clone(),
+            is_service,
+            principal.locations.clone(),
+            state.settings.ws.queue_capacity,
+            max_per_user,
+        )
+        .map_err(|held| {
+            ApiError::TooManySessions(format!(
+                "{} already holds {held} sessions on this node, the most allowed (ws.max_sessions_per_user = \
+                 {max_per_user}); close one first",
+                principal.user
+            ))
+        })?;
     state.metrics.handshakes.inc();
     let span =
         tracing::info_span!("session", tenant = %principal.tenant, user_id = %principal.user, session_id = %handle.id);

@@ -67,10 +67,9 @@ fn parse(state: &State, body: Body) -> Result<InboundInput, ApiError> {
     }
     let received_at = match body.opt_string("received_at")? {
         None => None,
-        Some(s) => Some(
-            Timestamp::parse_rfc3339(&s)
-                .ok_or_else(|| ApiError::invalid("received_at", "must be an RFC 3339 timestamp"))?,
-        ),
+        Some(s) => {
+            Some(Timestamp::parse_reported(&s, Timestamp::now()).map_err(|e| ApiError::invalid("received_at", e))?)
+        }
     };
     Ok(InboundInput {
         external_id,

@@ -321,6 +321,83 @@ async fn attachments_keep_their_url_and_content_type_and_get_distinct_ids() {
     assert_eq!(stored, vec![body["message"].clone()]);
 }
 
+/// Asserts that nothing was stored for the refused messages: no thread, so no message.
+async fn nothing_stored(app: &TestApp) {
+    subscribe(app, &user_token("olga", &["L1"]), true).await;
+    assert!(
+        mine_ids(app, &user_token("olga", &["L1"])).await.is_empty(),
+        "a refused message stores nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_received_at_more_than_five_minutes_ahead_is_rejected_naming_it() {
+    let app = spawn_app().await;
+    app.seed().await;
+    let ahead = |d: time::Duration| {
+        (time::OffsetDateTime::now_utc() + d)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    for (i, at) in [
+        "9999-12-31T23:59:59Z".to_owned(),
+        ahead(time::Duration::hours(1)),
+        ahead(time::Duration::minutes(6)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, body) = app
+            .inbound_json(json!({"external_id": format!("SM{i}"), "from": CUSTOMER, "to": L1_SMS, "body": "hi", "received_at": at}))
+            .await;
+        assert_invalid(status, &body, "received_at");
+    }
+    nothing_stored(&app).await;
+    // A sender's clock a little fast is fine.
+    let body = ingest_at(&app, "SM-skew", CUSTOMER, &ahead(time::Duration::minutes(4))).await;
+    assert_eq!(body["message"]["external_id"], "SM-skew");
+}
+
+#[tokio::test]
+async fn a_received_at_before_1970_is_rejected_naming_it() {
+    let app = spawn_app().await;
+    app.seed().await;
+    for (i, at) in [
+        "1969-12-31T23:59:59Z",
+        "0001-01-01T00:00:00Z",
+        "1970-01-01T00:30:00+01:00",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, body) = app
+            .inbound_json(json!({"external_id": format!("SM{i}"), "from": CUSTOMER, "to": L1_SMS, "body": "hi", "received_at": at}))
+            .await;
+        assert_invalid(status, &body, "received_at");
+    }
+    nothing_stored(&app).await;
+    let body = ingest_at(&app, "SM-epoch", CUSTOMER, "1970-01-01T00:00:00Z").await;
+    assert_eq!(
+        instant(&body["message"]["created_at"]),
+        time::OffsetDateTime::UNIX_EPOCH
+    );
+}
+
+#[tokio::test]
+async fn a_received_at_that_is_not_rfc_3339_is_rejected_naming_it() {
+    let app = spawn_app().await;
+    app.seed().await;
+    for (i, at) in [json!("2024-03-01 10:00:00"), json!("yesterday"), json!(1709287200)]
+        .into_iter()
+        .enumerate()
+    {
+        let (status, body) = app
+            .inbound_json(json!({"external_id": format!("SM{i}"), "from": CUSTOMER, "to": L1_SMS, "body": "hi", "received_at": at}))
+            .await;
+        assert_invalid(status, &body, "received_at");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Auto-assignment
 

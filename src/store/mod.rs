@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use crate::{
     domain::{
-        FolderId, LocationId, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
+        AttachmentUrl, FolderId, LocationId, MediaType, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
         model::{
             Folder, Ingested, Linked, Location, Me, Message, MessagePage, Photo, Preferences, Resource, Thread,
             ThreadPage, Timestamp, User,
@@ -88,8 +88,8 @@ pub struct PreferencesPatch {
 
 #[derive(Debug, Clone)]
 pub struct AttachmentInput {
-    pub url: String,
-    pub content_type: String,
+    pub url: AttachmentUrl,
+    pub content_type: MediaType,
 }
 
 #[derive(Debug, Clone)]

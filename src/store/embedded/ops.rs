@@ -477,8 +477,8 @@ pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) ->
             .into_iter()
             .map(|a| Attachment {
                 id: AttachmentId::generate(),
-                url: a.url,
-                content_type: a.content_type,
+                url: a.url.into(),
+                content_type: a.content_type.into(),
             })
             .collect(),
         created_at: input.received_at.unwrap_or_else(Timestamp::now),

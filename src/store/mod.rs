@@ -56,6 +56,14 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// 32 bytes from the operating system's CSPRNG: a candidate for `Store::cursor_key` (the
+/// store keeps it only if no key exists yet).
+pub(crate) fn new_key() -> StoreResult<[u8; 32]> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| StoreError::Unavailable(format!("no randomness for a new key: {e}")))?;
+    Ok(key)
+}
+
 /// Who is asking: a user with the locations their token grants.
 #[derive(Debug, Clone)]
 pub struct Scope {
@@ -221,4 +229,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether storage answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+
+    /// The deployment's key for signing list cursors (`crate::cursor`): 32 random bytes,
+    /// created once per deployment, atomically (the first caller's key wins, on any node),
+    /// kept with the data so that every node of a cluster reads the same key and it survives
+    /// restarts. Read once at start-up; never logged.
+    async fn cursor_key(&self) -> StoreResult<[u8; 32]>;
 }

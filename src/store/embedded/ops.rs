@@ -1202,3 +1202,32 @@ fn dedup(numbers: Vec<PhoneNumber>) -> Vec<PhoneNumber> {
     let mut seen = BTreeSet::new();
     numbers.into_iter().filter(|n| seen.insert(n.clone())).collect()
 }
+
+/// The deployment's cursor key: `candidate` if none is stored yet, else the stored one.
+pub(super) fn cursor_key(c: &Connection, candidate: &[u8; 32]) -> StoreResult<[u8; 32]> {
+    c.exec_cached(
+        "INSERT INTO deployment_keys (name, key) VALUES ('cursor', ?1) ON CONFLICT (name) DO NOTHING",
+        params![&candidate[..]],
+    )
+    .map_err(db)?;
+    let key: Vec<u8> = c
+        .row_cached("SELECT key FROM deployment_keys WHERE name = 'cursor'", [], |r| {
+            r.get(0)
+        })
+        .map_err(db)?;
+    key.try_into()
+        .map_err(|_| StoreError::Unavailable("the stored cursor key is not 32 bytes".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_cursor_key_stored_is_the_one_every_later_call_reads() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(include_str!("schema.sql")).unwrap();
+        assert_eq!(cursor_key(&c, &[1; 32]), Ok([1; 32]));
+        assert_eq!(cursor_key(&c, &[2; 32]), Ok([1; 32]), "a later candidate is ignored");
+    }
+}

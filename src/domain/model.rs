@@ -198,17 +198,38 @@ pub struct Me {
     pub unread_count: u64,
 }
 
-/// A page of a list, newest or oldest first as the call documents.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ThreadPage {
-    pub threads: Vec<Thread>,
-    pub next: Option<String>,
+/// Where a thread list stopped: the last listed thread's `last_message_at` (microseconds) and
+/// id. Lists are newest first, ties broken by id; the next page holds the threads strictly
+/// past this position. Clients never see it raw: the edge hands it out sealed in a cursor
+/// (`crate::cursor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadPosition {
+    pub at: i64,
+    pub id: ThreadId,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// Where a message list stopped: the oldest listed message's `created_at` (microseconds) and
+/// the store's sequence number for it, which orders messages of the same instant. The next
+/// page holds the messages strictly before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessagePosition {
+    pub at: i64,
+    pub seq: i64,
+}
+
+/// A page of a thread list, newest first, as the store returns it: `next` is where the next
+/// page starts, if there is one. (Not serialized: the edge answers `next` as a cursor.)
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadPage {
+    pub threads: Vec<Thread>,
+    pub next: Option<ThreadPosition>,
+}
+
+/// A page of a thread's or a folder's messages, oldest first; `next` goes further back.
+#[derive(Debug, Clone, PartialEq)]
 pub struct MessagePage {
     pub messages: Vec<Message>,
-    pub next: Option<String>,
+    pub next: Option<MessagePosition>,
 }
 
 /// `POST /api/v1/messages/inbound` (201 on first sight, 200 on a repeat).

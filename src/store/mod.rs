@@ -26,8 +26,8 @@ use crate::{
     domain::{
         AttachmentUrl, FolderId, LocationId, MediaType, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
         model::{
-            Folder, Ingested, Linked, Location, Me, Message, MessagePage, Photo, Preferences, Resource, Thread,
-            ThreadPage, Timestamp, User,
+            Folder, Ingested, Linked, Location, Me, Message, MessagePage, MessagePosition, Photo, Preferences,
+            Resource, Thread, ThreadPage, ThreadPosition, Timestamp, User,
         },
     },
     event::Event,
@@ -129,40 +129,20 @@ impl ThreadView {
     }
 }
 
-/// A position in a list: items strictly past it come next.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub at: i64,
-    pub seq: String,
-}
-
-impl Cursor {
-    pub fn encode(&self) -> String {
-        format!("{}~{}", self.at, self.seq)
-    }
-
-    pub fn decode(s: &str) -> Option<Cursor> {
-        let (at, seq) = s.split_once('~')?;
-        Some(Cursor {
-            at: at.parse().ok()?,
-            seq: seq.to_owned(),
-        })
-        .filter(|c| !c.seq.is_empty())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct ThreadQuery {
     pub view: ThreadView,
     pub unread_only: bool,
     pub limit: usize,
-    pub before: Option<Cursor>,
+    /// Only threads strictly past this position (from a verified cursor).
+    pub before: Option<ThreadPosition>,
 }
 
+/// A page of messages: at most `limit`, strictly before `before` (from a verified cursor).
 #[derive(Debug, Clone)]
 pub struct Paging {
     pub limit: usize,
-    pub before: Option<Cursor>,
+    pub before: Option<MessagePosition>,
 }
 
 /// What `resume` gets from the log.

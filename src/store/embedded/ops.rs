@@ -12,8 +12,8 @@ use crate::{
     domain::{
         AttachmentId, FolderId, LocationId, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
         model::{
-            Attachment, Direction, Folder, Ingested, Linked, Location, Me, Message, MessagePage, Photo, Preferences,
-            Resource, Thread, ThreadPage, Timestamp, User,
+            Attachment, Direction, Folder, Ingested, Linked, Location, Me, Message, MessagePage, MessagePosition,
+            Photo, Preferences, Resource, Thread, ThreadPage, ThreadPosition, Timestamp, User,
         },
     },
     event::{self, EventKind, NewEvent, Route},
@@ -690,15 +690,7 @@ fn message_page(
     key: &str,
     paging: &Paging,
 ) -> StoreResult<MessagePage> {
-    let (at, seq) = match &paging.before {
-        None => (i64::MAX, i64::MAX),
-        Some(b) => (
-            b.at,
-            b.seq
-                .parse::<i64>()
-                .map_err(|_| StoreError::invalid("before", "is not a cursor of this list"))?,
-        ),
-    };
+    let (at, seq) = paging.before.map_or((i64::MAX, i64::MAX), |b| (b.at, b.seq));
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.tenant = ?1 AND {filter} AND (m.created_at, m.seq) < (?3, ?4)
          ORDER BY m.created_at DESC, m.seq DESC LIMIT ?5"
@@ -715,12 +707,9 @@ fn message_page(
     let more = rows.len() > paging.limit;
     rows.truncate(paging.limit);
     let next = if more {
-        rows.last().map(|(m, seq)| {
-            Cursor {
-                at: m.created_at.micros(),
-                seq: seq.to_string(),
-            }
-            .encode()
+        rows.last().map(|(m, seq)| MessagePosition {
+            at: m.created_at.micros(),
+            seq: *seq,
         })
     } else {
         None
@@ -779,10 +768,10 @@ fn for_each_candidate(
     c: &Connection,
     scope: &Scope,
     unread_only: bool,
-    before: Option<&Cursor>,
+    before: Option<&ThreadPosition>,
     mut visit: impl FnMut(ThreadRow, Resources) -> bool,
 ) -> StoreResult<()> {
-    let (at, id) = before.map(|b| (b.at, b.seq.as_str())).unwrap_or((i64::MAX, ""));
+    let (at, id) = before.map(|b| (b.at, b.id.as_str())).unwrap_or((i64::MAX, ""));
     let sql = format!(
         "SELECT {THREAD_COLUMNS}, f.sales_resource_id, f.service_resource_id FROM threads t
          LEFT JOIN folders f ON f.tenant = t.tenant AND f.id = t.folder_id
@@ -837,12 +826,9 @@ pub(super) fn threads(c: &Connection, scope: &Scope, q: &ThreadQuery) -> StoreRe
         true
     })?;
     let next = if more {
-        page.last().map(|t| {
-            Cursor {
-                at: t.last_message_at,
-                seq: t.id.to_string(),
-            }
-            .encode()
+        page.last().map(|t| ThreadPosition {
+            at: t.last_message_at,
+            id: t.id.clone(),
         })
     } else {
         None

@@ -33,6 +33,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub data_dir: TempDir,
     pub stopper: Stopper,
+    /// What it was started with (`restart` starts it again on the same storage).
+    pub settings: Settings,
 }
 
 /// A hub on the embedded default with a fresh data directory.
@@ -76,7 +78,7 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
 }
 
 pub async fn start(settings: Settings, data_dir: TempDir) -> TestApp {
-    let app = Application::build(settings).await.expect("the hub starts");
+    let app = Application::build(settings.clone()).await.expect("the hub starts");
     let port = app.port();
     let stopper = app.stopper();
     tokio::spawn(app.run_until_stopped());
@@ -86,6 +88,7 @@ pub async fn start(settings: Settings, data_dir: TempDir) -> TestApp {
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         data_dir,
         stopper,
+        settings,
     }
 }
 
@@ -104,6 +107,15 @@ pub fn service_token() -> String {
 }
 
 impl TestApp {
+    /// Stops the hub gracefully and starts a new one on the same storage (data directory, or
+    /// Redis key prefix) and settings, on a new port.
+    pub async fn restart(self) -> TestApp {
+        tokio::time::timeout(PATIENCE, self.stopper.stop())
+            .await
+            .expect("the hub stops in time");
+        start(self.settings, self.data_dir).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

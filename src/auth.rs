@@ -6,6 +6,12 @@
 //! included — is refused before any key is tried. `exp` is required, `nbf` is checked, and
 //! `iss`/`aud` become required claims when configured (jsonwebtoken would otherwise pass a
 //! token that lacks them).
+//!
+//! jsonwebtoken validates the registered claims itself, as RFC 7519 writes them: `aud` a
+//! string or an array (it passes when any element is the configured audience), `exp`/`nbf`
+//! any JSON number. Our own `Claims` must accept every token that validation passes, so it
+//! reads `aud` as a string or an array and the NumericDates as any non-negative number
+//! (`iat` it does not read at all).
 
 use std::{
     sync::Arc,
@@ -51,11 +57,39 @@ pub struct Claims {
     pub locations: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Seconds since the epoch; a fractional value is rounded down (the session expires no
+    /// later than the token says).
+    #[serde(deserialize_with = "numeric_date")]
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// The `aud` claim: one audience or several (RFC 7519, section 4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A NumericDate (RFC 7519, section 2): any non-negative JSON number of seconds, fractions
+/// included, rounded down to whole seconds.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(secs) = n.as_u64() {
+        return Ok(secs);
+    }
+    match n.as_f64() {
+        // `as` saturates, and the bound keeps the cast exact enough for a date.
+        Some(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => Ok(f.floor() as u64),
+        _ => Err(D::Error::custom(
+            "a NumericDate must be a non-negative number of seconds",
+        )),
+    }
 }
 
 /// The authenticated caller: parsed claims.
@@ -243,7 +277,7 @@ pub fn mint_hs256(secret: &str, spec: &TokenSpec) -> String {
         name: spec.name.clone(),
         exp: now_secs() + spec.ttl.as_secs(),
         iss: spec.issuer.clone(),
-        aud: spec.audience.clone(),
+        aud: spec.audience.clone().map(Audience::One),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -374,6 +408,145 @@ mod tests {
                 serde_json::json!({"sub":"svc","tenant":"t","roles":["service"],"exp":exp})
             ))
             .is_ok()
+        );
+    }
+
+    /// Signs arbitrary claims with the unit secret.
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"unit-secret"),
+        )
+        .unwrap()
+    }
+
+    /// A user token's claims with `extra` merged over them.
+    fn claims_with(extra: serde_json::Value) -> serde_json::Value {
+        let mut c = serde_json::json!({"sub": "u1", "tenant": "acme", "roles": ["user"], "locations": ["L1"], "exp": now_secs() + 3600});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    #[test]
+    fn aud_may_be_a_string_or_an_array_and_passes_when_any_element_matches() {
+        let unconfigured = verifier(&settings());
+        let mut s = settings();
+        s.audience = "switchboard".into();
+        let configured = verifier(&s);
+        use serde_json::json;
+        // (aud, passes with no audience configured, passes with "switchboard" configured)
+        let table = [
+            (json!("switchboard"), true, true),
+            (json!("reporting"), true, false),
+            (json!(["switchboard", "reporting"]), true, true),
+            (json!(["reporting", "switchboard"]), true, true),
+            (json!(["switchboard"]), true, true),
+            (json!(["reporting", "billing"]), true, false),
+            (json!([]), true, false),
+        ];
+        for (aud, open, closed) in table {
+            let t = signed(claims_with(json!({ "aud": aud })));
+            assert_eq!(
+                unconfigured.verify(&t).is_ok(),
+                open,
+                "aud {aud} with no audience configured"
+            );
+            assert_eq!(
+                configured.verify(&t).is_ok(),
+                closed,
+                "aud {aud} with audience switchboard"
+            );
+        }
+    }
+
+    #[test]
+    fn numeric_dates_may_be_fractional() {
+        use serde_json::json;
+        let v = verifier(&settings());
+        let now = now_secs() as f64;
+        let p = v
+            .verify(&signed(claims_with(
+                json!({"exp": now + 3600.5, "iat": now - 0.25, "nbf": now - 10.75}),
+            )))
+            .expect("fractional exp, iat and nbf are NumericDates");
+        assert_eq!(p.exp, now as u64 + 3600, "a fractional exp is rounded down");
+        assert_eq!(
+            v.verify(&signed(claims_with(json!({"exp": now - 3600.5}))))
+                .unwrap_err(),
+            AuthError::Expired
+        );
+        assert!(
+            v.verify(&signed(claims_with(json!({"nbf": now + 3600.5})))).is_err(),
+            "a fractional nbf in the future is refused"
+        );
+    }
+
+    #[test]
+    fn malformed_numeric_dates_are_refused() {
+        use serde_json::json;
+        let v = verifier(&settings());
+        for exp in [
+            json!(-1),
+            json!(-0.5),
+            json!("1767225600"),
+            json!(null),
+            json!([1767225600]),
+        ] {
+            assert!(
+                v.verify(&signed(claims_with(json!({ "exp": exp })))).is_err(),
+                "exp {exp}"
+            );
+        }
+    }
+
+    #[test]
+    fn numeric_date_reads_integers_and_rounds_fractions_down() {
+        #[derive(Deserialize)]
+        struct D {
+            #[serde(deserialize_with = "numeric_date")]
+            t: u64,
+        }
+        let read = |json: &str| serde_json::from_str::<D>(json).map(|d| d.t).ok();
+        let table = [
+            (r#"{"t": 0}"#, Some(0)),
+            (r#"{"t": 1767225600}"#, Some(1_767_225_600)),
+            (r#"{"t": 1767225600.5}"#, Some(1_767_225_600)),
+            (r#"{"t": 1767225600.999}"#, Some(1_767_225_600)),
+            (r#"{"t": 1.7672256e9}"#, Some(1_767_225_600)),
+            (r#"{"t": 18446744073709551615}"#, Some(u64::MAX)),
+            (r#"{"t": -1}"#, None),
+            (r#"{"t": -0.5}"#, None),
+            (r#"{"t": 1e300}"#, None),
+            (r#"{"t": "1"}"#, None),
+            (r#"{"t": true}"#, None),
+        ];
+        for (json, want) in table {
+            assert_eq!(read(json), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn an_audience_reads_from_a_string_or_an_array_and_a_single_one_is_written_as_a_string() {
+        use serde_json::json;
+        let one = Audience::One("switchboard".into());
+        let many = Audience::Many(vec!["switchboard".into(), "reporting".into()]);
+        assert_eq!(serde_json::from_value::<Audience>(json!("switchboard")).unwrap(), one);
+        assert_eq!(
+            serde_json::from_value::<Audience>(json!(["switchboard", "reporting"])).unwrap(),
+            many
+        );
+        assert!(serde_json::from_value::<Audience>(json!(5)).is_err());
+        assert_eq!(
+            serde_json::to_value(&one).unwrap(),
+            json!("switchboard"),
+            "what minted tokens carry"
+        );
+        assert_eq!(
+            serde_json::to_value(&many).unwrap(),
+            json!(["switchboard", "reporting"])
         );
     }
 

@@ -17,12 +17,14 @@
 //! - [`session`]: one websocket connection's protocol (hello, resume, follow, heartbeat).
 //! - [`routes`]: the HTTP API, one file per area; [`error`] maps failures to problem+json.
 //! - [`auth`]: JWT verification and the caller's identity; [`limits`]: per-token rate limits.
+//! - [`cursor`]: the paged lists' cursors, signed with the deployment's key.
 //! - [`event`]: events, their routes and frames.
 //! - [`config`], [`startup`], [`telemetry`], [`metrics`]: running it.
 
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod cursor;
 pub mod domain;
 pub mod error;
 pub mod event;

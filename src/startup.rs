@@ -17,6 +17,7 @@ use crate::{
     auth::Verifier,
     bus::{Bus, local::LocalBus, redis::RedisBus},
     config::{BusBackend, DEV_SECRET, Settings, StorageBackend},
+    cursor::Cursors,
     domain::PhoneParser,
     error::ApiError,
     hub::Hub,
@@ -111,6 +112,13 @@ impl Application {
                 }
             ),
         };
+        // Once per start: the key is fixed for the deployment's life (see `Store::cursor_key`).
+        let cursors = Cursors::new(
+            &store
+                .cursor_key()
+                .await
+                .context("reading the cursor key from storage")?,
+        );
         let verifier = Arc::new(Verifier::from_settings(&settings.auth)?);
         let phones = PhoneParser::new(&settings.phone.default_country).map_err(anyhow::Error::msg)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -132,6 +140,7 @@ impl Application {
             settings: settings.clone(),
             metrics,
             limits: RateLimits::new(&settings.limits),
+            cursors,
             dev_sign_in: settings.auth.hs256_secret == DEV_SECRET && addr.ip().is_loopback(),
             session_deps,
             shutdown: shutdown_rx,

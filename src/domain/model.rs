@@ -32,6 +32,36 @@ impl Timestamp {
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         OffsetDateTime::parse(s, &Rfc3339).ok().map(Self::from_datetime)
     }
+
+    /// Parses an instant a client says something happened at (an inbound message's
+    /// `received_at`): RFC 3339, no earlier than the Unix epoch and no later than
+    /// `MAX_AHEAD_OF_NOW` past `now`.
+    pub fn parse_reported(s: &str, now: Timestamp) -> Result<Self, InvalidInstant> {
+        let t = Self::parse_rfc3339(s).ok_or(InvalidInstant::Format)?;
+        if t.0 < 0 {
+            return Err(InvalidInstant::BeforeEpoch);
+        }
+        if t.0 > now.0.saturating_add(MAX_AHEAD_OF_NOW.whole_microseconds() as i64) {
+            return Err(InvalidInstant::Future);
+        }
+        Ok(t)
+    }
+}
+
+/// How far ahead of this hub's clock a reported instant may be: the sender's clock may run a
+/// little fast, but a message dated later would sit at the top of every thread list (they are
+/// newest first) until real time caught up with it.
+pub const MAX_AHEAD_OF_NOW: time::Duration = time::Duration::minutes(5);
+
+/// Why a reported instant was refused (the 422's detail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidInstant {
+    #[error("must be an RFC 3339 timestamp")]
+    Format,
+    #[error("must not be before 1970-01-01T00:00:00Z")]
+    BeforeEpoch,
+    #[error("must not be more than 5 minutes ahead of the hub's clock")]
+    Future,
 }
 
 impl fmt::Display for Timestamp {
@@ -168,17 +198,38 @@ pub struct Me {
     pub unread_count: u64,
 }
 
-/// A page of a list, newest or oldest first as the call documents.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ThreadPage {
-    pub threads: Vec<Thread>,
-    pub next: Option<String>,
+/// Where a thread list stopped: the last listed thread's `last_message_at` (microseconds) and
+/// id. Lists are newest first, ties broken by id; the next page holds the threads strictly
+/// past this position. Clients never see it raw: the edge hands it out sealed in a cursor
+/// (`crate::cursor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadPosition {
+    pub at: i64,
+    pub id: ThreadId,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// Where a message list stopped: the oldest listed message's `created_at` (microseconds) and
+/// the store's sequence number for it, which orders messages of the same instant. The next
+/// page holds the messages strictly before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessagePosition {
+    pub at: i64,
+    pub seq: i64,
+}
+
+/// A page of a thread list, newest first, as the store returns it: `next` is where the next
+/// page starts, if there is one. (Not serialized: the edge answers `next` as a cursor.)
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadPage {
+    pub threads: Vec<Thread>,
+    pub next: Option<ThreadPosition>,
+}
+
+/// A page of a thread's or a folder's messages, oldest first; `next` goes further back.
+#[derive(Debug, Clone, PartialEq)]
 pub struct MessagePage {
     pub messages: Vec<Message>,
-    pub next: Option<String>,
+    pub next: Option<MessagePosition>,
 }
 
 /// `POST /api/v1/messages/inbound` (201 on first sight, 200 on a repeat).
@@ -196,4 +247,35 @@ pub struct Linked {
     pub folder_id: FolderId,
     pub linked: u32,
     pub photos: Vec<Photo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reported_instant_lies_between_the_epoch_and_five_minutes_from_now() {
+        let now = Timestamp::parse_rfc3339("2026-11-23T10:00:00Z").unwrap();
+        let table: &[(&str, Result<&str, InvalidInstant>)] = &[
+            ("2026-11-23T10:00:00Z", Ok("2026-11-23T10:00:00Z")),
+            ("2026-11-23T09:00:00Z", Ok("2026-11-23T09:00:00Z")),
+            ("2026-11-23T10:05:00Z", Ok("2026-11-23T10:05:00Z")),
+            ("2026-11-23T12:04:59+02:00", Ok("2026-11-23T10:04:59Z")),
+            ("1970-01-01T00:00:00Z", Ok("1970-01-01T00:00:00Z")),
+            ("2001-09-09T01:46:40.5Z", Ok("2001-09-09T01:46:40.5Z")),
+            ("2026-11-23T10:05:00.000001Z", Err(InvalidInstant::Future)),
+            ("2026-11-23T10:06:00Z", Err(InvalidInstant::Future)),
+            ("9999-12-31T23:59:59Z", Err(InvalidInstant::Future)),
+            ("1969-12-31T23:59:59Z", Err(InvalidInstant::BeforeEpoch)),
+            ("1970-01-01T00:00:00+00:01", Err(InvalidInstant::BeforeEpoch)),
+            ("0000-01-01T00:00:00Z", Err(InvalidInstant::BeforeEpoch)),
+            ("2026-11-23 10:00:00", Err(InvalidInstant::Format)),
+            ("yesterday", Err(InvalidInstant::Format)),
+            ("", Err(InvalidInstant::Format)),
+        ];
+        for (raw, want) in table {
+            let got = Timestamp::parse_reported(raw, now).map(|t| t.to_string());
+            assert_eq!(got, want.map(str::to_owned), "{raw}");
+        }
+    }
 }

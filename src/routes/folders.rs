@@ -5,9 +5,11 @@ use actix_web::{HttpResponse, web};
 
 use super::{
     Caller, State,
-    input::{self, Query, path_id},
+    input::{Query, path_id},
+    paging::{self, MessageList},
 };
 use crate::{
+    cursor::List,
     domain::{FolderId, MessageId, model::Folder},
     error::ApiError,
 };
@@ -43,12 +45,13 @@ pub async fn get(state: State, caller: Caller, id: web::Path<String>) -> Result<
 
 pub async fn messages(state: State, caller: Caller, id: web::Path<String>, q: Query) -> Result<HttpResponse, ApiError> {
     let folder = visible(&state, &caller, &id).await?;
-    Ok(HttpResponse::Ok().json(
-        state
-            .store
-            .folder_messages(&caller.scope()?, &folder.id, input::paging(&q)?)
-            .await?,
-    ))
+    let (tenant, list) = (&caller.0.tenant, List::FolderMessages(&folder.id));
+    let paging = paging::messages(&q, &state.cursors, tenant, list)?;
+    let page = state
+        .store
+        .folder_messages(&caller.scope()?, &folder.id, paging)
+        .await?;
+    Ok(HttpResponse::Ok().json(MessageList::new(page, &state.cursors, tenant, list)))
 }
 
 pub async fn photos(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {

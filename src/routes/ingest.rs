@@ -5,14 +5,13 @@ use serde_json::Value;
 
 use super::{Caller, State, input::Body};
 use crate::{
-    domain::model::Timestamp,
+    domain::{AttachmentUrl, MediaType, model::Timestamp},
     error::ApiError,
     store::{AttachmentInput, InboundInput},
 };
 
 const MAX_ATTACHMENTS: usize = 20;
 const MAX_EXTERNAL_ID: usize = 200;
-const MAX_URL: usize = 2048;
 
 pub async fn inbound(state: State, caller: Caller, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
     let p = caller.service()?;
@@ -45,17 +44,18 @@ fn parse(state: &State, body: Body) -> Result<InboundInput, ApiError> {
         .enumerate()
         .map(|(i, a)| {
             let field = |name: &str| format!("attachments[{i}].{name}");
-            let get = |name: &str| match a.get(name) {
-                Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_URL => Ok(s.clone()),
-                _ => Err(ApiError::invalid(field(name), "must be a non-empty string")),
-            };
-            let url = get("url")?;
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(ApiError::invalid(field("url"), "must be an http(s) URL"));
+            if !a.is_object() {
+                return Err(ApiError::invalid(format!("attachments[{i}]"), "must be an object"));
             }
+            let string = |name: &str| match a.get(name) {
+                Some(Value::String(s)) => Ok(s.as_str()),
+                Some(Value::Null) | None => Err(ApiError::invalid(field(name), "is required")),
+                Some(_) => Err(ApiError::invalid(field(name), "must be a string")),
+            };
             Ok(AttachmentInput {
-                url,
-                content_type: get("content_type")?,
+                url: AttachmentUrl::parse(string("url")?).map_err(|e| ApiError::invalid(field("url"), e))?,
+                content_type: MediaType::parse(string("content_type")?)
+                    .map_err(|e| ApiError::invalid(field("content_type"), e))?,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -67,10 +67,9 @@ fn parse(state: &State, body: Body) -> Result<InboundInput, ApiError> {
     }
     let received_at = match body.opt_string("received_at")? {
         None => None,
-        Some(s) => Some(
-            Timestamp::parse_rfc3339(&s)
-                .ok_or_else(|| ApiError::invalid("received_at", "must be an RFC 3339 timestamp"))?,
-        ),
+        Some(s) => {
+            Some(Timestamp::parse_reported(&s, Timestamp::now()).map_err(|e| ApiError::invalid("received_at", e))?)
+        }
     };
     Ok(InboundInput {
         external_id,

@@ -7,7 +7,6 @@ use serde_json::{Map, Value};
 use crate::{
     domain::{Id, PhoneNumber, PhoneParser},
     error::ApiError,
-    store::{Cursor, Paging},
 };
 
 /// The JSON extractor's failures, as problem+json.
@@ -125,25 +124,6 @@ pub fn path_id<T: Id>(raw: &str) -> Result<T, ApiError> {
 
 /// The query string as key/value pairs.
 pub type Query = web::Query<std::collections::HashMap<String, String>>;
-
-pub fn paging(q: &Query) -> Result<Paging, ApiError> {
-    let limit = match q.get("limit") {
-        None => 50,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=200).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid("limit", "must be a whole number from 1 to 200"));
-            }
-        },
-    };
-    let before = match q.get("before").filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => {
-            Some(Cursor::decode(s).ok_or_else(|| ApiError::invalid("before", "is not a cursor this server gave out"))?)
-        }
-    };
-    Ok(Paging { limit, before })
-}
 
 pub fn query_bool(q: &Query, field: &str) -> Result<bool, ApiError> {
     match q.get(field).map(String::as_str) {

@@ -8,6 +8,7 @@ mod health;
 mod ingest;
 pub mod input;
 mod me;
+mod paging;
 mod threads;
 mod ws;
 
@@ -20,6 +21,7 @@ use crate::{
     auth::{Principal, Role, Verifier},
     bus::Bus,
     config::Settings,
+    cursor::Cursors,
     domain::{LocationId, PhoneParser},
     error::ApiError,
     hub::Hub,
@@ -39,6 +41,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub limits: RateLimits,
+    /// Seals and opens the paged lists' cursors with the deployment's key.
+    pub cursors: Cursors,
     /// Whether `/api/v1/dev/token` is offered: the development secret on a loopback address.
     pub dev_sign_in: bool,
     pub session_deps: Arc<session::Deps>,

@@ -7,8 +7,10 @@ use serde_json::Value;
 use super::{
     Caller, State,
     input::{self, Body, Query, path_id},
+    paging::{self, MessageList, ThreadList},
 };
 use crate::{
+    cursor::List,
     domain::{Id, ThreadId, UserId, model::Thread},
     error::ApiError,
     store::{ThreadQuery, ThreadView},
@@ -29,14 +31,14 @@ pub async fn list(state: State, caller: Caller, q: Query) -> Result<HttpResponse
         }
         Some(_) => return Err(ApiError::invalid("view", "must be mine or resource")),
     };
-    let paging = input::paging(&q)?;
     let query = ThreadQuery {
         view,
         unread_only: input::query_bool(&q, "unread_only")?,
-        limit: paging.limit,
-        before: paging.before,
+        limit: paging::limit(&q)?,
+        before: paging::before(&q, &state.cursors, &scope.tenant, List::Threads)?,
     };
-    Ok(HttpResponse::Ok().json(state.store.threads(&scope, query).await?))
+    let page = state.store.threads(&scope, query).await?;
+    Ok(HttpResponse::Ok().json(ThreadList::new(page, &state.cursors, &scope.tenant)))
 }
 
 /// The thread, if the caller is granted its location.
@@ -54,11 +56,13 @@ pub async fn get(state: State, caller: Caller, id: web::Path<String>) -> Result<
 
 pub async fn messages(state: State, caller: Caller, id: web::Path<String>, q: Query) -> Result<HttpResponse, ApiError> {
     let thread = visible(&state, &caller, &id).await?;
+    let (tenant, list) = (&caller.0.tenant, List::ThreadMessages(&thread.id));
+    let paging = paging::messages(&q, &state.cursors, tenant, list)?;
     let page = state
         .store
-        .thread_messages(&caller.scope()?, &thread.id, input::paging(&q)?)
+        .thread_messages(&caller.scope()?, &thread.id, paging)
         .await?;
-    Ok(HttpResponse::Ok().json(page))
+    Ok(HttpResponse::Ok().json(MessageList::new(page, &state.cursors, tenant, list)))
 }
 
 pub async fn read(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -24,10 +24,10 @@ use async_trait::async_trait;
 
 use crate::{
     domain::{
-        FolderId, LocationId, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
+        AttachmentUrl, FolderId, LocationId, MediaType, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
         model::{
-            Folder, Ingested, Linked, Location, Me, Message, MessagePage, Photo, Preferences, Resource, Thread,
-            ThreadPage, Timestamp, User,
+            Folder, Ingested, Linked, Location, Me, Message, MessagePage, MessagePosition, Photo, Preferences,
+            Resource, Thread, ThreadPage, ThreadPosition, Timestamp, User,
         },
     },
     event::Event,
@@ -66,6 +66,14 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// 32 bytes from the operating system's CSPRNG: a candidate for `Store::cursor_key` (the
+/// store keeps it only if no key exists yet).
+pub(crate) fn new_key() -> StoreResult<[u8; 32]> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| StoreError::Unavailable(format!("no randomness for a new key: {e}")))?;
+    Ok(key)
+}
+
 /// Who is asking: a user with the locations their token grants.
 #[derive(Debug, Clone)]
 pub struct Scope {
@@ -98,8 +106,8 @@ pub struct PreferencesPatch {
 
 #[derive(Debug, Clone)]
 pub struct AttachmentInput {
-    pub url: String,
-    pub content_type: String,
+    pub url: AttachmentUrl,
+    pub content_type: MediaType,
 }
 
 #[derive(Debug, Clone)]
@@ -131,40 +139,20 @@ impl ThreadView {
     }
 }
 
-/// A position in a list: items strictly past it come next.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub at: i64,
-    pub seq: String,
-}
-
-impl Cursor {
-    pub fn encode(&self) -> String {
-        format!("{}~{}", self.at, self.seq)
-    }
-
-    pub fn decode(s: &str) -> Option<Cursor> {
-        let (at, seq) = s.split_once('~')?;
-        Some(Cursor {
-            at: at.parse().ok()?,
-            seq: seq.to_owned(),
-        })
-        .filter(|c| !c.seq.is_empty())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct ThreadQuery {
     pub view: ThreadView,
     pub unread_only: bool,
     pub limit: usize,
-    pub before: Option<Cursor>,
+    /// Only threads strictly past this position (from a verified cursor).
+    pub before: Option<ThreadPosition>,
 }
 
+/// A page of messages: at most `limit`, strictly before `before` (from a verified cursor).
 #[derive(Debug, Clone)]
 pub struct Paging {
     pub limit: usize,
-    pub before: Option<Cursor>,
+    pub before: Option<MessagePosition>,
 }
 
 /// What `resume` gets from the log.
@@ -238,4 +226,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether storage answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+
+    /// The deployment's key for signing list cursors (`crate::cursor`): 32 random bytes,
+    /// created once per deployment, atomically (the first caller's key wins, on any node),
+    /// kept with the data so that every node of a cluster reads the same key and it survives
+    /// restarts. Read once at start-up; never logged.
+    async fn cursor_key(&self) -> StoreResult<[u8; 32]>;
 }

@@ -236,6 +236,72 @@ async fn issuer_and_audience_are_not_checked_when_not_configured() {
 }
 
 #[tokio::test]
+async fn an_array_aud_is_accepted_when_no_audience_is_configured() {
+    let app = spawn_app().await;
+    let mut c = claims();
+    c["aud"] = json!(["switchboard", "reporting"]);
+    accepted(&app, &hs(Algorithm::HS256, SECRET, &c)).await;
+    c["aud"] = json!(["reporting"]);
+    accepted(&app, &hs(Algorithm::HS256, SECRET, &c)).await;
+}
+
+#[tokio::test]
+async fn an_array_aud_passes_a_configured_audience_when_any_element_matches_it() {
+    let app = spawn_app_with(|s| s.auth.audience = "switchboard".into()).await;
+    let with_aud = |aud: Value| {
+        let mut c = claims();
+        c["aud"] = aud;
+        hs(Algorithm::HS256, SECRET, &c)
+    };
+    accepted(&app, &with_aud(json!(["switchboard", "reporting"]))).await;
+    accepted(&app, &with_aud(json!(["reporting", "switchboard"]))).await;
+    accepted(&app, &with_aud(json!("switchboard"))).await;
+    refused(&app, &with_aud(json!(["reporting", "billing"]))).await;
+    refused(&app, &with_aud(json!([]))).await;
+    refused(&app, &with_aud(json!("reporting"))).await;
+}
+
+#[tokio::test]
+async fn fractional_exp_iat_and_nbf_are_accepted() {
+    let app = spawn_app().await;
+    let now = now_secs() as f64;
+    let mut c = claims();
+    c["exp"] = json!(now + 3600.5);
+    c["iat"] = json!(now - 0.25);
+    c["nbf"] = json!(now - 60.5);
+    accepted(&app, &hs(Algorithm::HS256, SECRET, &c)).await;
+    // The brief's example, far in the future.
+    c["exp"] = json!(4_102_444_800.5_f64);
+    accepted(&app, &hs(Algorithm::HS256, SECRET, &c)).await;
+}
+
+#[tokio::test]
+async fn a_fractional_exp_in_the_past_is_refused() {
+    let app = spawn_app_with(|s| s.auth.leeway_secs = 0).await;
+    let mut c = claims();
+    c["exp"] = json!(now_secs() as f64 - 120.5);
+    refused(&app, &hs(Algorithm::HS256, SECRET, &c)).await;
+}
+
+#[tokio::test]
+async fn a_fractional_nbf_in_the_future_is_refused() {
+    let app = spawn_app().await;
+    let mut c = claims();
+    c["nbf"] = json!(now_secs() as f64 + 3600.5);
+    refused(&app, &hs(Algorithm::HS256, SECRET, &c)).await;
+}
+
+#[tokio::test]
+async fn a_negative_or_non_numeric_exp_is_refused() {
+    let app = spawn_app().await;
+    for exp in [json!(-1.5), json!("4102444800"), json!(null)] {
+        let mut c = claims();
+        c["exp"] = exp;
+        refused(&app, &hs(Algorithm::HS256, SECRET, &c)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_member_token_must_list_its_locations() {
     let app = spawn_app().await;
     let mut c = claims();

@@ -755,6 +755,29 @@ async fn a_user_over_the_rate_limit_gets_a_429_problem_with_retry_after_and_othe
 }
 
 #[tokio::test]
+async fn a_token_with_both_service_and_user_roles_is_held_to_the_user_rate_limit() {
+    let app = spawn_app_with(|s| {
+        s.limits.user_per_second = 1;
+        s.limits.user_burst = 3;
+    })
+    .await;
+    app.seed().await;
+    let both = token("bot", &["service", "user"], &["L1"]);
+    for i in 0..3 {
+        let (status, body) = get(&app, "/api/v1/threads", &both).await;
+        assert_eq!(status, 200, "call {i} is within the burst: {body}");
+    }
+    let limited = app.get("/api/v1/threads", &both).await;
+    assert!(limited.headers().contains_key("retry-after"), "{limited:?}");
+    problem(limited, 429).await;
+    // A token with the service role alone is counted by the service limiter: unlimited here.
+    for i in 0..5 {
+        let (status, _) = app.inbound(&format!("SM{i}"), CUSTOMER, L1_SMS, "hi").await;
+        assert_eq!(status, 201);
+    }
+}
+
+#[tokio::test]
 async fn a_thread_cursor_given_to_a_message_list_is_a_422_problem_naming_before() {
     let app = spawn_app().await;
     app.seed().await;

@@ -321,6 +321,239 @@ async fn attachments_keep_their_url_and_content_type_and_get_distinct_ids() {
     assert_eq!(stored, vec![body["message"].clone()]);
 }
 
+/// Posts one message with `attachment` as its only attachment; returns (status, body).
+async fn with_attachment(app: &TestApp, external_id: &str, attachment: Value) -> (u16, Value) {
+    app.inbound_json(
+        json!({"external_id": external_id, "from": CUSTOMER, "to": L1_SMS, "body": "", "attachments": [attachment]}),
+    )
+    .await
+}
+
+/// Asserts that nothing was stored for the refused messages: no thread, so no message.
+async fn nothing_stored(app: &TestApp) {
+    subscribe(app, &user_token("olga", &["L1"]), true).await;
+    assert!(
+        mine_ids(app, &user_token("olga", &["L1"])).await.is_empty(),
+        "a refused message stores nothing"
+    );
+}
+
+#[tokio::test]
+async fn an_attachment_url_that_is_not_a_plain_http_url_is_rejected_naming_it() {
+    let app = spawn_app().await;
+    app.seed().await;
+    for (i, bad) in [
+        "http://media.example/a b.jpg",
+        "http://media.example/a\nb.jpg",
+        "http://media.example/a\r\nb.jpg",
+        "http://media.example/a\tb.jpg",
+        " https://media.example/a.jpg",
+        "javascript:alert(1)",
+        "ftp://media.example/1.jpg",
+        "http://",
+        "https:///1.jpg",
+        "http:media.example/1.jpg",
+        "data:image/png;base64,AAAA",
+        "/relative/1.jpg",
+        "",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, body) = with_attachment(
+            &app,
+            &format!("SM{i}"),
+            json!({"url": bad, "content_type": "image/jpeg"}),
+        )
+        .await;
+        assert_invalid(status, &body, "attachments[0].url");
+        assert_eq!(body["field"], "attachments[0].url", "{bad:?}: {body}");
+    }
+    let long = format!("https://media.example/{}", "a".repeat(2048));
+    let (status, body) = with_attachment(&app, "SM-long", json!({"url": long, "content_type": "image/jpeg"})).await;
+    assert_invalid(status, &body, "attachments[0].url");
+    nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn an_attachment_content_type_that_is_not_a_media_type_is_rejected_naming_it() {
+    let app = spawn_app().await;
+    app.seed().await;
+    for (i, bad) in [
+        "image/png\r\nX-Injected: 1",
+        "image/png\n",
+        "image",
+        "image/",
+        "",
+        "   ",
+        "image png",
+        "*/*",
+        "image/png; charset",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, body) = with_attachment(
+            &app,
+            &format!("SM{i}"),
+            json!({"url": "https://media.example/1.png", "content_type": bad}),
+        )
+        .await;
+        assert_invalid(status, &body, "attachments[0].content_type");
+        assert_eq!(body["field"], "attachments[0].content_type", "{bad:?}: {body}");
+    }
+    nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn a_bad_attachment_after_good_ones_is_named_by_its_index_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    app.seed().await;
+    let (status, body) = app
+        .inbound_json(
+            json!({"external_id": "SM1", "from": CUSTOMER, "to": L1_SMS, "body": "pics", "attachments": [
+                {"url": "https://media.example/1.jpg", "content_type": "image/jpeg"},
+                {"url": "https://media.example/2.jpg", "content_type": "image/jpeg"},
+                {"url": "https://media.example/3.jpg", "content_type": "image/png\r\nX-Injected: 1"}
+            ]}),
+        )
+        .await;
+    assert_invalid(status, &body, "attachments[2].content_type");
+    let (status, body) = app
+        .inbound_json(
+            json!({"external_id": "SM1", "from": CUSTOMER, "to": L1_SMS, "body": "pics", "attachments": [
+                {"url": "https://media.example/1.jpg", "content_type": "image/jpeg"},
+                {"content_type": "image/jpeg"}
+            ]}),
+        )
+        .await;
+    assert_invalid(status, &body, "attachments[1].url");
+    nothing_stored(&app).await;
+    // The external id was not used up.
+    ingest(&app, "SM1", CUSTOMER).await;
+}
+
+#[tokio::test]
+async fn good_attachment_urls_and_content_types_are_stored_in_normal_form() {
+    let app = spawn_app().await;
+    app.seed().await;
+    let cases = [
+        // (url, content type, stored url, stored content type)
+        (
+            "https://media.example/a.jpg?size=large&sig=a%2Fb%3D#top",
+            "image/jpeg",
+            "https://media.example/a.jpg?size=large&sig=a%2Fb%3D#top",
+            "image/jpeg",
+        ),
+        (
+            "https://media.example/caf%C3%A9%20menu.jpg",
+            "image/jpeg; charset=binary",
+            "https://media.example/caf%C3%A9%20menu.jpg",
+            "image/jpeg; charset=binary",
+        ),
+        (
+            "HTTP://Media.Example:8080/x.png",
+            "IMAGE/PNG",
+            "http://media.example:8080/x.png",
+            "image/png",
+        ),
+        (
+            "https://media.example",
+            "application/pdf;name=\"menu card.pdf\"",
+            "https://media.example/",
+            "application/pdf; name=\"menu card.pdf\"",
+        ),
+    ];
+    let sent: Vec<Value> = cases
+        .iter()
+        .map(|(url, ct, _, _)| json!({"url": url, "content_type": ct}))
+        .collect();
+    let body = ingest_json(
+        &app,
+        json!({"external_id": "SM1", "from": CUSTOMER, "to": L1_SMS, "body": "", "attachments": sent}),
+    )
+    .await;
+    let stored = all_messages(
+        &app,
+        &format!("/api/v1/threads/{}/messages", thread_id(&body)),
+        &user_token("sam", &["L1"]),
+    )
+    .await;
+    assert_eq!(stored, vec![body["message"].clone()]);
+    for (got, (_, _, url, ct)) in body["message"]["attachments"].as_array().unwrap().iter().zip(cases) {
+        assert_eq!(got["url"], url, "{got}");
+        assert_eq!(got["content_type"], ct, "{got}");
+    }
+}
+
+#[tokio::test]
+async fn a_received_at_more_than_five_minutes_ahead_is_rejected_naming_it() {
+    let app = spawn_app().await;
+    app.seed().await;
+    let ahead = |d: time::Duration| {
+        (time::OffsetDateTime::now_utc() + d)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    for (i, at) in [
+        "9999-12-31T23:59:59Z".to_owned(),
+        ahead(time::Duration::hours(1)),
+        ahead(time::Duration::minutes(6)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, body) = app
+            .inbound_json(json!({"external_id": format!("SM{i}"), "from": CUSTOMER, "to": L1_SMS, "body": "hi", "received_at": at}))
+            .await;
+        assert_invalid(status, &body, "received_at");
+    }
+    nothing_stored(&app).await;
+    // A sender's clock a little fast is fine.
+    let body = ingest_at(&app, "SM-skew", CUSTOMER, &ahead(time::Duration::minutes(4))).await;
+    assert_eq!(body["message"]["external_id"], "SM-skew");
+}
+
+#[tokio::test]
+async fn a_received_at_before_1970_is_rejected_naming_it() {
+    let app = spawn_app().await;
+    app.seed().await;
+    for (i, at) in [
+        "1969-12-31T23:59:59Z",
+        "0001-01-01T00:00:00Z",
+        "1970-01-01T00:30:00+01:00",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, body) = app
+            .inbound_json(json!({"external_id": format!("SM{i}"), "from": CUSTOMER, "to": L1_SMS, "body": "hi", "received_at": at}))
+            .await;
+        assert_invalid(status, &body, "received_at");
+    }
+    nothing_stored(&app).await;
+    let body = ingest_at(&app, "SM-epoch", CUSTOMER, "1970-01-01T00:00:00Z").await;
+    assert_eq!(
+        instant(&body["message"]["created_at"]),
+        time::OffsetDateTime::UNIX_EPOCH
+    );
+}
+
+#[tokio::test]
+async fn a_received_at_that_is_not_rfc_3339_is_rejected_naming_it() {
+    let app = spawn_app().await;
+    app.seed().await;
+    for (i, at) in [json!("2024-03-01 10:00:00"), json!("yesterday"), json!(1709287200)]
+        .into_iter()
+        .enumerate()
+    {
+        let (status, body) = app
+            .inbound_json(json!({"external_id": format!("SM{i}"), "from": CUSTOMER, "to": L1_SMS, "body": "hi", "received_at": at}))
+            .await;
+        assert_invalid(status, &body, "received_at");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Auto-assignment
 

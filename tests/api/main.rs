@@ -9,6 +9,7 @@ pub const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 mod auth;
 mod counts;
 mod crash;
+mod cursors;
 mod directory;
 mod errors;
 mod ingestion;

@@ -14,6 +14,8 @@ pub const BACKEND: helpers::Backend = helpers::Backend::Redis;
 mod auth;
 #[path = "../api/counts.rs"]
 mod counts;
+#[path = "../api/cursors.rs"]
+mod cursors;
 #[path = "../api/directory.rs"]
 mod directory;
 #[path = "../api/errors.rs"]

@@ -300,11 +300,13 @@ async fn an_inbound_message_to_many_subscribe_all_sessions_reads_no_count_per_se
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(dir.path());
     settings.redis.url = server.url();
+    let n = 40;
+    // One user's sessions, as many as the test needs.
+    settings.ws.max_sessions_per_user = n;
     let app = start(settings, dir).await;
     app.seed().await;
     let olga = token("olga", &["user"], &["L1"]);
     subscribe(&app, &olga, true).await;
-    let n = 40;
     let mut sessions = Vec::new();
     for _ in 0..n {
         sessions.push(app.ws(&olga).await);
@@ -326,4 +328,18 @@ async fn an_inbound_message_to_many_subscribe_all_sessions_reads_no_count_per_se
         ran < 3 * 5,
         "three commits and no count read per session: {ran} scripts for 3 messages to {n} sessions"
     );
+}
+
+#[tokio::test]
+async fn stores_racing_for_the_cursor_key_all_read_the_one_that_was_set_first() {
+    let s = settings(shared().url());
+    let stores = join_all((0..4).map(|_| store_on(&s, 1000))).await;
+    let keys = join_all(stores.iter().map(|store| store.cursor_key())).await;
+    let first = keys[0].clone().expect("a key");
+    for k in &keys {
+        assert_eq!(k.as_ref(), Ok(&first), "every store reads one key");
+    }
+    assert_eq!(store_on(&s, 1000).await.cursor_key().await, Ok(first), "and keeps it");
+    let elsewhere = store_on(&settings(shared().url()), 1000).await.cursor_key().await;
+    assert_ne!(elsewhere, Ok(first), "another deployment (prefix) has its own key");
 }

@@ -243,6 +243,10 @@ impl Store for Log {
         Ok(())
     }
 
+    async fn cursor_key(&self) -> StoreResult<[u8; 32]> {
+        unimplemented!("the bus reads only the log")
+    }
+
     async fn upsert_location(&self, _: &TenantId, _: &LocationId, _: LocationInput) -> StoreResult<Location> {
         unimplemented!("the bus reads only the log")
     }

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, until_message};
-use crate::helpers::{Ws, ws::*};
+use crate::helpers::{Ws, redis as redis_server, start, test_settings, ws::*};
 
 /// Reads frames until `done` says the ones seen so far are enough (bounded).
 async fn frames_until(ws: &mut Ws, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
@@ -166,4 +166,43 @@ async fn a_client_resumes_on_another_node_with_exactly_what_it_missed() {
         &want,
         "the replay on B against a session that saw them live on C",
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_started_together_share_one_cursor_key_so_a_cursor_pages_on_any_node() {
+    // Started at once, so each node's first-start key creation races the others'.
+    let prefix = redis_server::unique_prefix();
+    let nodes = futures_util::future::join_all((0..3).map(|_| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = test_settings(dir.path());
+        settings.redis.key_prefix = prefix.clone();
+        start(settings, dir)
+    }))
+    .await;
+    nodes[0].seed().await;
+    for i in 0..4 {
+        inbound_ok(&nodes[0], &format!("SM{i}"), &format!("+1555300000{i}")).await;
+    }
+    let olga = member("olga");
+    subscribe_all(&nodes[1], &olga, true).await;
+    let get = |node: usize, path: String| {
+        let (app, olga) = (&nodes[node], olga.clone());
+        async move { expect_status(app.get(&path, &olga).await, 200, &path).await }
+    };
+    let first = get(0, "/api/v1/threads?limit=2".into()).await;
+    let next = first["next"].as_str().expect("a second page").to_owned();
+    let second = get(0, format!("/api/v1/threads?limit=2&before={next}")).await;
+    assert_eq!(second["threads"].as_array().unwrap().len(), 2, "{second}");
+    for node in 1..3 {
+        assert_eq!(
+            get(node, "/api/v1/threads?limit=2".into()).await["next"],
+            first["next"],
+            "node {node} hands out the same cursor"
+        );
+        assert_eq!(
+            get(node, format!("/api/v1/threads?limit=2&before={next}")).await,
+            second,
+            "node {node} opens node 0's cursor"
+        );
+    }
 }

@@ -393,4 +393,10 @@ impl Store for Embedded {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(ops::db))
             .await
     }
+
+    async fn cursor_key(&self) -> StoreResult<[u8; 32]> {
+        let candidate = new_key()?;
+        // On the writer: insert-if-absent and the read back are one transaction.
+        self.write(move |tx| ops::cursor_key(tx.conn, &candidate)).await
+    }
 }

@@ -12,8 +12,8 @@ use crate::{
     domain::{
         AttachmentId, FolderId, LocationId, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
         model::{
-            Attachment, Direction, Folder, Ingested, Linked, Location, Me, Message, MessagePage, Photo, Preferences,
-            Resource, Thread, ThreadPage, Timestamp, User,
+            Attachment, Direction, Folder, Ingested, Linked, Location, Me, Message, MessagePage, MessagePosition,
+            Photo, Preferences, Resource, Thread, ThreadPage, ThreadPosition, Timestamp, User,
         },
     },
     event::{self, EventKind, NewEvent, Route},
@@ -493,8 +493,8 @@ pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) ->
             .into_iter()
             .map(|a| Attachment {
                 id: AttachmentId::generate(),
-                url: a.url,
-                content_type: a.content_type,
+                url: a.url.into(),
+                content_type: a.content_type.into(),
             })
             .collect(),
         created_at: input.received_at.unwrap_or_else(Timestamp::now),
@@ -711,15 +711,7 @@ fn message_page(
     paging: &Paging,
 ) -> StoreResult<MessagePage> {
     let tenant = &scope.tenant;
-    let (at, seq) = match &paging.before {
-        None => (i64::MAX, i64::MAX),
-        Some(b) => (
-            b.at,
-            b.seq
-                .parse::<i64>()
-                .map_err(|_| StoreError::invalid("before", "is not a cursor of this list"))?,
-        ),
-    };
+    let (at, seq) = paging.before.map_or((i64::MAX, i64::MAX), |b| (b.at, b.seq));
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.tenant = ?1
            AND m.thread_id IN (SELECT t.id FROM threads t WHERE t.tenant = ?1 AND {thread_filter}
@@ -746,12 +738,9 @@ fn message_page(
     let more = rows.len() > paging.limit;
     rows.truncate(paging.limit);
     let next = if more {
-        rows.last().map(|(m, seq)| {
-            Cursor {
-                at: m.created_at.micros(),
-                seq: seq.to_string(),
-            }
-            .encode()
+        rows.last().map(|(m, seq)| MessagePosition {
+            at: m.created_at.micros(),
+            seq: *seq,
         })
     } else {
         None
@@ -804,10 +793,10 @@ fn for_each_candidate(
     c: &Connection,
     scope: &Scope,
     unread_only: bool,
-    before: Option<&Cursor>,
+    before: Option<&ThreadPosition>,
     mut visit: impl FnMut(ThreadRow, Resources) -> bool,
 ) -> StoreResult<()> {
-    let (at, id) = before.map(|b| (b.at, b.seq.as_str())).unwrap_or((i64::MAX, ""));
+    let (at, id) = before.map(|b| (b.at, b.id.as_str())).unwrap_or((i64::MAX, ""));
     let sql = format!(
         "SELECT {THREAD_COLUMNS}, f.sales_resource_id, f.service_resource_id FROM threads t
          LEFT JOIN folders f ON f.tenant = t.tenant AND f.id = t.folder_id
@@ -862,12 +851,9 @@ pub(super) fn threads(c: &Connection, scope: &Scope, q: &ThreadQuery) -> StoreRe
         true
     })?;
     let next = if more {
-        page.last().map(|t| {
-            Cursor {
-                at: t.last_message_at,
-                seq: t.id.to_string(),
-            }
-            .encode()
+        page.last().map(|t| ThreadPosition {
+            at: t.last_message_at,
+            id: t.id.clone(),
         })
     } else {
         None
@@ -1235,4 +1221,33 @@ fn resources_with_unread(c: &Connection, tenant: &TenantId) -> StoreResult<Vec<R
 fn dedup(numbers: Vec<PhoneNumber>) -> Vec<PhoneNumber> {
     let mut seen = BTreeSet::new();
     numbers.into_iter().filter(|n| seen.insert(n.clone())).collect()
+}
+
+/// The deployment's cursor key: `candidate` if none is stored yet, else the stored one.
+pub(super) fn cursor_key(c: &Connection, candidate: &[u8; 32]) -> StoreResult<[u8; 32]> {
+    c.exec_cached(
+        "INSERT INTO deployment_keys (name, key) VALUES ('cursor', ?1) ON CONFLICT (name) DO NOTHING",
+        params![&candidate[..]],
+    )
+    .map_err(db)?;
+    let key: Vec<u8> = c
+        .row_cached("SELECT key FROM deployment_keys WHERE name = 'cursor'", [], |r| {
+            r.get(0)
+        })
+        .map_err(db)?;
+    key.try_into()
+        .map_err(|_| StoreError::Unavailable("the stored cursor key is not 32 bytes".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_cursor_key_stored_is_the_one_every_later_call_reads() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(include_str!("schema.sql")).unwrap();
+        assert_eq!(cursor_key(&c, &[1; 32]), Ok([1; 32]));
+        assert_eq!(cursor_key(&c, &[2; 32]), Ok([1; 32]), "a later candidate is ignored");
+    }
 }

@@ -52,3 +52,6 @@ CREATE TABLE IF NOT EXISTS event_heads (
 CREATE TABLE IF NOT EXISTS events (
     tenant TEXT NOT NULL, id INTEGER NOT NULL, kind TEXT NOT NULL, route TEXT NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (tenant, id)) WITHOUT ROWID;
+-- Keys of the deployment, not of a tenant: `cursor` signs list cursors (created once, on first start).
+CREATE TABLE IF NOT EXISTS deployment_keys (
+    name TEXT PRIMARY KEY, key BLOB NOT NULL) WITHOUT ROWID;

@@ -32,6 +32,10 @@
 //! | `tmsgs:<thread>` | zset | a thread's messages by `message_member` |
 //! | `photos:<folder>` | hash | attachment id → `PhotoRecord` JSON |
 //!
+//! One key belongs to no tenant: `<prefix>:cursor-key` (string), the deployment's 32-byte key
+//! for signing list cursors (`Store::cursor_key`). Having no `{`, it cannot collide with a
+//! tenant's names.
+//!
 //! The zsets ordered by time hold every member at score 0 and sort by the member text
 //! (fixed-width timestamps first), so a cursor is an exclusive lexicographic bound and equal
 //! timestamps still have one total order.
@@ -41,6 +45,11 @@ use crate::domain::{FolderId, LocationId, PhoneNumber, TenantId, ThreadId};
 /// `<prefix>:{<tenant>}:<rest>`.
 pub fn key(prefix: &str, tenant: &TenantId, rest: &str) -> String {
     format!("{prefix}:{{{tenant}}}:{rest}")
+}
+
+/// The deployment's cursor-signing key (not a tenant's: no hash tag).
+pub fn cursor_key(prefix: &str) -> String {
+    format!("{prefix}:cursor-key")
 }
 
 /// The tenant's event sequence: its value is the newest event id (the log's head).

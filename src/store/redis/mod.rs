@@ -283,4 +283,26 @@ impl Store for RedisStore {
             .map(|_| ())
             .map_err(unavailable)
     }
+
+    async fn cursor_key(&self) -> StoreResult<[u8; 32]> {
+        let name = keys::cursor_key(&self.prefix);
+        let candidate = new_key()?;
+        let mut conn = self.conn();
+        // SET NX: of nodes starting together, the first one's key stays; all read that one.
+        ::redis::cmd("SET")
+            .arg(&name)
+            .arg(&candidate[..])
+            .arg("NX")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let stored: Option<Vec<u8>> = ::redis::cmd("GET")
+            .arg(&name)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        stored
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .ok_or_else(|| StoreError::Unavailable(format!("{name} does not hold a 32-byte key")))
+    }
 }

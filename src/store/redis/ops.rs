@@ -312,8 +312,8 @@ pub async fn ingest(tx: &mut Tx, input: &InboundInput) -> StoreResult<Ingested> 
             .iter()
             .map(|a| Attachment {
                 id: AttachmentId::generate(),
-                url: a.url.clone(),
-                content_type: a.content_type.clone(),
+                url: a.url.to_string(),
+                content_type: a.content_type.to_string(),
             })
             .collect(),
         created_at: input.received_at.unwrap_or_else(Timestamp::now),

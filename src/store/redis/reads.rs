@@ -17,11 +17,14 @@ use super::{
 use crate::{
     domain::{
         AttachmentId, FolderId, LocationId, MessageId, ThreadId, UserId,
-        model::{Folder, Me, Message, MessagePage, Photo, Preferences, Resource, Thread, ThreadPage},
+        model::{
+            Folder, Me, Message, MessagePage, MessagePosition, Photo, Preferences, Resource, Thread, ThreadPage,
+            ThreadPosition,
+        },
     },
     event::Event,
     rules::{self, Resources, Viewer},
-    store::{Cursor, Paging, Replay, Scope, SessionStart, StoreError, StoreResult, ThreadQuery},
+    store::{Paging, Replay, Scope, SessionStart, StoreError, StoreResult, ThreadQuery},
 };
 
 /// Most folders a search answers (as the embedded store).
@@ -280,7 +283,7 @@ pub async fn folder_messages(
     paging: &Paging,
 ) -> StoreResult<MessagePage> {
     load_folder(conn, k, id).await?;
-    let bound = message_bound(paging)?;
+    let bound = message_bound(paging);
     let threads: Vec<String> = conn.smembers(k.folder_threads(id)).await.map_err(unavailable)?;
     let threads: Vec<&str> = threads.iter().map(String::as_str).collect();
     let indexes = threads_in_scope(conn, k, scope, &threads)
@@ -291,18 +294,12 @@ pub async fn folder_messages(
     page_of(conn, k, indexes, &bound, paging.limit).await
 }
 
-/// The exclusive upper bound a message cursor stands for.
-fn message_bound(paging: &Paging) -> StoreResult<String> {
-    Ok(match &paging.before {
+/// The exclusive upper bound a message position stands for.
+fn message_bound(paging: &Paging) -> String {
+    match &paging.before {
         None => "+".into(),
-        Some(b) => {
-            let seq: i64 = b
-                .seq
-                .parse()
-                .map_err(|_| StoreError::invalid("before", "is not a cursor of this list"))?;
-            format!("({}", keys::message_bound(b.at, seq))
-        }
-    })
+        Some(b) => format!("({}", keys::message_bound(b.at, b.seq)),
+    }
 }
 
 async fn message_page(
@@ -311,7 +308,7 @@ async fn message_page(
     indexes: Vec<String>,
     paging: &Paging,
 ) -> StoreResult<MessagePage> {
-    let bound = message_bound(paging)?;
+    let bound = message_bound(paging);
     page_of(conn, k, indexes, &bound, paging.limit).await
 }
 
@@ -351,13 +348,7 @@ async fn page_of(
         })
         .collect::<StoreResult<Vec<_>>>()?;
     let next = if more {
-        parsed.last().map(|(at, seq, _)| {
-            Cursor {
-                at: *at,
-                seq: seq.to_string(),
-            }
-            .encode()
-        })
+        parsed.last().map(|(at, seq, _)| MessagePosition { at: *at, seq: *seq })
     } else {
         None
     };
@@ -465,7 +456,7 @@ pub async fn threads(
         .collect();
     let mut bound = match &q.before {
         None => "+".to_owned(),
-        Some(c) => format!("({}", keys::recency_member(c.at, &c.seq)),
+        Some(c) => format!("({}", keys::recency_member(c.at, c.id.as_str())),
     };
     let mut page: Vec<(ThreadId, ThreadRecord)> = Vec::new();
     let mut more = false;
@@ -511,12 +502,9 @@ pub async fn threads(
         chunk = (chunk * 2).min(MAX_CHUNK);
     }
     let next = if more {
-        page.last().map(|(id, row)| {
-            Cursor {
-                at: row.last_message_at,
-                seq: id.to_string(),
-            }
-            .encode()
+        page.last().map(|(id, row)| ThreadPosition {
+            at: row.last_message_at,
+            id: id.clone(),
         })
     } else {
         None

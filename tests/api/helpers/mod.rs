@@ -29,13 +29,13 @@ pub const TENANT: &str = "acme";
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
-    /// What the hub was started with.
-    pub settings: Settings,
     pub address: String,
     pub port: u16,
     pub client: reqwest::Client,
     pub data_dir: TempDir,
     pub stopper: Stopper,
+    /// What it was started with (`restart` starts it again on the same storage).
+    pub settings: Settings,
 }
 
 /// A hub on the embedded default with a fresh data directory.
@@ -84,12 +84,12 @@ pub async fn start(settings: Settings, data_dir: TempDir) -> TestApp {
     let stopper = app.stopper();
     tokio::spawn(app.run_until_stopped());
     TestApp {
-        settings,
         address: format!("http://127.0.0.1:{port}"),
         port,
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         data_dir,
         stopper,
+        settings,
     }
 }
 
@@ -108,6 +108,15 @@ pub fn service_token() -> String {
 }
 
 impl TestApp {
+    /// Stops the hub gracefully and starts a new one on the same storage (data directory, or
+    /// Redis key prefix) and settings, on a new port.
+    pub async fn restart(self) -> TestApp {
+        tokio::time::timeout(PATIENCE, self.stopper.stop())
+            .await
+            .expect("the hub stops in time");
+        start(self.settings, self.data_dir).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

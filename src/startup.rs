@@ -22,7 +22,7 @@ use crate::{
     hub::Hub,
     limits::RateLimits,
     metrics::Metrics,
-    routes::{self, AppState, input::json_error},
+    routes::{self, AppState, input::json_error, origin::Hosts},
     session,
     store::{Store, embedded::Embedded, redis::RedisStore},
     telemetry,
@@ -83,6 +83,7 @@ impl Application {
         if settings.auth.hs256_secret == DEV_SECRET && !addr.ip().is_loopback() {
             bail!("refusing to listen on {addr} with the development secret: set auth.hs256_secret");
         }
+        let hosts = Hosts::new(addr, &settings.server.trusted_proxies).map_err(anyhow::Error::msg)?;
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(metrics.clone()));
@@ -133,6 +134,7 @@ impl Application {
             metrics,
             limits: RateLimits::new(&settings.limits),
             dev_sign_in: settings.auth.hs256_secret == DEV_SECRET && addr.ip().is_loopback(),
+            hosts,
             session_deps,
             shutdown: shutdown_rx,
         });

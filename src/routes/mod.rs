@@ -8,6 +8,7 @@ mod health;
 mod ingest;
 pub mod input;
 mod me;
+pub mod origin;
 mod threads;
 mod ws;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub limits: RateLimits,
     /// Whether `/api/v1/dev/token` is offered: the development secret on a loopback address.
     pub dev_sign_in: bool,
+    /// Which hosts the hub answers as, and which proxies it believes about them.
+    pub hosts: origin::Hosts,
     pub session_deps: Arc<session::Deps>,
     pub shutdown: watch::Receiver<bool>,
 }

@@ -1,5 +1,5 @@
 //! `GET /ws`: the websocket handshake. Origin and token are checked before the upgrade; the
-//! session itself runs in `crate::session`.
+//! session itself runs in `crate::session`. Which origin is the hub's own is `origin`'s call.
 //!
 //! The 101 response is actix-http's websocket handshake with our body
 //! (`session::wire::OutBody`), drained from the session's wire queue, into which the hub
@@ -8,11 +8,11 @@
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use tracing::Instrument;
 
-use super::{State, authenticate};
+use super::{State, authenticate, origin::Hosts};
 use crate::{auth::Role, error::ApiError, session};
 
 pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
-    check_origin(&req, &state.settings.server.allowed_origins)?;
+    check_origin(&req, &state.hosts, &state.settings.server.allowed_origins)?;
     let principal = authenticate(&req, true)?;
     if state.hub.len() >= state.settings.server.max_sessions {
         return Err(ApiError::Unavailable(
@@ -47,14 +47,12 @@ pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Re
 
 /// Browsers send `Origin`; only the hub's own and the configured ones may open a session.
 /// Non-browser clients send none and are let through (their token is what counts).
-fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), ApiError> {
+fn check_origin(req: &HttpRequest, hosts: &Hosts, allowed: &[String]) -> Result<(), ApiError> {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
-    let host = req.connection_info().host().to_owned();
-    let own = [format!("http://{host}"), format!("https://{host}")];
-    if own.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    if hosts.own(req).is_some_and(|own| own.matches(origin))
         || allowed
             .iter()
             .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))

@@ -10,6 +10,7 @@ mod auth;
 mod counts;
 mod crash;
 mod directory;
+mod edge;
 mod errors;
 mod ingestion;
 mod message_center;

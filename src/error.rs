@@ -1,7 +1,12 @@
 //! The HTTP error type: every failure a handler can meet, mapped once to an RFC 9457
 //! `application/problem+json` body.
 
-use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use std::sync::Arc;
+
+use actix_web::{
+    HttpResponse, ResponseError,
+    http::{Method, StatusCode, header},
+};
 use serde_json::json;
 
 use crate::{auth::AuthError, store::StoreError};
@@ -28,6 +33,13 @@ pub enum ApiError {
     TooManyRequests(u64),
     #[error("{0}")]
     Unavailable(String),
+    /// A method the path does not take; `allow` lists the ones it does ("GET, PUT").
+    #[error("{method} is not allowed on this path; it takes {allow}")]
+    MethodNotAllowed { method: Method, allow: Arc<str> },
+    /// An error response actix-web produced itself (an extractor, the static files), carried
+    /// over with its status.
+    #[error("{detail}")]
+    Http { status: StatusCode, detail: String },
 }
 
 impl ApiError {
@@ -50,6 +62,8 @@ impl ApiError {
             ApiError::Invalid { .. } => "invalid-field",
             ApiError::TooManyRequests(_) => "rate-limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::MethodNotAllowed { .. } => "method-not-allowed",
+            ApiError::Http { status, .. } => http_kind(*status).0,
         }
     }
 
@@ -65,7 +79,25 @@ impl ApiError {
             ApiError::Invalid { .. } => "Invalid field",
             ApiError::TooManyRequests(_) => "Too many requests",
             ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::MethodNotAllowed { .. } => "Method not allowed",
+            ApiError::Http { status, .. } => http_kind(*status).1,
         }
+    }
+}
+
+/// Slug and title of a status carried over from actix-web, in the words our own errors use
+/// for the same status.
+fn http_kind(status: StatusCode) -> (&'static str, &'static str) {
+    match status.as_u16() {
+        400 => ("bad-request", "Bad request"),
+        404 => ("not-found", "Not found"),
+        405 => ("method-not-allowed", "Method not allowed"),
+        413 => ("payload-too-large", "Payload too large"),
+        415 => ("unsupported-media-type", "Unsupported media type"),
+        429 => ("rate-limited", "Too many requests"),
+        503 => ("unavailable", "Service unavailable"),
+        _ if status.is_server_error() => ("server-error", "Server error"),
+        _ => ("client-error", "Client error"),
     }
 }
 
@@ -82,6 +114,8 @@ impl ResponseError for ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Http { status, .. } => *status,
         }
     }
 
@@ -104,6 +138,9 @@ impl ResponseError for ApiError {
             }
             ApiError::TooManyRequests(secs) => {
                 res.insert_header(("Retry-After", secs.to_string()));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                res.insert_header((header::ALLOW, &**allow));
             }
             _ => {}
         }

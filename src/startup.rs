@@ -4,7 +4,7 @@
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use actix_web::{
-    App, HttpResponse, HttpServer,
+    App, HttpServer,
     dev::{Server, ServerHandle},
     middleware::from_fn,
     web,
@@ -18,11 +18,10 @@ use crate::{
     bus::{Bus, local::LocalBus, redis::RedisBus},
     config::{BusBackend, DEV_SECRET, Settings, StorageBackend},
     domain::PhoneParser,
-    error::ApiError,
     hub::Hub,
     limits::RateLimits,
     metrics::Metrics,
-    routes::{self, AppState, input::json_error, origin::Hosts},
+    routes::{self, AppState, edge, input::json_error, origin::Hosts},
     session,
     store::{Store, embedded::Embedded, redis::RedisStore},
     telemetry,
@@ -149,12 +148,11 @@ impl Application {
                         .error_handler(move |e, _| json_error(e, limit).into()),
                 )
                 .app_data(web::PayloadConfig::new(limit))
+                .wrap(from_fn(edge::problems))
                 .wrap(from_fn(telemetry::access_log))
                 .configure(routes::configure)
-                .service(actix_files::Files::new("/", &static_dir).index_file("index.html"))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::NotFound("route"))
-                }))
+                .service(edge::static_client(&static_dir))
+                .default_service(web::to(edge::unknown_path))
         })
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout_secs);

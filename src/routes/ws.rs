@@ -5,7 +5,7 @@
 //! (`session::wire::OutBody`), drained from the session's wire queue, into which the hub
 //! writes live events directly; the client's frames are read by `session::inbound`.
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, http::header, web};
 use tracing::Instrument;
 
 use super::{State, authenticate, origin::Hosts};
@@ -22,7 +22,11 @@ pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Re
     if *state.shutdown.borrow() {
         return Err(ApiError::Unavailable("shutting down".into()));
     }
-    let mut response = actix_http::ws::handshake(req.head()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // actix-web gives the handshake's errors their status in `error_response` alone.
+    let mut response = actix_http::ws::handshake(req.head()).map_err(|e| ApiError::Http {
+        status: e.error_response().status(),
+        detail: e.to_string(),
+    })?;
     let stream = session::inbound::Reader::new(body.into_inner(), state.settings.ws.max_frame_bytes);
     let is_service = principal.has(Role::Service) && !principal.is_member();
     let (handle, queue, wire) = state.hub.register(

@@ -1,5 +1,8 @@
 //! The HTTP edge: which host the hub answers as (the development sign-in and the websocket's
-//! Origin check against DNS rebinding and forged forwarding headers).
+//! Origin check against DNS rebinding and forged forwarding headers), 405 with `Allow` on
+//! every resource, and problem+json for every error under every path.
+
+use std::collections::BTreeSet;
 
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
@@ -214,4 +217,132 @@ async fn an_entry_of_trusted_proxies_that_is_no_address_stops_serve_at_start() {
         .err()
         .expect("a prefix over 32 bits is refused");
     assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 405 with Allow, and problem+json everywhere
+
+/// Every path the hub serves and the methods it takes.
+const RESOURCES: &[(&str, &[&str])] = &[
+    ("/healthz", &["GET"]),
+    ("/readyz", &["GET"]),
+    ("/metrics", &["GET"]),
+    ("/ws", &["GET"]),
+    ("/api/v1/dev/token", &["GET", "POST"]),
+    ("/api/v1/locations/L1", &["PUT"]),
+    ("/api/v1/users/u1", &["PUT"]),
+    ("/api/v1/folders", &["GET"]),
+    ("/api/v1/folders/F1", &["GET", "PUT"]),
+    ("/api/v1/folders/F1/messages", &["GET"]),
+    ("/api/v1/folders/F1/photos", &["GET"]),
+    ("/api/v1/preferences", &["GET", "PUT"]),
+    ("/api/v1/messages/inbound", &["POST"]),
+    ("/api/v1/messages/m1/link-images", &["POST"]),
+    ("/api/v1/me", &["GET"]),
+    ("/api/v1/me/subscriptions", &["PUT"]),
+    ("/api/v1/resources", &["GET"]),
+    ("/api/v1/threads", &["GET"]),
+    ("/api/v1/threads/t1", &["GET"]),
+    ("/api/v1/threads/t1/messages", &["GET"]),
+    ("/api/v1/threads/t1/read", &["POST"]),
+    ("/api/v1/threads/t1/unread", &["POST"]),
+    ("/api/v1/threads/t1/replies", &["POST"]),
+    ("/api/v1/threads/t1/assign", &["POST"]),
+    ("/", &["GET", "HEAD"]),
+    ("/message-center.js", &["GET", "HEAD"]),
+];
+
+fn allow_of(r: &Response) -> BTreeSet<String> {
+    let allow = r
+        .headers()
+        .get("allow")
+        .unwrap_or_else(|| panic!("a 405 carries Allow: {r:?}"))
+        .to_str()
+        .unwrap();
+    allow.split(',').map(|m| m.trim().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn every_resource_answers_a_method_it_does_not_take_with_a_405_problem_listing_the_ones_it_does() {
+    let app = spawn_app().await;
+    let tok = user_token("olga", &["L1"]);
+    for (path, allowed) in RESOURCES {
+        let want: BTreeSet<String> = allowed.iter().map(|m| m.to_string()).collect();
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            let r = app
+                .client
+                .request(m, app.url(path))
+                .bearer_auth(&tok)
+                .send()
+                .await
+                .unwrap();
+            if allowed.contains(&method) {
+                assert_ne!(r.status(), 405, "{method} {path} is taken");
+                continue;
+            }
+            assert_eq!(allow_of(&r), want, "Allow of {method} {path}");
+            let body = problem(r, 405).await;
+            assert!(
+                body["detail"].as_str().unwrap().contains(method),
+                "the detail names the method: {body}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_under_the_api_the_websocket_and_the_page_are_404_problems() {
+    let app = spawn_app().await;
+    let tok = user_token("olga", &["L1"]);
+    for path in [
+        "/api/v1/no-such-thing",
+        "/api/v2/threads",
+        "/api/",
+        "/api",
+        "/ws/x",
+        "/ws/",
+        "/no-such-file.js",
+        "/static/index.html",
+    ] {
+        problem(app.get(path, &tok).await, 404).await;
+    }
+}
+
+#[tokio::test]
+async fn a_path_the_static_files_refuse_and_a_method_they_do_not_take_are_problems() {
+    let app = spawn_app().await;
+
+    let r = app.client.get(app.url("/..%2fCargo.toml")).send().await.unwrap();
+    let status = r.status().as_u16();
+    assert!(status == 400 || status == 404, "{status}");
+    let body = problem(r, status).await;
+    assert!(
+        !body.to_string().contains("[package]"),
+        "nothing of Cargo.toml is served: {body}"
+    );
+
+    let r = app.client.delete(app.url("/")).send().await.unwrap();
+    assert_eq!(allow_of(&r), BTreeSet::from(["GET".to_owned(), "HEAD".to_owned()]));
+    problem(r, 405).await;
+}
+
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf_8_is_a_problem_naming_the_id() {
+    let app = spawn_app().await;
+    let (status, body) = get(&app, "/api/v1/threads/%FF", &user_token("olga", &["L1"])).await;
+    assert_invalid(status, &body, "id");
+    let r = app
+        .put("/api/v1/users/%C3%28", &service_token(), json!({"name": "U"}))
+        .await;
+    let body = problem(r, 422).await;
+    assert_eq!(body["field"], "id", "{body}");
+}
+
+#[tokio::test]
+async fn a_websocket_handshake_without_an_upgrade_is_a_400_problem() {
+    let app = spawn_app().await;
+    let r = app.get("/ws", &user_token("olga", &["L1"])).await;
+    let body = problem(r, 400).await;
+    assert_ne!(body["title"], "Malformed JSON", "{body}");
 }

@@ -132,6 +132,9 @@ impl ResponseError for ApiError {
         }
         let mut res = HttpResponse::build(status);
         res.content_type("application/problem+json");
+        // Also set here, not only by `routes::edge::headers`: actix renders an error that a
+        // service returns (rather than answers) after every middleware has run.
+        res.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
         match self {
             ApiError::Unauthorized(_) => {
                 res.insert_header(("WWW-Authenticate", "Bearer"));

@@ -149,6 +149,7 @@ impl Application {
                 )
                 .app_data(web::PayloadConfig::new(limit))
                 .wrap(from_fn(edge::problems))
+                .wrap(edge::headers())
                 .wrap(from_fn(telemetry::access_log))
                 .configure(routes::configure)
                 .service(edge::static_client(&static_dir))

@@ -2,7 +2,9 @@
 //! - [`problems`]: an error response that actix-web or actix-files produced itself (an
 //!   extractor's failure, a path the static files refuse, an unknown file) becomes
 //!   `application/problem+json` like every error of ours;
-//! - [`static_client`]: the web client's files, for GET and HEAD only.
+//! - [`headers`]: `X-Content-Type-Options: nosniff` on every response;
+//! - [`static_client`]: the web client's files, for GET and HEAD only, with the page's
+//!   Content-Security-Policy, `frame-ancestors 'none'` and `Referrer-Policy`.
 //!
 //! Handlers keep answering with `ApiError`; nothing here changes a response that is already
 //! problem+json, or one a handler marked with [`OwnBody`].
@@ -14,17 +16,26 @@ use actix_web::{
     Error, HttpResponse, ResponseError,
     body::{BoxBody, EitherBody, MessageBody, to_bytes_limited},
     dev::{HttpServiceFactory, ServiceRequest, ServiceResponse},
-    http::{Method, StatusCode, header},
-    middleware::{Next, from_fn},
+    http::{
+        Method, StatusCode,
+        header::{self, HeaderValue},
+    },
+    middleware::{DefaultHeaders, Next, from_fn},
     web,
 };
 
+use super::{State, origin::Authority};
 use crate::error::ApiError;
 
 /// Marks an error response whose body is the answer itself and must stay as it is (`/readyz`
 /// reports what is down in its 503).
 #[derive(Debug, Clone, Copy)]
 pub struct OwnBody;
+
+/// Headers every response carries.
+pub fn headers() -> DefaultHeaders {
+    DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+}
 
 /// The answer for a path nothing serves.
 pub async fn unknown_path() -> Result<HttpResponse, ApiError> {
@@ -133,22 +144,45 @@ pub fn static_client(dir: &Path) -> impl HttpServiceFactory + use<> {
     )
 }
 
-/// The static client takes GET and HEAD (actix-files answers anything else in text, without
-/// `Allow`).
+/// The policy the page works under: its own scripts and styles only (it has no inline script,
+/// style or event handler), pictures from anywhere over http(s) (attachments live on the MMS
+/// provider's hosts), API calls and the websocket to its own host only, and no framing.
+/// `'self'` covers ws:/wss: on the same host in CSP 3; older browsers need them spelled out.
+fn content_security_policy(own: Option<&Authority>) -> String {
+    let websocket = own.map(|a| format!(" ws://{a} wss://{a}")).unwrap_or_default();
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' http: https:; \
+         connect-src 'self'{websocket}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// The static client takes GET and HEAD; its answers carry the page's protective headers.
 async fn static_answers(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    if matches!(*req.method(), Method::GET | Method::HEAD) {
-        return Ok(next.call(req).await?.map_into_left_body());
-    }
-    let method = req.method().clone();
-    Ok(req
-        .error_response(ApiError::MethodNotAllowed {
+    let own = req.app_data::<State>().and_then(|s| s.hosts.own(req.request()));
+    // The authority was parsed strictly (letters, digits and `.-_:[]`): it cannot smuggle a
+    // directive in, and makes a valid header value.
+    let policy = HeaderValue::try_from(content_security_policy(own.as_ref().map(|o| o.authority())))
+        .or_else(|_| HeaderValue::try_from(content_security_policy(None)))?;
+    let mut res = if matches!(*req.method(), Method::GET | Method::HEAD) {
+        next.call(req).await?.map_into_left_body()
+    } else {
+        let method = req.method().clone();
+        req.error_response(ApiError::MethodNotAllowed {
             method,
             allow: Arc::from("GET, HEAD"),
         })
-        .map_into_right_body())
+        .map_into_right_body()
+    };
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    // The legacy form of frame-ancestors, for browsers without CSP 2.
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Attachment links go to other hosts: they learn nothing of the hub's URLs.
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    Ok(res)
 }
 
 #[cfg(test)]
@@ -199,6 +233,19 @@ mod tests {
         assert_eq!(res.headers().get("content-type").unwrap(), "application/json");
         let body: serde_json::Value = actix_test::read_body_json(res).await;
         assert_eq!(body, serde_json::json!({"storage": "down"}));
+    }
+
+    #[test]
+    fn the_policy_names_the_pages_own_websocket_and_nothing_inline() {
+        let own = Authority::parse("127.0.0.1:8080").unwrap();
+        let csp = content_security_policy(Some(&own));
+        assert!(
+            csp.contains("connect-src 'self' ws://127.0.0.1:8080 wss://127.0.0.1:8080;"),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert!(content_security_policy(None).contains("connect-src 'self';"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HTTP edge: which host the hub answers as (the development sign-in and the websocket's
 //! Origin check against DNS rebinding and forged forwarding headers), 405 with `Allow` on
-//! every resource, and problem+json for every error under every path.
+//! every resource, problem+json for every error under every path, and the protective headers
+//! of the page and the API.
 
 use std::collections::BTreeSet;
 
@@ -345,4 +346,73 @@ async fn a_websocket_handshake_without_an_upgrade_is_a_400_problem() {
     let r = app.get("/ws", &user_token("olga", &["L1"])).await;
     let body = problem(r, 400).await;
     assert_ne!(body["title"], "Malformed JSON", "{body}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Protective headers
+
+fn header<'a>(r: &'a Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} on {}: {:?}", r.url(), r.headers()))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_carry_a_content_security_policy_and_the_protective_headers() {
+    let app = spawn_app().await;
+    for path in ["/", "/message-center.js", "/message-center.css", "/no-such-file.png"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        let csp = header(&r, "content-security-policy");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' http: https:",
+            &format!("connect-src 'self' ws://127.0.0.1:{0} wss://127.0.0.1:{0}", app.port),
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {directive} in {csp}");
+        }
+        assert!(!csp.contains("unsafe-"), "{path}: {csp}");
+        assert_eq!(header(&r, "x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header(&r, "referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(header(&r, "x-frame-options"), "DENY", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_page_requested_under_a_rebinding_host_gets_no_websocket_source_for_that_host() {
+    let app = spawn_app().await;
+    let r = with_host(
+        &app,
+        Method::GET,
+        "/",
+        &format!("rebind.attacker.example:{}", app.port),
+        None,
+    )
+    .await;
+    let csp = header(&r, "content-security-policy");
+    assert!(!csp.contains("rebind"), "{csp}");
+    assert!(csp.contains("connect-src 'self';"), "{csp}");
+}
+
+#[tokio::test]
+async fn api_responses_and_errors_carry_nosniff() {
+    let app = spawn_app().await;
+    let tok = user_token("olga", &["L1"]);
+    let answers = [
+        app.get("/api/v1/me", &tok).await,
+        app.call(Method::GET, "/api/v1/me", None, None).await,
+        app.get("/api/v1/threads/t_unknown", &tok).await,
+        app.call(Method::DELETE, "/api/v1/me", Some(&tok), None).await,
+        app.get("/api/v1/nope", &tok).await,
+        app.client.get(app.url("/healthz")).send().await.unwrap(),
+        app.client.get(app.url("/metrics")).send().await.unwrap(),
+    ];
+    for r in &answers {
+        assert_eq!(header(r, "x-content-type-options"), "nosniff", "{}", r.url());
+    }
 }

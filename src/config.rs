@@ -37,6 +37,7 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     pub workers: usize,
     pub static_dir: PathBuf,
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +128,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("server.allowed_origins")
+                    .with_list_parse_key("server.trusted_proxies")
                     .try_parsing(true),
             )
             .build()

@@ -1,7 +1,12 @@
 //! The HTTP error type: every failure a handler can meet, mapped once to an RFC 9457
 //! `application/problem+json` body.
 
-use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use std::sync::Arc;
+
+use actix_web::{
+    HttpResponse, ResponseError,
+    http::{Method, StatusCode, header},
+};
 use serde_json::json;
 
 use crate::{auth::AuthError, store::StoreError};
@@ -31,6 +36,13 @@ pub enum ApiError {
     TooManySessions(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A method the path does not take; `allow` lists the ones it does ("GET, PUT").
+    #[error("{method} is not allowed on this path; it takes {allow}")]
+    MethodNotAllowed { method: Method, allow: Arc<str> },
+    /// An error response actix-web produced itself (an extractor, the static files), carried
+    /// over with its status.
+    #[error("{detail}")]
+    Http { status: StatusCode, detail: String },
 }
 
 impl ApiError {
@@ -54,6 +66,8 @@ impl ApiError {
             ApiError::TooManyRequests(_) => "rate-limited",
             ApiError::TooManySessions(_) => "too-many-sessions",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::MethodNotAllowed { .. } => "method-not-allowed",
+            ApiError::Http { status, .. } => http_kind(*status).0,
         }
     }
 
@@ -70,7 +84,25 @@ impl ApiError {
             ApiError::TooManyRequests(_) => "Too many requests",
             ApiError::TooManySessions(_) => "Too many sessions",
             ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::MethodNotAllowed { .. } => "Method not allowed",
+            ApiError::Http { status, .. } => http_kind(*status).1,
         }
+    }
+}
+
+/// Slug and title of a status carried over from actix-web, in the words our own errors use
+/// for the same status.
+fn http_kind(status: StatusCode) -> (&'static str, &'static str) {
+    match status.as_u16() {
+        400 => ("bad-request", "Bad request"),
+        404 => ("not-found", "Not found"),
+        405 => ("method-not-allowed", "Method not allowed"),
+        413 => ("payload-too-large", "Payload too large"),
+        415 => ("unsupported-media-type", "Unsupported media type"),
+        429 => ("rate-limited", "Too many requests"),
+        503 => ("unavailable", "Service unavailable"),
+        _ if status.is_server_error() => ("server-error", "Server error"),
+        _ => ("client-error", "Client error"),
     }
 }
 
@@ -87,6 +119,8 @@ impl ResponseError for ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) | ApiError::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Http { status, .. } => *status,
         }
     }
 
@@ -103,12 +137,18 @@ impl ResponseError for ApiError {
         }
         let mut res = HttpResponse::build(status);
         res.content_type("application/problem+json");
+        // Also set here, not only by `routes::edge::headers`: actix renders an error that a
+        // service returns (rather than answers) after every middleware has run.
+        res.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
         match self {
             ApiError::Unauthorized(_) => {
                 res.insert_header(("WWW-Authenticate", "Bearer"));
             }
             ApiError::TooManyRequests(secs) => {
                 res.insert_header(("Retry-After", secs.to_string()));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                res.insert_header((header::ALLOW, &**allow));
             }
             _ => {}
         }

@@ -15,7 +15,9 @@
 //!   with catch-up from the log.
 //! - [`hub`]: this node's sessions and the fan-out of events to their bounded queues.
 //! - [`session`]: one websocket connection's protocol (hello, resume, follow, heartbeat).
-//! - [`routes`]: the HTTP API, one file per area; [`error`] maps failures to problem+json.
+//! - [`routes`]: the HTTP API, one file per area; [`error`] maps failures to problem+json;
+//!   `routes::origin` decides which host the hub answers as, `routes::edge` what every
+//!   response carries (problem+json errors, protective headers).
 //! - [`auth`]: JWT verification and the caller's identity; [`limits`]: per-token rate limits.
 //! - [`cursor`]: the paged lists' cursors, signed with the deployment's key.
 //! - [`event`]: events, their routes and frames.

@@ -4,7 +4,7 @@
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use actix_web::{
-    App, HttpResponse, HttpServer,
+    App, HttpServer,
     dev::{Server, ServerHandle},
     middleware::from_fn,
     web,
@@ -19,11 +19,10 @@ use crate::{
     config::{BusBackend, DEV_SECRET, Settings, StorageBackend},
     cursor::Cursors,
     domain::PhoneParser,
-    error::ApiError,
     hub::Hub,
     limits::RateLimits,
     metrics::Metrics,
-    routes::{self, AppState, input::json_error},
+    routes::{self, AppState, edge, input::json_error, origin::Hosts},
     session,
     store::{Store, embedded::Embedded, redis::RedisStore},
     telemetry,
@@ -84,6 +83,7 @@ impl Application {
         if settings.auth.hs256_secret == DEV_SECRET && !addr.ip().is_loopback() {
             bail!("refusing to listen on {addr} with the development secret: set auth.hs256_secret");
         }
+        let hosts = Hosts::new(addr, &settings.server.trusted_proxies).map_err(anyhow::Error::msg)?;
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(metrics.clone()));
@@ -142,6 +142,7 @@ impl Application {
             limits: RateLimits::new(&settings.limits),
             cursors,
             dev_sign_in: settings.auth.hs256_secret == DEV_SECRET && addr.ip().is_loopback(),
+            hosts,
             session_deps,
             shutdown: shutdown_rx,
         });
@@ -156,12 +157,12 @@ impl Application {
                         .error_handler(move |e, _| json_error(e, limit).into()),
                 )
                 .app_data(web::PayloadConfig::new(limit))
+                .wrap(from_fn(edge::problems))
+                .wrap(edge::headers())
                 .wrap(from_fn(telemetry::access_log))
                 .configure(routes::configure)
-                .service(actix_files::Files::new("/", &static_dir).index_file("index.html"))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::NotFound("route"))
-                }))
+                .service(edge::static_client(&static_dir))
+                .default_service(web::to(edge::unknown_path))
         })
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout_secs);

@@ -1,8 +1,11 @@
 //! The web client's one-click sign-in for trying the hub out: offered only while the hub
 //! runs on the development secret on a loopback address (anyone who can reach it could mint
-//! `switchboard token` output anyway). Anywhere else the route answers 404, as if absent.
+//! `switchboard token` output anyway), and only to requests addressed to a loopback name and
+//! the bound port (`Host: localhost:PORT`, `127.0.0.1:PORT`, `[::1]:PORT`): a page on another
+//! name that DNS rebinding pointed at 127.0.0.1 must not mint tokens. Anywhere else the route
+//! answers 404, as if absent.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde_json::{Value, json};
 
 use super::{State, input::Body};
@@ -13,8 +16,8 @@ use crate::{
     error::ApiError,
 };
 
-fn offered(state: &State) -> Result<(), ApiError> {
-    if state.dev_sign_in {
+fn offered(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
+    if state.dev_sign_in && state.hosts.is_local_request(req) {
         Ok(())
     } else {
         Err(ApiError::NotFound("route"))
@@ -22,15 +25,15 @@ fn offered(state: &State) -> Result<(), ApiError> {
 }
 
 /// `GET /api/v1/dev/token`: 200 while the one-click sign-in is offered.
-pub async fn available(state: State) -> Result<HttpResponse, ApiError> {
-    offered(&state)?;
+pub async fn available(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    offered(&state, &req)?;
     Ok(HttpResponse::Ok().json(json!({"available": true})))
 }
 
 /// `POST /api/v1/dev/token` `{"sub", "tenant", "roles", "locations", "name"?}`: a one-hour
 /// token signed with the development secret.
-pub async fn mint(state: State, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
-    offered(&state)?;
+pub async fn mint(state: State, req: HttpRequest, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+    offered(&state, &req)?;
     let body = Body::new(body)?;
     let sub: UserId = body.id("sub")?;
     let tenant: TenantId = body.id("tenant")?;
@@ -58,5 +61,8 @@ pub async fn mint(state: State, body: web::Json<Value>) -> Result<HttpResponse, 
     spec.name = body.opt_string("name")?;
     spec.issuer = configured(&state.settings.auth.issuer).map(str::to_owned);
     spec.audience = configured(&state.settings.auth.audience).map(str::to_owned);
-    Ok(HttpResponse::Ok().json(json!({"token": mint_hs256(DEV_SECRET, &spec)})))
+    // A bearer token: no cache may keep it (RFC 6749 §5.1 asks the same of token answers).
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({"token": mint_hs256(DEV_SECRET, &spec)})))
 }

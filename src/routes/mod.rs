@@ -3,11 +3,14 @@
 
 mod dev;
 mod directory;
+pub mod edge;
+mod endpoint;
 mod folders;
 mod health;
 mod ingest;
 pub mod input;
 mod me;
+pub mod origin;
 mod paging;
 mod threads;
 mod ws;
@@ -15,6 +18,7 @@ mod ws;
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use endpoint::resource;
 use tokio::sync::watch;
 
 use crate::{
@@ -45,48 +49,46 @@ pub struct AppState {
     pub cursors: Cursors,
     /// Whether `/api/v1/dev/token` is offered: the development secret on a loopback address.
     pub dev_sign_in: bool,
+    /// Which hosts the hub answers as, and which proxies it believes about them.
+    pub hosts: origin::Hosts,
     pub session_deps: Arc<session::Deps>,
     pub shutdown: watch::Receiver<bool>,
 }
 
 pub type State = web::Data<AppState>;
 
-/// Mounts every route.
+/// Mounts every route (each with `resource`, so that other methods answer 405 with `Allow`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").get(health::healthz))
-        .service(web::resource("/readyz").get(health::readyz))
-        .service(web::resource("/metrics").get(health::metrics))
-        .service(web::resource("/ws").get(ws::handshake))
+    cfg.service(resource("/healthz").get(health::healthz))
+        .service(resource("/readyz").get(health::readyz))
+        .service(resource("/metrics").get(health::metrics))
+        .service(resource("/ws").get(ws::handshake))
         .service(
             web::scope("/api/v1")
-                .service(web::resource("/dev/token").get(dev::available).post(dev::mint))
-                .service(web::resource("/locations/{id}").put(directory::put_location))
-                .service(web::resource("/users/{id}").put(directory::put_user))
-                .service(web::resource("/folders").get(folders::search))
+                .service(resource("/dev/token").get(dev::available).post(dev::mint))
+                .service(resource("/locations/{id}").put(directory::put_location))
+                .service(resource("/users/{id}").put(directory::put_user))
+                .service(resource("/folders").get(folders::search))
+                .service(resource("/folders/{id}").put(directory::put_folder).get(folders::get))
+                .service(resource("/folders/{id}/messages").get(folders::messages))
+                .service(resource("/folders/{id}/photos").get(folders::photos))
                 .service(
-                    web::resource("/folders/{id}")
-                        .put(directory::put_folder)
-                        .get(folders::get),
-                )
-                .service(web::resource("/folders/{id}/messages").get(folders::messages))
-                .service(web::resource("/folders/{id}/photos").get(folders::photos))
-                .service(
-                    web::resource("/preferences")
+                    resource("/preferences")
                         .get(directory::get_preferences)
                         .put(directory::put_preferences),
                 )
-                .service(web::resource("/messages/inbound").post(ingest::inbound))
-                .service(web::resource("/messages/{id}/link-images").post(folders::link_images))
-                .service(web::resource("/me").get(me::get))
-                .service(web::resource("/me/subscriptions").put(me::put_subscriptions))
-                .service(web::resource("/resources").get(me::resources))
-                .service(web::resource("/threads").get(threads::list))
-                .service(web::resource("/threads/{id}").get(threads::get))
-                .service(web::resource("/threads/{id}/messages").get(threads::messages))
-                .service(web::resource("/threads/{id}/read").post(threads::read))
-                .service(web::resource("/threads/{id}/unread").post(threads::unread))
-                .service(web::resource("/threads/{id}/replies").post(threads::reply))
-                .service(web::resource("/threads/{id}/assign").post(threads::assign)),
+                .service(resource("/messages/inbound").post(ingest::inbound))
+                .service(resource("/messages/{id}/link-images").post(folders::link_images))
+                .service(resource("/me").get(me::get))
+                .service(resource("/me/subscriptions").put(me::put_subscriptions))
+                .service(resource("/resources").get(me::resources))
+                .service(resource("/threads").get(threads::list))
+                .service(resource("/threads/{id}").get(threads::get))
+                .service(resource("/threads/{id}/messages").get(threads::messages))
+                .service(resource("/threads/{id}/read").post(threads::read))
+                .service(resource("/threads/{id}/unread").post(threads::unread))
+                .service(resource("/threads/{id}/replies").post(threads::reply))
+                .service(resource("/threads/{id}/assign").post(threads::assign)),
         );
 }
 

@@ -1,18 +1,18 @@
 //! `GET /ws`: the websocket handshake. Origin and token are checked before the upgrade; the
-//! session itself runs in `crate::session`.
+//! session itself runs in `crate::session`. Which origin is the hub's own is `origin`'s call.
 //!
 //! The 101 response is actix-http's websocket handshake with our body
 //! (`session::wire::OutBody`), drained from the session's wire queue, into which the hub
 //! writes live events directly; the client's frames are read by `session::inbound`.
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, http::header, web};
 use tracing::Instrument;
 
-use super::{State, authenticate};
+use super::{State, authenticate, origin::Hosts};
 use crate::{auth::Role, error::ApiError, session};
 
 pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
-    check_origin(&req, &state.settings.server.allowed_origins)?;
+    check_origin(&req, &state.hosts, &state.settings.server.allowed_origins)?;
     let principal = authenticate(&req, true)?;
     if state.hub.len() >= state.settings.server.max_sessions {
         return Err(ApiError::Unavailable(
@@ -22,7 +22,11 @@ pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Re
     if *state.shutdown.borrow() {
         return Err(ApiError::Unavailable("shutting down".into()));
     }
-    let mut response = actix_http::ws::handshake(req.head()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // actix-web gives the handshake's errors their status in `error_response` alone.
+    let mut response = actix_http::ws::handshake(req.head()).map_err(|e| ApiError::Http {
+        status: e.error_response().status(),
+        detail: e.to_string(),
+    })?;
     let stream = session::inbound::Reader::new(body.into_inner(), state.settings.ws.max_frame_bytes);
     let is_service = principal.has(Role::Service) && !principal.is_member();
     let max_per_user = state.settings.ws.max_sessions_per_user;
@@ -58,14 +62,12 @@ pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Re
 
 /// Browsers send `Origin`; only the hub's own and the configured ones may open a session.
 /// Non-browser clients send none and are let through (their token is what counts).
-fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), ApiError> {
+fn check_origin(req: &HttpRequest, hosts: &Hosts, allowed: &[String]) -> Result<(), ApiError> {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
-    let host = req.connection_info().host().to_owned();
-    let own = [format!("http://{host}"), format!("https://{host}")];
-    if own.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    if hosts.own(req).is_some_and(|own| own.matches(origin))
         || allowed
             .iter()
             .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))

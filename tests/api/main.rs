@@ -11,6 +11,7 @@ mod counts;
 mod crash;
 mod cursors;
 mod directory;
+mod edge;
 mod errors;
 mod ingestion;
 mod message_center;

@@ -231,7 +231,8 @@ fn settings_probe() {
     println!(
         "PROBE {}",
         json!({"key_prefix": s.redis.key_prefix, "replay_limit": s.ws.replay_limit,
-               "allowed_origins": s.server.allowed_origins, "issuer": s.auth.issuer})
+               "allowed_origins": s.server.allowed_origins, "issuer": s.auth.issuer,
+               "trusted_proxies": s.server.trusted_proxies})
     );
 }
 
@@ -263,6 +264,7 @@ async fn environment_variables_override_the_built_in_settings() {
     assert_eq!(plain["key_prefix"], "switchboard");
     assert_eq!(plain["replay_limit"], 10000);
     assert_eq!(plain["allowed_origins"], json!([]));
+    assert_eq!(plain["trusted_proxies"], json!([]));
     assert_eq!(plain["issuer"], "");
 
     let over = probe(&[
@@ -273,7 +275,9 @@ async fn environment_variables_override_the_built_in_settings() {
             "https://a.example,https://b.example",
         ),
         ("SWITCHBOARD__AUTH__ISSUER", "https://id.example"),
+        ("SWITCHBOARD__SERVER__TRUSTED_PROXIES", "10.0.0.5,10.1.0.0/16"),
     ]);
+    assert_eq!(over["trusted_proxies"], json!(["10.0.0.5", "10.1.0.0/16"]));
     assert_eq!(over["key_prefix"], "probe-prefix");
     assert_eq!(over["replay_limit"], 77);
     assert_eq!(

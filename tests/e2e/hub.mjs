@@ -1,6 +1,7 @@
 // Helpers for the end-to-end tests: build and start a hub, mint tokens, seed a tenant, open
 // Debian's Chromium through playwright-core.
 import { spawn, spawnSync } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -173,6 +174,29 @@ export function launch() {
   return chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS, timeout: 30_000 });
 }
 
+/**
+ * Makes every Content-Security-Policy violation on `page` an entry of `errors`: the
+ * `securitypolicyviolation` events of each document, and Chromium's console reports (which
+ * also cover what no document sees, such as a refused frame). The emitter returned emits
+ * 'violation' for each.
+ */
+export async function watchPolicy(page, errors) {
+  const watcher = new EventEmitter();
+  const report = (e) => {
+    errors.push(e);
+    watcher.emit('violation', e);
+  };
+  await page.exposeFunction('__reportPolicyViolation', (v) => report(new Error(`CSP violation: ${v}`)));
+  await page.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) =>
+      window.__reportPolicyViolation(`${e.effectiveDirective} blocked ${e.blockedURI || 'inline'} in ${e.documentURI}`));
+  });
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) report(new Error(`CSP console error: ${m.text()}`));
+  });
+  return watcher;
+}
+
 /** A new browser context and page signed in with `tok` (pasted into the sign-in form, as a person would). */
 export async function signedInPage(browser, hub, tok, { screenshot } = {}) {
   const context = await browser.newContext({ viewport: { width: 1360, height: 820 } });
@@ -180,6 +204,7 @@ export async function signedInPage(browser, hub, tok, { screenshot } = {}) {
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
+  await watchPolicy(page, errors);
   page.errors = errors;
   await page.goto(hub.url);
   await page.locator('#token-input').fill(tok);

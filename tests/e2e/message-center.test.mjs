@@ -1,8 +1,9 @@
 // End-to-end: the Message Center in headless Chromium against a hub started here.
 // Run: node --test tests/e2e/   (tests/e2e/run.sh installs what is missing first)
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
-import { DEV_SECRET, api, barrier, buildHub, launch, row, seedTenant, shot, signedInPage, startHub, startPhotoServer } from './hub.mjs';
+import { DEV_SECRET, api, barrier, buildHub, launch, row, seedTenant, shot, signedInPage, startHub, startPhotoServer, watchPolicy } from './hub.mjs';
 
 const T = { timeout: 60_000 };
 let hub;
@@ -316,7 +317,9 @@ describe('the Message Center', () => {
   });
 
   test('a hub on its development secret offers a one-click sign-in, and no other hub does', T, async () => {
+    const errors = [];
     const plain = await browser.newPage();
+    await watchPolicy(plain, errors);
     await plain.goto(hub.url);
     await plain.locator('#token-input').waitFor();
     const offered = await plain.evaluate(() => fetch('/api/v1/dev/token').then((r) => r.status));
@@ -327,6 +330,7 @@ describe('the Message Center', () => {
     const dev = await startHub({ secret: DEV_SECRET });
     try {
       const page = await browser.newPage();
+      await watchPolicy(page, errors);
       await page.goto(dev.url);
       await page.getByRole('button', { name: 'Sign in as this user' }).click();
       await page.locator('#connection[data-state="open"]').waitFor();
@@ -336,5 +340,53 @@ describe('the Message Center', () => {
     } finally {
       await dev.stop();
     }
+    assert.deepEqual(errors, []);
+  });
+
+  test('the page carries its protective headers and works under its Content-Security-Policy, which is enforced', T, async () => {
+    const errors = [];
+    const page = await browser.newPage();
+    const watcher = await watchPolicy(page, errors);
+    const res = await page.goto(hub.url);
+    const headers = res.headers();
+    const csp = headers['content-security-policy'] || '';
+    for (const directive of ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'",
+      `connect-src 'self' ws://127.0.0.1:${hub.port} wss://127.0.0.1:${hub.port}`]) {
+      assert.ok(csp.includes(directive), `${directive} in ${csp}`);
+    }
+    assert.ok(!csp.includes('unsafe-'), csp);
+    assert.equal(headers['x-content-type-options'], 'nosniff');
+    assert.equal(headers['referrer-policy'], 'no-referrer');
+    // The module and the style sheet came from the hub and ran: the sign-in form works.
+    await page.locator('#token-input').waitFor();
+    assert.notEqual(await page.locator('.topbar').evaluate((el) => getComputedStyle(el).display), 'inline');
+    const asset = await page.evaluate(async () => {
+      const r = await fetch('/message-center.js');
+      return { csp: r.headers.get('content-security-policy'), nosniff: r.headers.get('x-content-type-options') };
+    });
+    assert.equal(asset.csp, csp);
+    assert.equal(asset.nosniff, 'nosniff');
+    assert.deepEqual(errors, [], 'the page loads without a policy violation');
+
+    // The policy is in force: an injected inline script does not run, and is reported (to the
+    // watcher too, so the other tests' empty lists of errors mean something).
+    const reported = once(watcher, 'violation');
+    const ran = await page.evaluate(() => new Promise((resolve) => {
+      document.addEventListener('securitypolicyviolation', () => resolve(window.__inlineRan === true), { once: true });
+      const s = document.createElement('script');
+      s.textContent = 'window.__inlineRan = true';
+      document.head.append(s);
+    }));
+    assert.equal(ran, false, 'inline script is refused');
+    const [violation] = await reported;
+    assert.match(violation.message, /script-src/);
+
+    // And no page may frame it.
+    const framer = await browser.newPage();
+    const refused = framer.waitForEvent('console', { predicate: (m) => /frame-ancestors/.test(m.text()) });
+    await framer.setContent(`<iframe src="${hub.url}/"></iframe>`);
+    await refused;
+    await framer.close();
+    await page.close();
   });
 });

@@ -10,7 +10,7 @@ use switchboard::{
     bus::EventSink,
     domain::{Id, LocationId, TenantId, UserId},
     event::{Event, EventKind, Route},
-    hub::Hub,
+    hub::{Hub, QueueBounds},
     metrics::Metrics,
     rules::{self, Recipient, Resources, Viewer},
 };
@@ -82,7 +82,10 @@ fn fan_out(c: &mut Criterion) {
                     id(&format!("u{i}")),
                     false,
                     locations.clone(),
-                    1024,
+                    QueueBounds {
+                        items: 1024,
+                        bytes: 1 << 20,
+                    },
                     usize::MAX,
                 )
                 .unwrap();
@@ -109,9 +112,13 @@ fn fan_out(c: &mut Criterion) {
                     hub.deliver(std::slice::from_ref(&event));
                     spent += started.elapsed();
                     // Drain outside the timing, as each session's response body would.
-                    for (_, rx, wire) in queues.iter_mut() {
-                        while rx.try_recv().is_ok() {}
-                        while wire.try_recv().is_ok() {}
+                    for (h, rx, wire) in queues.iter_mut() {
+                        while let Ok(out) = rx.try_recv() {
+                            h.room.give(out.bytes());
+                        }
+                        while let Ok(frame) = wire.try_recv() {
+                            h.room.give(frame.bytes());
+                        }
                     }
                 }
                 spent

@@ -93,6 +93,7 @@ pub struct WsSettings {
     pub heartbeat_interval_ms: u64,
     pub client_timeout_ms: u64,
     pub queue_capacity: usize,
+    pub queue_bytes: usize,
     pub max_frame_bytes: usize,
     pub replay_limit: usize,
     pub max_sessions_per_user: usize,

@@ -4,7 +4,8 @@
 //! for subscribe-all sessions, by (tenant, resource) for followers of the drop-down, and by
 //! tenant for service sessions. Delivery never waits on a session:
 //! the frame is encoded once and `try_send` into each recipient's bounded queue; a full queue
-//! closes that session with 4008 (it resumes), and nobody else is slowed down. A batch of
+//! (in items, or in bytes: the session's `Room`, shared by both its queues) closes that
+//! session with 4008 (it resumes), and nobody else is slowed down. A batch of
 //! events (what one commit published) is delivered session by session, in log order within
 //! each: a recipient's frames of the batch enter its wire queue as one item, so its socket
 //! wakes once and writes them together (`Hub::deliver_run`).
@@ -51,7 +52,10 @@ use crate::{
     event::{self, Event, EventKind},
     metrics::Metrics,
     rules::{self, Recipient, Viewer},
-    session::{CountAnchor, wire::Wire},
+    session::{
+        CountAnchor,
+        wire::{Room, Wire},
+    },
 };
 
 /// Room in a session's wire queue beyond `ws.queue_capacity`: what actix-ws's writer channel
@@ -66,6 +70,28 @@ pub enum Outbound {
     /// `unread.count` with this event id: the session writes its own number. `delta`: the
     /// amount every recipient's count moved by (an inbound message), or `None`: read it again.
     Count { id: u64, delta: Option<i64> },
+}
+
+/// What an `unread.count` frame takes in a session's room (`{"type":"unread.count","id":…}`).
+const COUNT_FRAME_BYTES: usize = 64;
+
+impl Outbound {
+    /// The bytes it holds while queued (the session's `Room` counts them).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Outbound::Event { frame, .. } => frame.len(),
+            Outbound::Count { .. } => COUNT_FRAME_BYTES,
+        }
+    }
+}
+
+/// How much one session may have queued: items in each of its queues, and bytes in both.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBounds {
+    /// `ws.queue_capacity`.
+    pub items: usize,
+    /// `ws.queue_bytes`.
+    pub bytes: usize,
 }
 
 /// What a session is, and what may change while it lives.
@@ -96,6 +122,8 @@ pub struct SessionHandle {
     tx: flume::Sender<Outbound>,
     /// The wire queue: every frame the session writes, in order.
     pub wire: flume::Sender<Wire>,
+    /// Bytes of frames queued, in the task's queue and the wire queue together.
+    pub room: Room,
     state: Mutex<SessionState>,
     /// Woken when the hub wants the session closed (code in `kick_code`).
     pub kicked: Notify,
@@ -103,6 +131,12 @@ pub struct SessionHandle {
     /// Set when the threads the session's unread count covers changed (`subscribe_all`, the
     /// locations) or the count it holds may have missed a change: its next count is read.
     count_stale: AtomicBool,
+}
+
+impl AsRef<Room> for SessionHandle {
+    fn as_ref(&self) -> &Room {
+        &self.room
+    }
 }
 
 impl SessionHandle {
@@ -295,23 +329,23 @@ impl Hub {
     }
 
     /// Adds a session; events committed from now on reach its queue. Returns the handle, the
-    /// task's queue and the wire queue (`capacity` + `WIRE_SLACK` items, an item being a
-    /// frame or the session's frames of one delivered batch); or, when the user already holds
-    /// `max_per_user` sessions on this node, how many. The session starts outside direct
-    /// mode.
+    /// task's queue and the wire queue (`bounds.items` + `WIRE_SLACK` items, an item being a
+    /// frame or the session's frames of one delivered batch; `bounds.bytes` in both); or,
+    /// when the user already holds `max_per_user` sessions on this node, how many. The
+    /// session starts outside direct mode.
     pub fn register(
         &self,
         tenant: TenantId,
         user: UserId,
         is_service: bool,
         locations: Arc<[LocationId]>,
-        capacity: usize,
+        bounds: QueueBounds,
         max_per_user: usize,
     ) -> Result<Registered, usize> {
         // flume's bounded queues allocate as they fill (a tokio channel allocates a block of
         // 32 slots up front): an idle session holds ~1.5 KB less per queue (W1).
-        let (tx, rx) = flume::bounded(capacity.max(1));
-        let (wire, wire_rx) = flume::bounded(capacity.max(1) + WIRE_SLACK);
+        let (tx, rx) = flume::bounded(bounds.items.max(1));
+        let (wire, wire_rx) = flume::bounded(bounds.items.max(1) + WIRE_SLACK);
         let h = Arc::new(SessionHandle {
             key: self.next_key.fetch_add(1, Ordering::Relaxed),
             id: SessionId::generate(),
@@ -320,6 +354,7 @@ impl Hub {
             is_service,
             tx,
             wire,
+            room: Room::new(bounds.bytes),
             state: Mutex::new(SessionState {
                 locations,
                 subscribe_all: false,
@@ -614,11 +649,11 @@ impl Hub {
                         // empty; what is gathered for the wire goes first.
                         push_wire(h, &mut wire)?;
                         state.direct = false;
-                        h.tx.try_send(plan.task_item(e)).map_err(drop_item)?;
+                        to_task(h, plan.task_item(e))?;
                     }
                 }
             } else {
-                h.tx.try_send(plan.task_item(e)).map_err(drop_item)?;
+                to_task(h, plan.task_item(e))?;
             }
             delivered += 1;
         }
@@ -706,13 +741,33 @@ impl Plan {
 }
 
 /// Pushes the frames gathered for a session's wire as one item (one wake-up of its socket).
+/// Full: no room for the item, in items or in bytes.
 fn push_wire(h: &SessionHandle, frames: &mut Vec<ByteString>) -> Result<(), TrySendError<()>> {
     let item = match frames.len() {
         0 => return Ok(()),
         1 => Wire::Text(frames.pop().expect("one frame")),
         _ => Wire::Texts(mem::take(frames).into_boxed_slice()),
     };
-    h.wire.try_send(item).map_err(drop_item)
+    let bytes = item.bytes();
+    if !h.room.try_take(bytes) {
+        return Err(TrySendError::Full(()));
+    }
+    h.wire.try_send(item).map_err(|e| {
+        h.room.give(bytes);
+        drop_item(e)
+    })
+}
+
+/// Queues an item for the session task. Full: no room for it, in items or in bytes.
+fn to_task(h: &SessionHandle, item: Outbound) -> Result<(), TrySendError<()>> {
+    let bytes = item.bytes();
+    if !h.room.try_take(bytes) {
+        return Err(TrySendError::Full(()));
+    }
+    h.tx.try_send(item).map_err(|e| {
+        h.room.give(bytes);
+        drop_item(e)
+    })
 }
 
 /// What delivery does for a session in direct mode.
@@ -777,6 +832,11 @@ mod tests {
         Hub::new(Arc::new(Metrics::new()))
     }
 
+    const BOUNDS: QueueBounds = QueueBounds {
+        items: 64,
+        bytes: 1 << 20,
+    };
+
     fn locations(ls: &[&str]) -> Arc<[LocationId]> {
         ls.iter().map(|l| id(l)).collect::<Vec<_>>().into()
     }
@@ -814,7 +874,7 @@ mod tests {
                         id(&format!("u{i}")),
                         false,
                         locations(&["L1"]),
-                        64,
+                        BOUNDS,
                         usize::MAX,
                     )
                     .unwrap();
@@ -863,7 +923,7 @@ mod tests {
     fn a_subscription_change_or_other_locations_mark_the_count_stale_and_nothing_else_does() {
         let hub = hub();
         let (h, _rx, _wire) = hub
-            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), BOUNDS, usize::MAX)
             .unwrap();
         let _ = hub.open_view(&h, false, 10);
         assert!(!h.take_count_stale(), "a snapshot with the flag off holds");
@@ -891,7 +951,7 @@ mod tests {
         // Delivery looks at event 11 before the session opening from the head 10 is in the
         // subscribers' index: it may have missed a count.
         let (h, rx, _wire) = hub
-            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), BOUNDS, usize::MAX)
             .unwrap();
         hub.deliver(&[count_event(11, Some(1))]);
         assert!(rx.try_recv().is_err(), "not yet a subscriber");
@@ -900,14 +960,14 @@ mod tests {
 
         // A snapshot at or after everything delivered holds.
         let (h, _rx, _wire) = hub
-            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), BOUNDS, usize::MAX)
             .unwrap();
         assert!(!hub.open_view(&h, true, 11), "nothing to catch up");
         assert!(!h.take_count_stale());
 
         // A newer change applied before the snapshot's: the anchor does not hold.
         let (h, _rx, _wire) = hub
-            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), BOUNDS, usize::MAX)
             .unwrap();
         hub.deliver(&[subscription(12, "olga", true)]);
         h.take_count_stale();
@@ -941,7 +1001,7 @@ mod tests {
     /// A subscriber opened at event 10 with a count of 3, in direct mode.
     fn direct_subscriber(hub: &Hub) -> (Arc<SessionHandle>, flume::Receiver<Outbound>, flume::Receiver<Wire>) {
         let (h, rx, wire) = hub
-            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), BOUNDS, usize::MAX)
             .unwrap();
         h.take_count_stale();
         let _ = hub.open_view(&h, true, 10);
@@ -1023,7 +1083,7 @@ mod tests {
     fn events_after_a_subscription_change_in_one_batch_follow_the_new_flag() {
         let hub = hub();
         let (h, rx, _wire) = hub
-            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), BOUNDS, usize::MAX)
             .unwrap();
         let _ = hub.open_view(&h, false, 10);
         hub.deliver(&[message(11), subscription(12, "olga", true), message(13)]);
@@ -1039,10 +1099,10 @@ mod tests {
     fn a_users_second_device_joins_and_leaves_the_index_and_the_first_stays() {
         let hub = hub();
         let (a, a_rx, _a_wire) = hub
-            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), BOUNDS, usize::MAX)
             .unwrap();
         let (b, b_rx, _b_wire) = hub
-            .register(id("acme"), id("olga"), false, locations(&["L1"]), 64, usize::MAX)
+            .register(id("acme"), id("olga"), false, locations(&["L1"]), BOUNDS, usize::MAX)
             .unwrap();
         let to_olga = |event_id| {
             Arc::new(Event {

@@ -9,7 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, http::header, web};
 use tracing::Instrument;
 
 use super::{State, authenticate, origin::Hosts};
-use crate::{auth::Role, error::ApiError, session};
+use crate::{auth::Role, error::ApiError, hub::QueueBounds, session};
 
 pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
     check_origin(&req, &state.hosts, &state.settings.server.allowed_origins)?;
@@ -37,7 +37,10 @@ pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Re
             principal.user.clone(),
             is_service,
             principal.locations.clone(),
-            state.settings.ws.queue_capacity,
+            QueueBounds {
+                items: state.settings.ws.queue_capacity,
+                bytes: state.settings.ws.queue_bytes,
+            },
             max_per_user,
         )
         .map_err(|held| {
@@ -55,9 +58,10 @@ pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Re
     let resume_from = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
         .ok()
         .and_then(|q| q.get("last_event_id").cloned());
+    let room = std::sync::Arc::downgrade(&handle) as session::wire::RoomOwner;
     let run = session::run(deps, handle, queue, stream, &principal, resume_from);
     actix_web::rt::spawn(run.instrument(span));
-    Ok(HttpResponse::from(response.body(session::wire::OutBody::new(wire))).map_into_boxed_body())
+    Ok(HttpResponse::from(response.body(session::wire::OutBody::new(wire, room))).map_into_boxed_body())
 }
 
 /// Browsers send `Origin`; only the hub's own and the configured ones may open a session.

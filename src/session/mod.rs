@@ -242,12 +242,24 @@ impl Conn {
         }
     }
 
-    /// Queues `frame` on the wire, waiting for room (or a kick).
+    /// Queues `frame` on the wire, waiting for room, in items and in bytes (or a kick).
     async fn write(&mut self, frame: Wire) -> Result<(), End> {
+        let queued = async {
+            self.handle.room.take(frame.bytes()).await;
+            self.wire.send_async(frame).await
+        };
         tokio::select! {
-            sent = self.wire.send_async(frame) => sent.map_err(|_| End::Gone),
+            sent = queued => sent.map_err(|_| End::Gone),
             _ = self.handle.kicked.notified() => Err(self.kicked()),
         }
+    }
+
+    /// The next item of the task's queue, if one is there; its room is given back (what the
+    /// task writes of it takes room on the wire).
+    fn take_queued(&self) -> Option<Outbound> {
+        let out = self.queue.try_recv().ok()?;
+        self.handle.room.give(out.bytes());
+        Some(out)
     }
 
     /// How the session ends when the hub kicked it.
@@ -340,7 +352,10 @@ impl Conn {
                 biased;
                 _ = self.handle.kicked.notified() => Err(self.kicked()),
                 out = self.queue.recv_async() => match out {
-                    Ok(out) => Box::pin(self.outbound(out)).await,
+                    Ok(out) => {
+                        self.handle.room.give(out.bytes());
+                        Box::pin(self.outbound(out)).await
+                    }
                     Err(_) => Err(End::Gone),
                 },
                 msg = self.stream.recv() => {
@@ -486,7 +501,7 @@ impl Conn {
         if let Err(e) = self.deps.bus.barrier(&self.handle.tenant).await {
             debug!(error = %e, "no delivery barrier; answering ping anyway");
         }
-        while let Ok(out) = self.queue.try_recv() {
+        while let Some(out) = self.take_queued() {
             self.outbound(out).await?;
         }
         self.send_json(json!({"type": "pong"})).await

@@ -15,11 +15,17 @@
 //! - Without a `Close`, the body ends once every sender is gone (the session ended and the
 //!   hub dropped it), and the connection with it.
 //! - The read side (`inbound`) reads the request's payload on its own.
+//! - The queue is bounded in items (a flume channel) and in bytes ([`Room`]): whoever queues a
+//!   frame takes room for its bytes first, and the body gives the room back as it takes the
+//!   frame off the queue. A session's frames in memory (its task's queue included, see `hub`)
+//!   are so never more than `ws.queue_bytes`, plus the one chunk the body handed to the
+//!   connection.
 
 use std::{
     convert::Infallible,
     mem,
     pin::Pin,
+    sync::Weak,
     task::{Context, Poll},
 };
 
@@ -43,6 +49,67 @@ pub enum Wire {
     Pong(Bytes),
     /// The last frame: close code and reason (cut to 123 bytes on a character boundary).
     Close(u16, &'static str),
+}
+
+impl Wire {
+    /// The bytes this frame holds while queued: its text. Control frames count as nothing, so
+    /// that a heartbeat or the closing frame never waits for room.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Wire::Text(t) => t.len(),
+            Wire::Texts(ts) => ts.iter().map(|t| t.len()).sum(),
+            Wire::Ping | Wire::Pong(_) | Wire::Close(..) => 0,
+        }
+    }
+}
+
+/// A session's room for queued frames, in bytes (`ws.queue_bytes`): taken by whoever queues a
+/// frame, given back when the frame leaves the queue (the body wrote it, or the session task
+/// took it from its own queue). A frame larger than the whole room takes all of it.
+#[derive(Debug)]
+pub struct Room {
+    bytes: tokio::sync::Semaphore,
+    max: u32,
+}
+
+impl Room {
+    pub fn new(max: usize) -> Room {
+        let max = max.clamp(1, u32::MAX as usize) as u32;
+        Room {
+            bytes: tokio::sync::Semaphore::new(max as usize),
+            max,
+        }
+    }
+
+    fn cost(&self, bytes: usize) -> u32 {
+        bytes.min(self.max as usize) as u32
+    }
+
+    /// Takes room for `bytes` if there is that much now (delivery, which never waits).
+    pub fn try_take(&self, bytes: usize) -> bool {
+        self.bytes
+            .try_acquire_many(self.cost(bytes))
+            .map(|p| p.forget())
+            .is_ok()
+    }
+
+    /// Waits until there is room for `bytes`, and takes it (the session task's own writes).
+    pub async fn take(&self, bytes: usize) {
+        // The semaphore is never closed.
+        if let Ok(p) = self.bytes.acquire_many(self.cost(bytes)).await {
+            p.forget();
+        }
+    }
+
+    /// Gives back the room of `bytes` that left the queue.
+    pub fn give(&self, bytes: usize) {
+        self.bytes.add_permits(self.cost(bytes) as usize);
+    }
+
+    /// Bytes queued now.
+    pub fn used(&self) -> usize {
+        self.max as usize - self.bytes.available_permits()
+    }
 }
 
 /// Encoded bytes one poll hands the dispatcher at most (more stays queued for the next).
@@ -98,18 +165,24 @@ pub fn encode(frame: &Wire, buf: &mut BytesMut) {
     }
 }
 
+/// What holds a session's [`Room`] (the hub's session handle). The body holds it weakly: it
+/// must not keep the session's senders alive, or it would never end.
+pub type RoomOwner = Weak<dyn AsRef<Room> + Send + Sync>;
+
 /// The websocket's response body (see the module doc).
 pub struct OutBody {
     /// `None` once the body is done: senders then find the queue disconnected.
     queue: Option<flume::r#async::RecvStream<'static, Wire>>,
     buf: BytesMut,
+    room: RoomOwner,
 }
 
 impl OutBody {
-    pub fn new(queue: flume::Receiver<Wire>) -> OutBody {
+    pub fn new(queue: flume::Receiver<Wire>, room: RoomOwner) -> OutBody {
         OutBody {
             queue: Some(queue.into_stream()),
             buf: BytesMut::new(),
+            room,
         }
     }
 }
@@ -123,11 +196,13 @@ impl MessageBody for OutBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Infallible>>> {
         let this = self.get_mut();
+        let mut freed = 0;
         while let Some(queue) = this.queue.as_mut()
             && this.buf.len() < CHUNK
         {
             match queue.poll_next_unpin(cx) {
                 Poll::Ready(Some(frame)) => {
+                    freed += frame.bytes();
                     encode(&frame, &mut this.buf);
                     if matches!(frame, Wire::Close(..)) {
                         this.queue = None;
@@ -136,6 +211,11 @@ impl MessageBody for OutBody {
                 Poll::Ready(None) => this.queue = None,
                 Poll::Pending => break,
             }
+        }
+        if freed > 0
+            && let Some(owner) = this.room.upgrade()
+        {
+            (*owner).as_ref().give(freed);
         }
         if !this.buf.is_empty() {
             // `take`: no buffer grows to the largest burst and stays that size.
@@ -180,10 +260,25 @@ mod tests {
         assert_eq!(close.len() - 4, 122, "cut on a character boundary");
     }
 
+    struct Owner(Room);
+
+    impl AsRef<Room> for Owner {
+        fn as_ref(&self) -> &Room {
+            &self.0
+        }
+    }
+
+    fn owner(max: usize) -> (std::sync::Arc<Owner>, RoomOwner) {
+        let owner = std::sync::Arc::new(Owner(Room::new(max)));
+        let weak: RoomOwner = std::sync::Arc::downgrade(&owner) as RoomOwner;
+        (owner, weak)
+    }
+
     #[test]
     fn a_poll_writes_everything_queued_and_the_body_ends_after_close() {
         let (tx, rx) = flume::bounded(16);
-        let mut body = OutBody::new(rx);
+        let (_owner, room) = owner(1024);
+        let mut body = OutBody::new(rx, room);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(Pin::new(&mut body).poll_next(&mut cx).is_pending());
         tx.try_send(Wire::Text("a".into())).unwrap();
@@ -196,5 +291,32 @@ mod tests {
         assert_eq!(&bytes[..], b"\x81\x01a\x81\x01b\x88\x02\x03\xe9");
         assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(None)));
         assert!(tx.try_send(Wire::Text("after".into())).is_err(), "closed");
+    }
+
+    #[test]
+    fn room_is_taken_for_a_frames_bytes_and_given_back_when_the_body_writes_it() {
+        let (tx, rx) = flume::bounded(16);
+        let (owner, room) = owner(10);
+        let mut body = OutBody::new(rx, room);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let room = &owner.0;
+        for frame in ["abcd", "efgh"] {
+            assert!(room.try_take(frame.len()));
+            tx.try_send(Wire::Text(frame.into())).unwrap();
+        }
+        assert!(!room.try_take(3), "8 of 10 bytes are queued");
+        assert!(room.try_take(2));
+        room.give(2);
+        assert_eq!(room.used(), 8);
+        assert!(matches!(
+            Pin::new(&mut body).poll_next(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        assert_eq!(room.used(), 0, "written: the room is back");
+        assert!(room.try_take(25), "a frame larger than the room takes all of it");
+        assert!(!room.try_take(1));
+        room.give(25);
+        assert_eq!(room.used(), 0);
+        assert_eq!(Wire::Ping.bytes() + Wire::Close(1000, "bye").bytes(), 0);
     }
 }

@@ -8,7 +8,6 @@ pub const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 
 mod auth;
 mod counts;
-mod crash;
 mod cursors;
 mod directory;
 mod edge;
@@ -16,5 +15,6 @@ mod errors;
 mod ingestion;
 mod message_center;
 mod operations;
+mod process;
 mod resume;
 mod websocket;

@@ -1,6 +1,6 @@
 //! The black-box contract suite of `tests/api`, run on the Redis store and bus: each test
 //! starts a hub on port 0 against the shared test redis-server (started by the helpers on a
-//! free port) under a key prefix of its own. Left out: `crash` and `operations`, which are
+//! free port) under a key prefix of its own. Left out: `process` and `operations`, which are
 //! about the embedded single binary. Tests of the store's own concerns (atomicity,
 //! concurrency) are in `store`.
 

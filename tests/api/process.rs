@@ -1,5 +1,6 @@
-//! The built binary as a child process: what a 2xx promised survives SIGKILL, and SIGTERM is
-//! a graceful shutdown.
+//! The built binary as a child process: what a 2xx promised survives SIGKILL, SIGTERM is a
+//! graceful shutdown, and a client that never reads costs the process no more memory than its
+//! queue's bound.
 
 use std::{
     path::Path,
@@ -13,6 +14,7 @@ use nix::{
 };
 use reqwest::Response;
 use serde_json::{Value, json};
+use switchboard::config::Settings;
 
 use crate::helpers::ws::*;
 use crate::helpers::*;
@@ -73,6 +75,16 @@ impl Hub {
 
     fn pid(&self) -> Pid {
         Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    /// The process's resident set, in KiB (`VmRSS`).
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("a VmRSS line")
     }
 
     fn signal(&self, sig: Signal) {
@@ -270,4 +282,62 @@ async fn sigterm_closes_websockets_with_1001_and_exits_0() {
     assert_eq!(ws.expect_close().await, Some(1001));
     let status = hub.exited().await;
     assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[tokio::test]
+async fn a_session_that_never_reads_grows_the_process_by_no_more_than_its_queue_bound_then_is_closed_with_4008() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path()).await;
+    hub.seed().await;
+    let body = "x".repeat(100 * 1024);
+    // Warm-up: the traffic to come, without the session, so that storage caches and the
+    // allocator's pools have grown to what this traffic needs before the measurement.
+    for i in 0..100 {
+        let (status, answer) = hub.inbound(&format!("warm{i}"), &body).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let before = hub.rss_kib();
+
+    // sam, F1's sales resource, over a socket with a small receive buffer, never read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = hub.base.trim_start_matches("http://").parse().unwrap();
+    let stream = socket.connect(addr).await.expect("connected");
+    let (mut stuck, _) = tokio_tungstenite::client_async(query_url(&hub.ws_url, &member("sam")), stream)
+        .await
+        .expect("upgraded");
+    // 20 MB for sam, far past what the kernel's buffers and the queue's bound hold.
+    for i in 0..200 {
+        let (status, answer) = hub.inbound(&format!("stuck{i}"), &body).await;
+        assert_eq!(status, 201, "ingestion goes on while a session is stuck: {answer}");
+    }
+    let grown = hub.rss_kib().saturating_sub(before);
+
+    let queue_kib = (Settings::defaults().ws.queue_bytes / 1024) as u64;
+    let chunk_kib = (switchboard::session::wire::CHUNK / 1024) as u64;
+    // What the allocator and storage may still grow by on their own, whatever the session.
+    let allowance_kib = 4 * 1024;
+    assert!(
+        grown <= queue_kib + chunk_kib + allowance_kib,
+        "the hub grew by {grown} KiB for one stuck session (its queue may hold {queue_kib} KiB)"
+    );
+
+    // Read now: what was queued before the hub gave up, then the close asking it to resume.
+    let mut frames = 0;
+    let code = loop {
+        match tokio::time::timeout(PATIENCE, stuck.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(Message::Text(_))) => frames += 1,
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("the session ended without a close: {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(4008), "closed as too slow after {frames} frames");
+    assert!(frames < 200 * 2, "the hub gave up before the end: {frames} frames");
 }

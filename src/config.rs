@@ -97,6 +97,18 @@ pub struct WsSettings {
     pub max_frame_bytes: usize,
     pub replay_limit: usize,
     pub max_sessions_per_user: usize,
+    pub frame_rate: u32,
+    pub frame_burst: u32,
+}
+
+impl WsSettings {
+    /// The budget of a session's client frames (`session::budget`).
+    pub fn frame_rate(&self) -> crate::session::budget::Rate {
+        crate::session::budget::Rate {
+            per_second: self.frame_rate,
+            burst: self.frame_burst,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

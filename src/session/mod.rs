@@ -40,6 +40,7 @@
 //! In direct mode the hub takes the steps that need no read (under the state mutex, where the
 //! anchor lives); a stale mark or a step that needs a read hands the count to this task.
 
+pub mod budget;
 pub mod inbound;
 pub mod wire;
 
@@ -62,6 +63,7 @@ use crate::{
     hub::{self, Hub, Outbound, SessionHandle},
     store::{Replay, Scope, Store},
 };
+use budget::Budget;
 use wire::Wire;
 
 /// Close codes of the contract.
@@ -123,6 +125,8 @@ struct Conn {
     opened_at: u64,
     /// When the token runs out (seconds since the epoch).
     exp: u64,
+    /// What the client may still ask of the hub (`budget`).
+    budget: Budget,
 }
 
 /// The session's unread count, exact as of event `as_of` (the module doc has the argument).
@@ -163,6 +167,8 @@ enum Answer {
     Resumed,
     /// The client must reload over REST.
     Resync,
+    /// The session's budget could not pay for it: answered `rate_limited`, nothing replayed.
+    Dropped,
 }
 
 /// Why the loop ended.
@@ -191,6 +197,7 @@ pub fn run(
     principal: &Principal,
     resume_from: Option<String>,
 ) -> impl Future<Output = ()> + 'static {
+    let budget = Budget::new(deps.ws.frame_rate(), Instant::now());
     let conn = Conn {
         deps,
         wire: handle.wire.clone(),
@@ -199,6 +206,7 @@ pub fn run(
         stream,
         opened_at: 0,
         exp: principal.exp,
+        budget,
     };
     conn.run(resume_from)
 }
@@ -446,14 +454,37 @@ impl Conn {
             Some(Ok(AggregatedMessage::Close(reason))) => {
                 Err(End::Close(close::echo(reason.map(|r| u16::from(r.code))), ""))
             }
-            Some(Ok(AggregatedMessage::Ping(p))) => self.write(Wire::Pong(p)).await,
-            Some(Ok(AggregatedMessage::Pong(_))) => Ok(()),
+            // A Ping beyond the budget goes unanswered (control frames get no error frame).
+            Some(Ok(AggregatedMessage::Ping(p))) if self.pay(budget::frame_cost(p.len())) => {
+                self.write(Wire::Pong(p)).await
+            }
+            Some(Ok(AggregatedMessage::Ping(_) | AggregatedMessage::Pong(_))) => Ok(()),
+            Some(Ok(AggregatedMessage::Binary(b))) if !self.pay(budget::frame_cost(b.len())) => {
+                self.rate_limited().await
+            }
+            Some(Ok(AggregatedMessage::Text(t))) if !self.pay(budget::frame_cost(t.len())) => self.rate_limited().await,
             Some(Ok(AggregatedMessage::Binary(_))) => self.error("bad_frame", "frames are JSON text").await,
             Some(Ok(AggregatedMessage::Text(text))) => match serde_json::from_str::<Value>(&text) {
                 Ok(v) => self.client_frame(v).await,
                 Err(_) => self.error("bad_frame", "frames are JSON text").await,
             },
         }
+    }
+
+    /// Takes `cost` units from the client's budget if it holds them (see `budget`).
+    fn pay(&mut self, cost: u32) -> bool {
+        self.budget.try_take(cost, self.deps.ws.frame_rate(), Instant::now())
+    }
+
+    /// The answer to a frame the budget could not pay for: it was dropped unread.
+    async fn rate_limited(&mut self) -> Result<(), End> {
+        let rate = self.deps.ws.frame_rate();
+        let msg = format!(
+            "over this session's budget ({} units a second, {} at once; a frame costs one unit per 4 KiB begun, \
+             a resume one more per 100 events it may replay): the frame was dropped",
+            rate.per_second, rate.burst
+        );
+        self.error("rate_limited", msg).await
     }
 
     async fn client_frame(&mut self, v: Value) -> Result<(), End> {
@@ -531,6 +562,16 @@ impl Conn {
         let Some(after) = after else {
             return self.resync().await;
         };
+        // Paid for before the log is read: the events up to the newest this session knows of,
+        // settled below with what the log held.
+        let rate = self.deps.ws.frame_rate();
+        let limit = self.deps.ws.replay_limit as u64;
+        let known = self.opened_at.max(self.handle.state().last_sent);
+        let estimate = budget::replay_cost(known.saturating_sub(after).min(limit), rate);
+        if !self.pay(estimate) {
+            self.rate_limited().await?;
+            return Ok(Answer::Dropped);
+        }
         let events = match self
             .deps
             .store
@@ -541,6 +582,8 @@ impl Conn {
             Ok(Replay::TooOld) => return self.resync().await,
             Err(_) => return Err(End::Close(close::UNAVAILABLE, "storage unavailable: resume later")),
         };
+        let cost = budget::replay_cost(events.len() as u64, rate);
+        self.budget.charge(cost.saturating_sub(estimate), rate, Instant::now());
         let replayed = self.replay(&events).await?;
         self.send_json(json!({"type": "resumed", "replayed": replayed})).await?;
         Ok(Answer::Resumed)

@@ -1078,3 +1078,86 @@ async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
     ws.stream.send(WsMessage::Frame(bad)).await.unwrap();
     assert_eq!(ws.expect_close().await, Some(1007));
 }
+
+// ---------------------------------------------------------------------------------------
+// The budget of a session's client frames
+
+/// Reads `n` answers to client frames (any frame but an event), in order.
+async fn answers(ws: &mut Ws, n: usize) -> Vec<Value> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let v = ws.next_json().await;
+        if v.get("id").is_none() {
+            out.push(v);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn frames_beyond_the_budget_are_dropped_with_a_rate_limited_error_and_the_session_lives_on() {
+    let app = spawn_app_with(|s| {
+        s.ws.frame_rate = 1;
+        s.ws.frame_burst = 5;
+    })
+    .await;
+    app.seed().await;
+    let (mut sam, _) = open(&app, &member("sam")).await;
+    for _ in 0..20 {
+        sam.send_json(json!({"type": "ping"})).await;
+    }
+    let got = answers(&mut sam, 20).await;
+    let pongs = got.iter().filter(|v| v["type"] == "pong").count();
+    let limited: Vec<&Value> = got
+        .iter()
+        .filter(|v| v["type"] == "error" && v["code"] == "rate_limited")
+        .collect();
+    assert_eq!(pongs + limited.len(), 20, "one answer per frame: {got:#?}");
+    // The burst, and what a second at most of the flood earned back.
+    assert!((5..=6).contains(&pongs), "{pongs} pongs");
+    assert_eq!(got[0]["type"], "pong", "the burst is paid first");
+    assert!(
+        limited[0]["message"].as_str().is_some_and(|m| m.contains("dropped")),
+        "{}",
+        limited[0]
+    );
+
+    inbound_ok(&app, "SM1", F1_PHONE).await;
+    assert_eq!(
+        sam.next_of_type("message.new").await["data"]["message"]["external_id"],
+        "SM1",
+        "live events still arrive"
+    );
+}
+
+#[tokio::test]
+async fn a_resume_flood_replays_only_what_the_budget_pays_for() {
+    // 400 events in the log; each resume from 0 costs 1 + 4 units of a burst of 10.
+    let app = spawn_app_with(|s| {
+        s.ws.frame_rate = 1;
+        s.ws.frame_burst = 10;
+    })
+    .await;
+    app.seed().await;
+    for i in 0..200 {
+        inbound_ok(&app, &format!("SM{i}"), "+15559990000").await;
+    }
+    let (mut mallory, hello) = open(&app, &token("mallory", &["user"], &["L9"])).await;
+    assert_eq!(hello["last_event_id"], "400");
+    for _ in 0..200 {
+        mallory.send_json(json!({"type": "resume", "last_event_id": "0"})).await;
+    }
+    let got = answers(&mut mallory, 200).await;
+    let resumed = got.iter().filter(|v| v["type"] == "resumed").count();
+    let limited = got
+        .iter()
+        .filter(|v| v["type"] == "error" && v["code"] == "rate_limited")
+        .count();
+    assert_eq!(resumed + limited, 200, "one answer per frame: {got:#?}");
+    // Two resumes from the burst; at most one more from what the flood's duration earned.
+    assert!((2..=3).contains(&resumed), "{resumed} resumes replayed");
+    assert!(
+        got.iter().all(|v| v["type"] != "resumed" || v["replayed"] == 0),
+        "mallory is in no audience"
+    );
+}

@@ -37,27 +37,36 @@ pub fn replay_cost(events: u64, rate: Rate) -> u32 {
     (events / EVENTS_PER_UNIT).min(u64::from(rate.burst.saturating_sub(1))) as u32
 }
 
+/// The budget as one number (the generic cell rate algorithm): the instant, in nanoseconds
+/// since [`epoch`], by which everything taken so far has been earned back. The budget holds
+/// `burst - (tat - now) × rate` units; a `tat` further ahead than the burst is debt. One
+/// `u64` per session, where a level and a timestamp would take three times that.
 #[derive(Debug, Clone)]
 pub struct Budget {
-    /// Units saved (negative: in debt).
-    level: f64,
-    /// When `level` was last brought up to date.
-    at: Instant,
+    tat: u64,
+}
+
+/// The instant budgets count from: the first time one was asked for it.
+pub fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn nanos(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch())
+        .as_nanos()
+        .min(u128::from(u64::MAX)) as u64
+}
+
+/// Nanoseconds one unit takes to earn back.
+fn period(rate: Rate) -> u64 {
+    1_000_000_000 / u64::from(rate.per_second.max(1))
 }
 
 impl Budget {
     /// A full budget.
-    pub fn new(rate: Rate, now: Instant) -> Budget {
-        Budget {
-            level: f64::from(rate.burst),
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, rate: Rate, now: Instant) {
-        let earned = now.saturating_duration_since(self.at).as_secs_f64() * f64::from(rate.per_second);
-        self.level = (self.level + earned).min(f64::from(rate.burst));
-        self.at = now;
+    pub fn new(now: Instant) -> Budget {
+        Budget { tat: nanos(now) }
     }
 
     /// Takes `cost` units if the budget holds them now; otherwise takes nothing and says no.
@@ -65,11 +74,12 @@ impl Budget {
         if rate.per_second == 0 {
             return true;
         }
-        self.refill(rate, now);
-        if self.level < f64::from(cost) {
+        let (now, period) = (nanos(now), period(rate));
+        let tat = self.tat.max(now).saturating_add(u64::from(cost).saturating_mul(period));
+        if tat - now > u64::from(rate.burst).saturating_mul(period) {
             return false;
         }
-        self.level -= f64::from(cost);
+        self.tat = tat;
         true
     }
 
@@ -79,8 +89,8 @@ impl Budget {
         if rate.per_second == 0 {
             return;
         }
-        self.refill(rate, now);
-        self.level -= f64::from(cost);
+        let (now, period) = (nanos(now), period(rate));
+        self.tat = self.tat.max(now).saturating_add(u64::from(cost).saturating_mul(period));
     }
 }
 
@@ -111,10 +121,15 @@ mod tests {
         }
     }
 
+    /// An instant well after the epoch (as every session's is).
+    fn start() -> Instant {
+        epoch() + Duration::from_secs(60)
+    }
+
     #[test]
     fn a_full_budget_pays_for_the_burst_then_refills_at_the_rate() {
-        let t0 = Instant::now();
-        let mut b = Budget::new(RATE, t0);
+        let t0 = start();
+        let mut b = Budget::new(t0);
         let paid = (0..100).filter(|_| b.try_take(1, RATE, t0)).count();
         assert_eq!(paid, 30, "the burst, at once");
         let t1 = t0 + Duration::from_millis(500);
@@ -127,8 +142,8 @@ mod tests {
 
     #[test]
     fn a_cost_the_budget_cannot_pay_takes_nothing() {
-        let t0 = Instant::now();
-        let mut b = Budget::new(RATE, t0);
+        let t0 = start();
+        let mut b = Budget::new(t0);
         assert!(b.try_take(25, RATE, t0));
         assert!(!b.try_take(6, RATE, t0), "5 left");
         assert!(b.try_take(5, RATE, t0), "the refused cost took nothing");
@@ -136,8 +151,8 @@ mod tests {
 
     #[test]
     fn a_charge_may_leave_debt_that_later_frames_wait_for() {
-        let t0 = Instant::now();
-        let mut b = Budget::new(RATE, t0);
+        let t0 = start();
+        let mut b = Budget::new(t0);
         b.charge(50, RATE, t0);
         assert!(!b.try_take(1, RATE, t0), "20 units in debt");
         assert!(
@@ -153,8 +168,8 @@ mod tests {
             per_second: 0,
             burst: 0,
         };
-        let t0 = Instant::now();
-        let mut b = Budget::new(off, t0);
+        let t0 = start();
+        let mut b = Budget::new(t0);
         b.charge(1_000, off, t0);
         assert!((0..1_000).all(|_| b.try_take(100, off, t0)));
     }

@@ -197,7 +197,7 @@ pub fn run(
     principal: &Principal,
     resume_from: Option<String>,
 ) -> impl Future<Output = ()> + 'static {
-    let budget = Budget::new(deps.ws.frame_rate(), Instant::now());
+    let budget = Budget::new(Instant::now());
     let conn = Conn {
         deps,
         wire: handle.wire.clone(),

@@ -23,9 +23,13 @@
 
 use std::{
     convert::Infallible,
+    future::poll_fn,
     mem,
     pin::Pin,
-    sync::Weak,
+    sync::{
+        Weak,
+        atomic::{AtomicU32, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -34,7 +38,7 @@ use actix_web::{
     web::{BufMut, Bytes, BytesMut},
 };
 use bytestring::ByteString;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, task::AtomicWaker};
 
 /// One frame to write.
 #[derive(Debug, Clone)]
@@ -66,18 +70,22 @@ impl Wire {
 /// A session's room for queued frames, in bytes (`ws.queue_bytes`): taken by whoever queues a
 /// frame, given back when the frame leaves the queue (the body wrote it, or the session task
 /// took it from its own queue). A frame larger than the whole room takes all of it.
+///
+/// A counter and the one waiter there can be (the session task): 32 bytes a session, where a
+/// semaphore would take 48.
 #[derive(Debug)]
 pub struct Room {
-    bytes: tokio::sync::Semaphore,
+    used: AtomicU32,
     max: u32,
+    waiter: AtomicWaker,
 }
 
 impl Room {
     pub fn new(max: usize) -> Room {
-        let max = max.clamp(1, u32::MAX as usize) as u32;
         Room {
-            bytes: tokio::sync::Semaphore::new(max as usize),
-            max,
+            used: AtomicU32::new(0),
+            max: max.clamp(1, u32::MAX as usize) as u32,
+            waiter: AtomicWaker::new(),
         }
     }
 
@@ -87,28 +95,40 @@ impl Room {
 
     /// Takes room for `bytes` if there is that much now (delivery, which never waits).
     pub fn try_take(&self, bytes: usize) -> bool {
-        self.bytes
-            .try_acquire_many(self.cost(bytes))
-            .map(|p| p.forget())
+        let cost = self.cost(bytes);
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(cost).filter(|&after| after <= self.max)
+            })
             .is_ok()
     }
 
-    /// Waits until there is room for `bytes`, and takes it (the session task's own writes).
+    /// Waits until there is room for `bytes`, and takes it. Only the session task waits.
     pub async fn take(&self, bytes: usize) {
-        // The semaphore is never closed.
-        if let Ok(p) = self.bytes.acquire_many(self.cost(bytes)).await {
-            p.forget();
-        }
+        poll_fn(|cx| {
+            if self.try_take(bytes) {
+                return Poll::Ready(());
+            }
+            self.waiter.register(cx.waker());
+            // Room given back between the first try and the registration woke nobody.
+            if self.try_take(bytes) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Gives back the room of `bytes` that left the queue.
     pub fn give(&self, bytes: usize) {
-        self.bytes.add_permits(self.cost(bytes) as usize);
+        self.used.fetch_sub(self.cost(bytes), Ordering::AcqRel);
+        self.waiter.wake();
     }
 
     /// Bytes queued now.
     pub fn used(&self) -> usize {
-        self.max as usize - self.bytes.available_permits()
+        self.used.load(Ordering::Acquire) as usize
     }
 }
 
@@ -318,5 +338,20 @@ mod tests {
         room.give(25);
         assert_eq!(room.used(), 0);
         assert_eq!(Wire::Ping.bytes() + Wire::Close(1000, "bye").bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_writer_waiting_for_room_is_woken_when_the_body_gives_it_back() {
+        let room = std::sync::Arc::new(Room::new(10));
+        assert!(room.try_take(8));
+        let waiting = {
+            let room = room.clone();
+            tokio::spawn(async move { room.take(5).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "8 of 10 bytes are queued");
+        room.give(8);
+        waiting.await.unwrap();
+        assert_eq!(room.used(), 5);
     }
 }

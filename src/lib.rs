@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`rules`]: the Message Center's rules (audience, auto-assignment, read state, unread
 //!   counts, who receives an event), pure functions.
+//! - [`plan`]: one pure plan per mutating call (the new state and the events it emits),
+//!   built from the rules; every store reads facts, plans, and applies.
 //! - [`domain`]: parsed ids and phone numbers, and the contract's JSON shapes.
 //! - [`store`]: the `Store` trait (durable state and the event log), on embedded SQLite or
 //!   on Redis.
@@ -33,6 +35,7 @@ pub mod event;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod plan;
 pub mod routes;
 pub mod rules;
 pub mod session;

@@ -85,6 +85,15 @@ pub fn thread_route(location: &LocationId, notified: &[UserId]) -> Route {
     }
 }
 
+/// The route of `message.sent` (a reply): the thread's audience, and every `service`
+/// session of the tenant, which sends the SMS.
+pub fn sent_route(thread_route: &Route) -> Route {
+    Route {
+        services: true,
+        ..thread_route.clone()
+    }
+}
+
 /// The route of an event that concerns two audiences at once (a re-assignment).
 pub fn union_route(a: Route, b: &Route) -> Route {
     let mut r = a;

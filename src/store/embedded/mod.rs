@@ -146,6 +146,16 @@ impl Tx<'_> {
     }
 }
 
+impl Tx<'_> {
+    /// Appends a plan's events in order.
+    pub fn emit_all(&mut self, tenant: &TenantId, events: Vec<NewEvent>) -> StoreResult<()> {
+        for e in events {
+            self.emit(tenant, e)?;
+        }
+        Ok(())
+    }
+}
+
 trait Job: Send {
     /// Runs inside the batch's transaction; false when the job failed (and must be undone).
     fn run(&mut self, tx: &mut Tx<'_>) -> bool;

@@ -1,11 +1,11 @@
 //! The embedded store's operations: plain functions over one SQLite connection. Writes take
-//! a `Tx` (they run on the writer thread); reads take a pooled read connection. The rules
-//! (who is notified, auto-assignment, read state) come from `crate::rules`.
+//! a `Tx` (they run on the writer thread) and are each: read the facts, call their plan in
+//! `crate::plan`, apply it (rows, then the plan's events). Reads take a pooled read
+//! connection and filter with `crate::rules`.
 
 use std::collections::BTreeSet;
 
 use rusqlite::{Connection, OptionalExtension, Params, Row, params};
-use serde_json::json;
 
 use super::Tx;
 use crate::{
@@ -16,7 +16,8 @@ use crate::{
             Photo, Preferences, Resource, Thread, ThreadPage, ThreadPosition, Timestamp, User,
         },
     },
-    event::{self, EventKind, NewEvent, Route},
+    event::EventKind,
+    plan,
     rules::{self, ReadChange, Resources, Viewer},
     store::*,
 };
@@ -149,19 +150,13 @@ pub(super) fn upsert_folder(
         sales: input.sales_resource_id.clone(),
         service: input.service_resource_id.clone(),
     };
-    if before.as_ref().is_some_and(|b| *b != after) && has_unread_threads(c, tenant, id)? {
-        // Threads on this folder changed audience: the counts of those who joined or left move.
-        let prefs = preferences(c, tenant)?;
-        let before = rules::notified(before.as_ref().unwrap_or(&Resources::default()), prefs);
-        let users = rules::moved(&before, &rules::notified(&after, prefs));
-        if !users.is_empty() {
-            let route = Route {
-                users,
-                ..Route::default()
-            };
-            tx.emit(tenant, NewEvent::new(EventKind::UnreadCount, route, json!({})))?;
-        }
-    }
+    let events = plan::upsert_folder(
+        before.as_ref(),
+        &after,
+        preferences(c, tenant)?,
+        has_unread_threads(c, tenant, id)?,
+    );
+    tx.emit_all(tenant, events)?;
     Ok(Folder {
         id: id.clone(),
         name: input.name,
@@ -190,10 +185,7 @@ pub(super) fn preferences(c: &Connection, tenant: &TenantId) -> StoreResult<Pref
 
 pub(super) fn set_preferences(tx: &mut Tx<'_>, tenant: &TenantId, patch: PreferencesPatch) -> StoreResult<Preferences> {
     let before = preferences(tx.conn, tenant)?;
-    let after = Preferences {
-        notify_sales_resource: patch.notify_sales_resource.unwrap_or(before.notify_sales_resource),
-        notify_service_resource: patch.notify_service_resource.unwrap_or(before.notify_service_resource),
-    };
+    let after = plan::preferences(before, patch);
     tx.conn
         .exec_cached(
             "INSERT INTO preferences (tenant, notify_sales, notify_service) VALUES (?1, ?2, ?3)
@@ -201,16 +193,9 @@ pub(super) fn set_preferences(tx: &mut Tx<'_>, tenant: &TenantId, patch: Prefere
             params![tenant.as_str(), after.notify_sales_resource, after.notify_service_resource],
         )
         .map_err(db)?;
-    if after != before {
-        // Resources of folders with unread threads whose notification flipped: their counts move.
-        let users = rules::moved_by_preferences(&resources_with_unread(tx.conn, tenant)?, before, after);
-        if !users.is_empty() {
-            let route = Route {
-                users,
-                ..Route::default()
-            };
-            tx.emit(tenant, NewEvent::new(EventKind::UnreadCount, route, json!({})))?;
-        }
+    if plan::preferences_changed(before, after) {
+        let folders = resources_with_unread(tx.conn, tenant)?;
+        tx.emit_all(tenant, plan::preference_counts(before, after, &folders))?;
     }
     Ok(after)
 }
@@ -227,6 +212,20 @@ struct ThreadRow {
     unread_count: u32,
     last_message_id: MessageId,
     last_message_at: i64,
+}
+
+impl From<&Thread> for ThreadRow {
+    fn from(t: &Thread) -> ThreadRow {
+        ThreadRow {
+            id: t.id.clone(),
+            location_id: t.location_id.clone(),
+            customer_number: t.customer_number.clone(),
+            folder_id: t.folder_id.clone(),
+            unread_count: t.unread_count,
+            last_message_id: t.last_message.id.clone(),
+            last_message_at: t.last_message_at.micros(),
+        }
+    }
 }
 
 const THREAD_COLUMNS: &str =
@@ -401,29 +400,6 @@ fn folder_resources(c: &Connection, tenant: &TenantId, folder: Option<&FolderId>
     .map_err(db)
 }
 
-/// A folder's location, or `None` when there is no such folder.
-fn folder_location(c: &Connection, tenant: &TenantId, folder: &FolderId) -> StoreResult<Option<LocationId>> {
-    c.row_cached(
-        "SELECT location_id FROM folders WHERE tenant = ?1 AND id = ?2",
-        params![tenant.as_str(), folder.as_str()],
-        |r| r.get::<_, String>(0).map(LocationId::trusted),
-    )
-    .optional()
-    .map_err(db)
-}
-
-/// The route of events about a thread at `location` on `folder`.
-fn route_for(
-    c: &Connection,
-    tenant: &TenantId,
-    location: &LocationId,
-    folder: Option<&FolderId>,
-) -> StoreResult<Route> {
-    let resources = folder_resources(c, tenant, folder)?.unwrap_or_default();
-    let notified = rules::notified(&resources, preferences(c, tenant)?);
-    Ok(rules::thread_route(location, &notified))
-}
-
 pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) -> StoreResult<Ingested> {
     let c = tx.conn;
     let existing: Option<String> = c
@@ -435,6 +411,7 @@ pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) ->
         .optional()
         .map_err(db)?;
     if let Some(id) = existing {
+        // The same message again: answered as it is, nothing changes.
         let message = load_message(c, tenant, &MessageId::trusted(id))?;
         let thread = load_thread(c, tenant, &message.thread_id)?;
         return Ok(Ingested {
@@ -453,116 +430,88 @@ pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) ->
         .map_err(db)?
         .map(LocationId::trusted)
         .ok_or_else(|| StoreError::invalid("to", format!("{} is not an SMS number of any location", input.to)))?;
-    let current: Option<ThreadRow> = c
+    let thread = c
         .row_cached(
             &format!("SELECT {THREAD_COLUMNS} FROM threads t WHERE t.tenant = ?1 AND t.location_id = ?2 AND t.customer_number = ?3"),
             params![tenant.as_str(), location.as_str(), input.from.as_str()],
             thread_row,
         )
         .optional()
-        .map_err(db)?;
-    let listing: Vec<(FolderId, LocationId)> = {
-        let mut stmt = c
-            .prepare_cached(
-                "SELECT DISTINCT n.folder_id, f.location_id FROM folder_numbers n
-                 JOIN folders f ON f.tenant = n.tenant AND f.id = n.folder_id
-                 WHERE n.tenant = ?1 AND n.number = ?2 ORDER BY n.folder_id",
-            )
-            .map_err(db)?;
-        stmt.query_map(params![tenant.as_str(), input.from.as_str()], |r| {
-            Ok((
-                FolderId::trusted(r.get::<_, String>(0)?),
-                LocationId::trusted(r.get::<_, String>(1)?),
-            ))
-        })
         .map_err(db)?
-        .collect::<Result<_, _>>()
-        .map_err(db)?
+        .map(|row| full_thread(c, tenant, row))
+        .transpose()?;
+    let current = folder_resources(c, tenant, thread.as_ref().and_then(|t| t.folder_id.as_ref()))?.unwrap_or_default();
+    let listing = folders_listing(c, tenant, &input.from)?;
+    let ids = plan::NewIds {
+        thread: ThreadId::generate(),
+        message: MessageId::generate(),
+        attachments: input.attachments.iter().map(|_| AttachmentId::generate()).collect(),
     };
-    let thread_id = current
-        .as_ref()
-        .map(|t| t.id.clone())
-        .unwrap_or_else(ThreadId::generate);
-    let message = Message {
-        id: MessageId::generate(),
-        thread_id: thread_id.clone(),
-        direction: Direction::Inbound,
-        body: input.body,
-        attachments: input
-            .attachments
-            .into_iter()
-            .map(|a| Attachment {
-                id: AttachmentId::generate(),
-                url: a.url.into(),
-                content_type: a.content_type.into(),
-            })
-            .collect(),
-        created_at: input.received_at.unwrap_or_else(Timestamp::now),
-        author_id: None,
-        external_id: Some(input.external_id),
+    let facts = plan::IngestFacts {
+        location: &location,
+        thread: thread.as_ref(),
+        current,
+        listing: &listing,
+        prefs: preferences(c, tenant)?,
     };
-    insert_message(c, tenant, &message)?;
-    // The thread before this message: its unread count and folder (for the count delta).
-    let before = current.as_ref().map(|t| (t.unread_count, t.folder_id.clone()));
-    let row = match current {
-        Some(t) => {
-            let newest = message.created_at.micros() >= t.last_message_at;
-            ThreadRow {
-                folder_id: rules::auto_assign(t.folder_id, &t.location_id, &listing),
-                unread_count: rules::next_unread_count(t.unread_count, ReadChange::Inbound),
-                last_message_id: if newest { message.id.clone() } else { t.last_message_id },
-                last_message_at: t.last_message_at.max(message.created_at.micros()),
-                ..t
-            }
-        }
-        None => ThreadRow {
-            id: thread_id,
-            location_id: location.clone(),
-            customer_number: input.from,
-            folder_id: rules::auto_assign(None, &location, &listing),
-            unread_count: rules::next_unread_count(0, ReadChange::Inbound),
-            last_message_id: message.id.clone(),
-            last_message_at: message.created_at.micros(),
-        },
-    };
-    save_thread(c, tenant, &row)?;
-    let route = route_for(c, tenant, &location, row.folder_id.as_ref())?;
-    let delta = match before {
-        None => rules::count_delta(ReadChange::Inbound, 0, &[], &route.users),
-        Some((unread, folder)) if folder == row.folder_id => {
-            rules::count_delta(ReadChange::Inbound, unread, &route.users, &route.users)
-        }
-        Some((unread, folder)) => {
-            let old = route_for(c, tenant, &location, folder.as_ref())?;
-            rules::count_delta(ReadChange::Inbound, unread, &old.users, &route.users)
-        }
-    };
-    let thread = if row.last_message_id == message.id {
-        thread_of(row, message.clone())
-    } else {
-        full_thread(c, tenant, row)?
-    };
-    tx.emit(
-        tenant,
-        NewEvent::new(
-            EventKind::MessageNew,
-            route.clone(),
-            json!({"thread": thread, "message": message}),
-        ),
-    )?;
-    tx.emit(
-        tenant,
-        NewEvent::new(
-            EventKind::UnreadCount,
-            rules::count_route(&route),
-            event::count_data(delta),
-        ),
-    )?;
+    let planned = plan::ingest(facts, input, ids, Timestamp::now());
+    insert_message(c, tenant, &planned.message)?;
+    save_thread(c, tenant, &ThreadRow::from(&planned.thread))?;
+    tx.emit_all(tenant, planned.events)?;
     Ok(Ingested {
-        message,
-        thread,
+        message: planned.message,
+        thread: planned.thread,
         created: true,
     })
+}
+
+/// Every folder that lists `number`, with its location and resources (auto-assignment's facts).
+fn folders_listing(c: &Connection, tenant: &TenantId, number: &PhoneNumber) -> StoreResult<Vec<plan::FolderFacts>> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT DISTINCT f.id, f.location_id, f.sales_resource_id, f.service_resource_id FROM folder_numbers n
+             JOIN folders f ON f.tenant = n.tenant AND f.id = n.folder_id
+             WHERE n.tenant = ?1 AND n.number = ?2 ORDER BY f.id",
+        )
+        .map_err(db)?;
+    stmt.query_map(params![tenant.as_str(), number.as_str()], |r| {
+        Ok(plan::FolderFacts {
+            id: FolderId::trusted(r.get::<_, String>(0)?),
+            location_id: LocationId::trusted(r.get::<_, String>(1)?),
+            resources: Resources {
+                sales: r.get::<_, Option<String>>(2)?.map(UserId::trusted),
+                service: r.get::<_, Option<String>>(3)?.map(UserId::trusted),
+            },
+        })
+    })
+    .map_err(db)?
+    .collect::<Result<_, _>>()
+    .map_err(db)
+}
+
+/// A folder as `plan` sees it, or `None` when there is no such folder.
+fn folder_facts(c: &Connection, tenant: &TenantId, id: &FolderId) -> StoreResult<Option<plan::FolderFacts>> {
+    c.row_cached(
+        "SELECT location_id, sales_resource_id, service_resource_id FROM folders WHERE tenant = ?1 AND id = ?2",
+        params![tenant.as_str(), id.as_str()],
+        |r| {
+            Ok(plan::FolderFacts {
+                id: id.clone(),
+                location_id: LocationId::trusted(r.get::<_, String>(0)?),
+                resources: Resources {
+                    sales: r.get::<_, Option<String>>(1)?.map(UserId::trusted),
+                    service: r.get::<_, Option<String>>(2)?.map(UserId::trusted),
+                },
+            })
+        },
+    )
+    .optional()
+    .map_err(db)
+}
+
+/// The resources of a thread's folder (none when it has no folder).
+fn resources_of(c: &Connection, tenant: &TenantId, thread: &Thread) -> StoreResult<Resources> {
+    Ok(folder_resources(c, tenant, thread.folder_id.as_ref())?.unwrap_or_default())
 }
 
 pub(super) fn change_read_state(
@@ -573,31 +522,19 @@ pub(super) fn change_read_state(
     change: ReadChange,
 ) -> StoreResult<Thread> {
     let c = tx.conn;
-    let row = find_thread(c, tenant, id)?;
-    let count = rules::next_unread_count(row.unread_count, change);
-    if count == row.unread_count {
-        return full_thread(c, tenant, row);
+    let thread = load_thread(c, tenant, id)?;
+    let resources = resources_of(c, tenant, &thread)?;
+    match plan::read_state(&thread, &resources, preferences(c, tenant)?, by, change) {
+        None => Ok(thread),
+        Some(changed) => apply(tx, tenant, changed),
     }
-    let row = ThreadRow {
-        unread_count: count,
-        ..row
-    };
-    save_thread(c, tenant, &row)?;
-    let route = route_for(c, tenant, &row.location_id, row.folder_id.as_ref())?;
-    let kind = if count == 0 {
-        EventKind::ThreadRead
-    } else {
-        EventKind::ThreadUnread
-    };
-    tx.emit(
-        tenant,
-        NewEvent::new(kind, route.clone(), json!({"thread_id": id, "by": by})),
-    )?;
-    tx.emit(
-        tenant,
-        NewEvent::new(EventKind::UnreadCount, rules::count_route(&route), json!({})),
-    )?;
-    full_thread(c, tenant, row)
+}
+
+/// Stores the thread a plan changed and appends its events.
+fn apply(tx: &mut Tx<'_>, tenant: &TenantId, changed: plan::Changed) -> StoreResult<Thread> {
+    save_thread(tx.conn, tenant, &ThreadRow::from(&changed.thread))?;
+    tx.emit_all(tenant, changed.events)?;
+    Ok(changed.thread)
 }
 
 pub(super) fn reply(
@@ -608,52 +545,22 @@ pub(super) fn reply(
     body: String,
 ) -> StoreResult<Message> {
     let c = tx.conn;
-    let row = find_thread(c, tenant, id)?;
-    let now = Timestamp::now().micros().max(row.last_message_at);
-    let message = Message {
-        id: MessageId::generate(),
-        thread_id: id.clone(),
-        direction: Direction::Outbound,
+    let thread = load_thread(c, tenant, id)?;
+    let resources = resources_of(c, tenant, &thread)?;
+    let prefs = preferences(c, tenant)?;
+    let replied = plan::reply(
+        &thread,
+        &resources,
+        prefs,
+        by,
         body,
-        attachments: Vec::new(),
-        created_at: Timestamp::from_micros(now),
-        author_id: Some(by.clone()),
-        external_id: None,
-    };
-    insert_message(c, tenant, &message)?;
-    let was_unread = row.unread_count > 0;
-    let row = ThreadRow {
-        unread_count: rules::next_unread_count(row.unread_count, ReadChange::Reply),
-        last_message_id: message.id.clone(),
-        last_message_at: now,
-        ..row
-    };
-    save_thread(c, tenant, &row)?;
-    let route = route_for(c, tenant, &row.location_id, row.folder_id.as_ref())?;
-    let thread = thread_of(row, message.clone());
-    let sent_route = Route {
-        services: true,
-        ..route.clone()
-    };
-    tx.emit(
-        tenant,
-        NewEvent::new(
-            EventKind::MessageSent,
-            sent_route,
-            json!({"thread": thread, "message": message}),
-        ),
-    )?;
-    if was_unread {
-        tx.emit(
-            tenant,
-            NewEvent::new(EventKind::ThreadRead, route.clone(), json!({"thread_id": id, "by": by})),
-        )?;
-        tx.emit(
-            tenant,
-            NewEvent::new(EventKind::UnreadCount, rules::count_route(&route), json!({})),
-        )?;
-    }
-    Ok(message)
+        MessageId::generate(),
+        Timestamp::now(),
+    );
+    insert_message(c, tenant, &replied.message)?;
+    save_thread(c, tenant, &ThreadRow::from(&replied.thread))?;
+    tx.emit_all(tenant, replied.events)?;
+    Ok(replied.message)
 }
 
 pub(super) fn assign(
@@ -664,39 +571,13 @@ pub(super) fn assign(
     by: &UserId,
 ) -> StoreResult<Thread> {
     let c = tx.conn;
-    let row = find_thread(c, tenant, id)?;
-    let folder_location = folder_location(c, tenant, folder)?.ok_or(StoreError::NotFound("folder"))?;
-    if !rules::assignable(&row.location_id, &folder_location) {
-        return Err(StoreError::not_assignable(&row.location_id, &folder_location));
+    let thread = load_thread(c, tenant, id)?;
+    let target = folder_facts(c, tenant, folder)?.ok_or(StoreError::NotFound("folder"))?;
+    let current = resources_of(c, tenant, &thread)?;
+    match plan::assign(&thread, &current, &target, preferences(c, tenant)?, by)? {
+        None => Ok(thread),
+        Some(changed) => apply(tx, tenant, changed),
     }
-    if row.folder_id.as_ref() == Some(folder) {
-        return full_thread(c, tenant, row);
-    }
-    let old_route = route_for(c, tenant, &row.location_id, row.folder_id.as_ref())?;
-    let new_route = route_for(c, tenant, &row.location_id, Some(folder))?;
-    let previous = row.folder_id.clone();
-    let row = ThreadRow {
-        folder_id: Some(folder.clone()),
-        ..row
-    };
-    save_thread(c, tenant, &row)?;
-    let unread = row.unread_count > 0;
-    let thread = full_thread(c, tenant, row)?;
-    let route = rules::union_route(old_route.clone(), &new_route);
-    tx.emit(
-        tenant,
-        NewEvent::new(
-            EventKind::ThreadAssigned,
-            route.clone(),
-            json!({"thread": thread, "previous_folder_id": previous, "by": by}),
-        ),
-    )?;
-    if let Some(counts) =
-        rules::reassignment_count_route(&thread.location_id, unread, &old_route.users, &new_route.users)
-    {
-        tx.emit(tenant, NewEvent::new(EventKind::UnreadCount, counts, json!({})))?;
-    }
-    Ok(thread)
 }
 
 /// Messages of the threads `thread_filter` (on `threads t`, with `key` as `?2`) picks, oldest
@@ -903,7 +784,8 @@ pub(super) fn me(c: &Connection, scope: &Scope) -> StoreResult<Me> {
 
 pub(super) fn set_subscribe_all(tx: &mut Tx<'_>, scope: &Scope, on: bool) -> StoreResult<Me> {
     let before = subscribe_all(tx.conn, &scope.tenant, &scope.user)?;
-    if before != on {
+    let events = plan::subscribe_all(&scope.user, before, on);
+    if !events.is_empty() {
         tx.conn
             .exec_cached(
                 "INSERT INTO subscriptions (tenant, user_id, subscribe_all) VALUES (?1, ?2, ?3)
@@ -911,19 +793,7 @@ pub(super) fn set_subscribe_all(tx: &mut Tx<'_>, scope: &Scope, on: bool) -> Sto
                 params![scope.tenant.as_str(), scope.user.as_str(), on],
             )
             .map_err(db)?;
-        let route = Route {
-            users: vec![scope.user.clone()],
-            ..Route::default()
-        };
-        tx.emit(
-            &scope.tenant,
-            NewEvent::new(
-                EventKind::SubscriptionChanged,
-                route.clone(),
-                json!({"subscribe_all": on}),
-            ),
-        )?;
-        tx.emit(&scope.tenant, NewEvent::new(EventKind::UnreadCount, route, json!({})))?;
+        tx.emit_all(&scope.tenant, events)?;
     }
     me(tx.conn, scope)
 }
@@ -1054,42 +924,51 @@ pub(super) fn folder_photos(c: &Connection, scope: &Scope, id: &FolderId) -> Sto
 pub(super) fn link_images(tx: &mut Tx<'_>, tenant: &TenantId, message: &MessageId, by: &UserId) -> StoreResult<Linked> {
     let c = tx.conn;
     let m = load_message(c, tenant, message)?;
-    let thread = find_thread(c, tenant, &m.thread_id)?;
-    let folder = thread
-        .folder_id
-        .clone()
-        .ok_or_else(|| StoreError::Conflict("the message's thread has no folder; assign one first".into()))?;
-    let now = Timestamp::now().micros();
-    let mut linked = 0u32;
-    for a in m.attachments.iter().filter(|a| a.is_image()) {
-        linked += c
-            .prepare_cached(
-                "INSERT INTO photos (tenant, folder_id, attachment_id, message_id, url, linked_by, linked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT DO NOTHING",
-            )
-            .and_then(|mut s| s.execute(params![tenant.as_str(), folder.as_str(), a.id.as_str(), m.id.as_str(), a.url, by.as_str(), now]))
-            .map_err(db)? as u32;
-    }
-    if linked > 0 {
-        let route = route_for(c, tenant, &thread.location_id, Some(&folder))?;
-        tx.emit(
+    let thread = load_thread(c, tenant, &m.thread_id)?;
+    let already: Vec<AttachmentId> = match &thread.folder_id {
+        None => Vec::new(),
+        Some(folder) => photos_where(
+            c,
             tenant,
-            NewEvent::new(
-                EventKind::ImagesLinked,
-                route,
-                json!({"message_id": m.id, "folder_id": folder, "count": linked}),
-            ),
-        )?;
+            "p.folder_id = ?2 AND p.message_id = ?3",
+            folder.as_str(),
+            m.id.as_str(),
+        )?
+        .into_iter()
+        .map(|p| p.attachment_id)
+        .collect(),
+    };
+    let resources = resources_of(c, tenant, &thread)?;
+    let prefs = preferences(c, tenant)?;
+    let linking = plan::link_images(&m, &thread, &resources, prefs, &already, by, Timestamp::now())?;
+    for p in &linking.new_photos {
+        c.prepare_cached(
+            "INSERT INTO photos (tenant, folder_id, attachment_id, message_id, url, linked_by, linked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                tenant.as_str(),
+                linking.folder_id.as_str(),
+                p.attachment_id.as_str(),
+                p.message_id.as_str(),
+                p.url,
+                p.linked_by.as_str(),
+                p.linked_at.micros()
+            ])
+        })
+        .map_err(db)?;
     }
+    let linked = linking.new_photos.len() as u32;
+    tx.emit_all(tenant, linking.events)?;
     let photos = photos_where(
         tx.conn,
         tenant,
         "p.folder_id = ?2 AND p.message_id = ?3",
-        folder.as_str(),
+        linking.folder_id.as_str(),
         m.id.as_str(),
     )?;
     Ok(Linked {
-        folder_id: folder,
+        folder_id: linking.folder_id,
         linked,
         photos,
     })

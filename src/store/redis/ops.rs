@@ -439,13 +439,9 @@ pub async fn reply(tx: &mut Tx, id: &ThreadId, by: &UserId, body: &str) -> Store
     save_thread(tx, id, Some(&row), &new);
     let route = route_for(tx, &new.location_id, new.folder_id.as_ref()).await?;
     let thread = new.into_thread(id, message.clone());
-    let sent_route = Route {
-        services: true,
-        ..route.clone()
-    };
     tx.emit(NewEvent::new(
         EventKind::MessageSent,
-        sent_route,
+        rules::sent_route(&route),
         json!({"thread": thread, "message": message}),
     ));
     if was_unread {

@@ -24,7 +24,7 @@ use crate::{
     metrics::Metrics,
     routes::{self, AppState, edge, input::json_error, origin::Hosts},
     session,
-    store::{Store, embedded::Embedded, redis::RedisStore},
+    store::{EventLog, Store, embedded::Embedded, redis::RedisStore},
     telemetry,
 };
 
@@ -98,7 +98,8 @@ impl Application {
                 // it; the bus only listens and hands events to this node's hub.
                 let store: Arc<dyn Store> =
                     Arc::new(RedisStore::connect(&settings.redis, settings.events.retention).await?);
-                let bus: Arc<dyn Bus> = Arc::new(RedisBus::start(&settings.redis, hub.clone(), store.clone()).await?);
+                let bus: Arc<dyn Bus> =
+                    Arc::new(RedisBus::start(&settings.redis, hub.clone(), store.clone() as Arc<dyn EventLog>).await?);
                 (store, bus)
             }
             // The log's order is the delivery order only when the log and the bus are one

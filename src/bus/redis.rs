@@ -20,7 +20,7 @@
 //! event of a joined tenant in increasing id order; an event may be handed over twice (sessions
 //! skip ids they have), never skipped. Pub/sub alone is at-most-once, so every hole is filled
 //! from the log: a message whose id is not `last + 1`, and every (re)subscription after a
-//! disconnect, first reads `Store::events_after(last)`. When the log cannot fill it (trimmed
+//! disconnect, first reads `EventLog::events_after(last)`. When the log cannot fill it (trimmed
 //! past `last`, or unreadable while Redis answers), the tenant's sessions here are closed with
 //! 4008 (`EventSink::lost`) and the clients resume: no session stays open and deaf.
 //!
@@ -63,7 +63,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::{Bus, EventSink};
-use crate::{config::RedisSettings, domain::TenantId, event::Event, store::Store, store::redis::keys};
+use crate::{config::RedisSettings, domain::TenantId, event::Event, store::EventLog, store::redis::keys};
 
 use tenant::{Input, TenantTask};
 
@@ -94,7 +94,7 @@ struct Shared {
     conn: ConnectionManager,
     router: Arc<Router>,
     sink: Arc<dyn EventSink>,
-    store: Arc<dyn Store>,
+    log: Arc<dyn EventLog>,
     /// The runtime the bus was started on: tenant tasks run there whichever worker's runtime
     /// a session lives on, so they outlive any one of them.
     runtime: Handle,
@@ -124,11 +124,11 @@ struct Entry {
 }
 
 impl RedisBus {
-    /// Connects and starts receiving; `store` is read to catch up after a gap.
+    /// Connects and starts receiving; `log` is read to catch up after a gap.
     pub async fn start(
         settings: &RedisSettings,
         sink: Arc<dyn EventSink>,
-        store: Arc<dyn Store>,
+        log: Arc<dyn EventLog>,
     ) -> anyhow::Result<RedisBus> {
         // Subscriptions and commands share one connection only on RESP3, where messages come
         // as pushes; force it whatever the URL says (`?protocol=resp3` is its URL form).
@@ -166,7 +166,7 @@ impl RedisBus {
             conn,
             router,
             sink,
-            store,
+            log,
             runtime: Handle::current(),
         });
         let supervisor = tokio::spawn(supervise(shared.clone()));

@@ -176,8 +176,35 @@ pub struct SessionStart {
     pub last_event_id: u64,
 }
 
+/// The per-tenant event log, as the bus and the session's `resume` read it: the narrow part of
+/// storage that delivery needs (every `Store` is one).
+///
+/// Ids are per tenant, from 1, in commit order: an event is appended in the same transaction
+/// as the change it describes, so a reader never sees an id before the ids below it. The log
+/// keeps the newest `events.retention` events of each tenant.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait EventLog: Send + Sync + 'static {
+    /// The id of the tenant's newest event (0 when it has none).
+    async fn head(&self, tenant: &TenantId) -> StoreResult<u64>;
+
+    /// The heads of several tenants in one read, in the order asked (the bus checks every
+    /// tenant it delivers this way, at most once a second).
+    async fn heads(&self, tenants: &[TenantId]) -> StoreResult<Vec<u64>> {
+        let mut out = Vec::with_capacity(tenants.len());
+        for t in tenants {
+            out.push(self.head(t).await?);
+        }
+        Ok(out)
+    }
+
+    /// Every event of `tenant` after `after`, oldest first; `TooOld` when the log no longer
+    /// holds the event after `after`, when `after` is past the head, or when more than `limit`
+    /// events follow it (so a read is never more than `limit` events).
+    async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay>;
+}
+
+#[async_trait]
+pub trait Store: EventLog {
     // Directory (role `service`).
     async fn upsert_location(&self, tenant: &TenantId, id: &LocationId, input: LocationInput) -> StoreResult<Location>;
     async fn upsert_user(&self, tenant: &TenantId, id: &UserId, name: String) -> StoreResult<User>;
@@ -222,7 +249,6 @@ pub trait Store: Send + Sync + 'static {
     async fn session_start(&self, scope: &Scope) -> StoreResult<SessionStart>;
     /// The count alone, without the head it is exact as of (sessions read `session_start`).
     async fn unread_count(&self, scope: &Scope) -> StoreResult<u64>;
-    async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay>;
 
     /// Whether storage answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

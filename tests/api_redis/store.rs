@@ -11,7 +11,7 @@ use switchboard::{
     config::RedisSettings,
     domain::{Id, LocationId, MessageId, PhoneNumber, PhoneParser, TenantId, ThreadId, UserId},
     event::EventKind,
-    store::{InboundInput, LocationInput, Paging, Replay, Scope, Store, StoreError, redis::RedisStore},
+    store::{EventLog, InboundInput, LocationInput, Paging, Replay, Scope, Store, StoreError, redis::RedisStore},
 };
 
 use crate::helpers::{

@@ -12,18 +12,9 @@ use redis::aio::ConnectionManager;
 use switchboard::{
     bus::{Bus, EventSink, redis::RedisBus},
     config::RedisSettings,
-    domain::{
-        FolderId, Id, LocationId, MessageId, TenantId, ThreadId, UserId,
-        model::{
-            Folder, Ingested, Linked, Location, Me, Message, MessagePage, Photo, Preferences, Resource, Thread,
-            ThreadPage, User,
-        },
-    },
+    domain::{Id, TenantId},
     event::{Event, EventKind, Route},
-    store::{
-        FolderInput, InboundInput, LocationInput, Paging, PreferencesPatch, Replay, Scope, SessionStart, Store,
-        StoreError, StoreResult, ThreadQuery, redis::keys,
-    },
+    store::{EventLog, Replay, StoreError, StoreResult, redis::keys},
 };
 use tokio::sync::mpsc;
 
@@ -200,7 +191,17 @@ impl Log {
 /// Reads the log like the Redis store: every event after `after`, or `TooOld` when the log
 /// does not reach back that far (or `after` is past its head).
 #[async_trait]
-impl Store for Log {
+impl EventLog for Log {
+    async fn head(&self, tenant: &TenantId) -> StoreResult<u64> {
+        let mut conn = self.conn.clone();
+        let head: Option<u64> = redis::cmd("GET")
+            .arg(keys::seq(&self.prefix, tenant))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(head.unwrap_or(0))
+    }
+
     async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay> {
         let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
         let mut conn = self.conn.clone();
@@ -237,87 +238,6 @@ impl Store for Log {
         Ok(Replay::Events(
             members.iter().filter_map(|m| Event::from_wire(tenant, m)).collect(),
         ))
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        Ok(())
-    }
-
-    async fn cursor_key(&self) -> StoreResult<[u8; 32]> {
-        unimplemented!("the bus reads only the log")
-    }
-
-    async fn upsert_location(&self, _: &TenantId, _: &LocationId, _: LocationInput) -> StoreResult<Location> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn upsert_user(&self, _: &TenantId, _: &UserId, _: String) -> StoreResult<User> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn upsert_folder(&self, _: &TenantId, _: &FolderId, _: FolderInput) -> StoreResult<Folder> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn preferences(&self, _: &TenantId) -> StoreResult<Preferences> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn set_preferences(&self, _: &TenantId, _: PreferencesPatch) -> StoreResult<Preferences> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn ingest(&self, _: &TenantId, _: InboundInput) -> StoreResult<Ingested> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn me(&self, _: &Scope) -> StoreResult<Me> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn set_subscribe_all(&self, _: &Scope, _: bool) -> StoreResult<Me> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn resources(&self, _: &Scope) -> StoreResult<Vec<Resource>> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn threads(&self, _: &Scope, _: ThreadQuery) -> StoreResult<ThreadPage> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn thread(&self, _: &TenantId, _: &ThreadId) -> StoreResult<Thread> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn thread_messages(&self, _: &Scope, _: &ThreadId, _: Paging) -> StoreResult<MessagePage> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn mark_read(&self, _: &TenantId, _: &ThreadId, _: &UserId) -> StoreResult<Thread> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn mark_unread(&self, _: &TenantId, _: &ThreadId, _: &UserId) -> StoreResult<Thread> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn reply(&self, _: &TenantId, _: &ThreadId, _: &UserId, _: String) -> StoreResult<Message> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn assign(&self, _: &TenantId, _: &ThreadId, _: &FolderId, _: &UserId) -> StoreResult<Thread> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn search_folders(&self, _: &Scope, _: Option<String>, _: Option<String>) -> StoreResult<Vec<Folder>> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn folder(&self, _: &TenantId, _: &FolderId) -> StoreResult<Folder> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn folder_messages(&self, _: &Scope, _: &FolderId, _: Paging) -> StoreResult<MessagePage> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn message(&self, _: &TenantId, _: &MessageId) -> StoreResult<Message> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn link_images(&self, _: &TenantId, _: &MessageId, _: &UserId) -> StoreResult<Linked> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn folder_photos(&self, _: &Scope, _: &FolderId) -> StoreResult<Vec<Photo>> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn session_start(&self, _: &Scope) -> StoreResult<SessionStart> {
-        unimplemented!("the bus reads only the log")
-    }
-    async fn unread_count(&self, _: &Scope) -> StoreResult<u64> {
-        unimplemented!("the bus reads only the log")
     }
 }
 

@@ -326,7 +326,7 @@ impl TenantTask {
     async fn catch_up(&mut self, after: u64) -> Result<(), String> {
         let replay = self
             .shared
-            .store
+            .log
             .events_after(&self.tenant, after, CATCH_UP_LIMIT)
             .await
             .map_err(|e| e.to_string())?;

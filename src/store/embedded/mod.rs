@@ -261,6 +261,25 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, bus: Arc<
 }
 
 #[async_trait]
+impl EventLog for Embedded {
+    async fn head(&self, tenant: &TenantId) -> StoreResult<u64> {
+        let tenant = tenant.clone();
+        self.read(move |c| ops::head(c, &tenant)).await
+    }
+
+    async fn heads(&self, tenants: &[TenantId]) -> StoreResult<Vec<u64>> {
+        let tenants = tenants.to_vec();
+        self.read(move |c| tenants.iter().map(|t| ops::head(c, t)).collect())
+            .await
+    }
+
+    async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay> {
+        let tenant = tenant.clone();
+        self.read(move |c| ops::events_after(c, &tenant, after, limit)).await
+    }
+}
+
+#[async_trait]
 impl Store for Embedded {
     async fn upsert_location(&self, tenant: &TenantId, id: &LocationId, input: LocationInput) -> StoreResult<Location> {
         let (tenant, id) = (tenant.clone(), id.clone());
@@ -389,11 +408,6 @@ impl Store for Embedded {
     async fn unread_count(&self, scope: &Scope) -> StoreResult<u64> {
         let scope = scope.clone();
         self.read(move |c| ops::unread_count(c, &scope)).await
-    }
-
-    async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay> {
-        let tenant = tenant.clone();
-        self.read(move |c| ops::events_after(c, &tenant, after, limit)).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

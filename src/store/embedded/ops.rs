@@ -977,7 +977,7 @@ pub(super) fn link_images(tx: &mut Tx<'_>, tenant: &TenantId, message: &MessageI
 // ---------------------------------------------------------------------------------------
 // Sessions and the event log
 
-fn head(c: &Connection, tenant: &TenantId) -> StoreResult<u64> {
+pub(super) fn head(c: &Connection, tenant: &TenantId) -> StoreResult<u64> {
     Ok(c.row_cached(
         "SELECT head FROM event_heads WHERE tenant = ?1",
         [tenant.as_str()],

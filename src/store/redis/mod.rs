@@ -149,6 +149,20 @@ fn redacted(url: &str) -> String {
 }
 
 #[async_trait]
+impl EventLog for RedisStore {
+    async fn head(&self, tenant: &TenantId) -> StoreResult<u64> {
+        let head: Option<u64> = ::redis::AsyncCommands::get(&mut self.conn(), self.keys(tenant).seq())
+            .await
+            .map_err(unavailable)?;
+        Ok(head.unwrap_or(0))
+    }
+
+    async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay> {
+        reads::events_after(&mut self.conn(), &self.keys(tenant), after, limit).await
+    }
+}
+
+#[async_trait]
 impl Store for RedisStore {
     async fn upsert_location(&self, tenant: &TenantId, id: &LocationId, input: LocationInput) -> StoreResult<Location> {
         transact!(self, tenant, |tx| ops::upsert_location(&mut tx, id, &input).await)
@@ -270,10 +284,6 @@ impl Store for RedisStore {
 
     async fn unread_count(&self, scope: &Scope) -> StoreResult<u64> {
         reads::unread_count(&mut self.conn(), &self.keys(&scope.tenant), scope).await
-    }
-
-    async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay> {
-        reads::events_after(&mut self.conn(), &self.keys(tenant), after, limit).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -18,6 +18,9 @@
 //!   inbound message, `count_delta`), the event carries that amount so that sessions add it
 //!   instead of reading the count again.
 //! - **Delivery**: who receives an event (`receives`), live and on replay alike.
+//! - **Lists in a query**: `audience_filter` states `listed` as conditions on a thread's
+//!   location and its folder's resource columns, for a store that filters in its query
+//!   (PostgreSQL) instead of thread by thread.
 //!
 //! Store implementations and the hub call these; nobody re-derives a rule elsewhere.
 
@@ -169,6 +172,59 @@ pub fn listed(viewer: &Viewer<'_>, resource: Option<&UserId>, location: &Locatio
     match resource {
         None => in_audience(viewer, location, notified),
         Some(u) => in_resource_view(viewer.locations, u, location, notified),
+    }
+}
+
+/// Which threads a list (or an unread count) shows, as conditions a store can evaluate
+/// inside its query rather than thread by thread: the decision `listed` makes, put in terms
+/// of the thread's location and its folder's two resource columns. `audience_filter`
+/// derives it; `matches` is its meaning, and agrees with `listed` on every thread
+/// (`an_audience_filter_matches_exactly_the_threads_listed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudienceFilter<'a> {
+    /// Only threads at one of these locations.
+    pub locations: &'a [LocationId],
+    /// Every thread at those locations (a subscribe-all viewer's "mine"); when false, only
+    /// threads on a folder where `resource` is in a column below.
+    pub all: bool,
+    /// The user whose folders count: the viewer ("mine") or the resource of the drop-down.
+    pub resource: &'a UserId,
+    /// Whether a folder whose sales resource is `resource` counts.
+    pub sales: bool,
+    /// Whether a folder whose service resource is `resource` counts.
+    pub service: bool,
+}
+
+impl AudienceFilter<'_> {
+    /// Whether a thread at `location`, on a folder with `resources` (default: no folder),
+    /// passes the filter.
+    pub fn matches(&self, location: &LocationId, resources: &Resources) -> bool {
+        let on_folder = (self.sales && resources.sales.as_ref() == Some(self.resource))
+            || (self.service && resources.service.as_ref() == Some(self.resource));
+        self.locations.contains(location) && (self.all || on_folder)
+    }
+
+    /// Whether no thread can pass (no location, or no column counts): a store answers
+    /// without a query.
+    pub fn is_empty(&self) -> bool {
+        self.locations.is_empty() || !(self.all || self.sales || self.service)
+    }
+}
+
+/// The filter of the threads `listed` shows the viewer: their "mine" view (`resource` is
+/// `None`), or `resource`'s view (the drop-down), under the tenant's preferences.
+pub fn audience_filter<'a>(
+    viewer: &Viewer<'a>,
+    resource: Option<&'a UserId>,
+    prefs: Preferences,
+) -> AudienceFilter<'a> {
+    AudienceFilter {
+        locations: viewer.locations,
+        // Subscribing to everything widens one's own audience, not another resource's view.
+        all: resource.is_none() && viewer.subscribe_all,
+        resource: resource.unwrap_or(viewer.user),
+        sales: prefs.notify_sales_resource,
+        service: prefs.notify_service_resource,
     }
 }
 
@@ -573,6 +629,49 @@ mod tests {
     }
 
     #[test]
+    fn an_audience_filter_takes_the_viewers_locations_and_the_columns_the_preferences_notify() {
+        let (sam, olga) = (u("sam"), u("olga"));
+        let locs = [l("L1"), l("L2")];
+        let viewer = |user, subscribe_all| Viewer {
+            user,
+            locations: &locs,
+            subscribe_all,
+        };
+        // (viewer, subscribe_all, resource view of, preferences, want: all, resource, sales, service).
+        type Case<'a> = (&'a UserId, bool, Option<&'a UserId>, Preferences, (bool, &'a UserId, bool, bool));
+        let cases: &[Case<'_>] = &[
+            (&sam, false, None, prefs(true, true), (false, &sam, true, true)),
+            (&sam, true, None, prefs(true, true), (true, &sam, true, true)),
+            (&sam, false, None, prefs(false, true), (false, &sam, false, true)),
+            (&sam, false, None, prefs(true, false), (false, &sam, true, false)),
+            (&olga, false, Some(&sam), prefs(true, true), (false, &sam, true, true)),
+            (&olga, true, Some(&sam), prefs(true, true), (false, &sam, true, true)),
+            (&olga, true, Some(&sam), prefs(false, false), (false, &sam, false, false)),
+        ];
+        for (user, subscribe_all, resource, p, (all, r, sales, service)) in cases {
+            let f = audience_filter(&viewer(user, *subscribe_all), *resource, *p);
+            let want = AudienceFilter {
+                locations: &locs,
+                all: *all,
+                resource: r,
+                sales: *sales,
+                service: *service,
+            };
+            assert_eq!(f, want, "{user} {subscribe_all} {resource:?} {p:?}");
+        }
+        let nothing = audience_filter(&viewer(&olga, true), Some(&sam), prefs(false, false));
+        assert!(nothing.is_empty(), "a resource view when no resource is notified");
+        let none: [LocationId; 0] = [];
+        let nowhere = Viewer {
+            user: &sam,
+            locations: &none,
+            subscribe_all: true,
+        };
+        assert!(audience_filter(&nowhere, None, prefs(true, true)).is_empty(), "no location");
+        assert!(!audience_filter(&viewer(&sam, true), None, prefs(false, false)).is_empty());
+    }
+
+    #[test]
     fn a_union_route_reaches_both_audiences_once() {
         let a = thread_route(&l("L1"), &[u("sam")]);
         let b = thread_route(&l("L1"), &[u("sam"), u("sue")]);
@@ -683,6 +782,33 @@ mod tests {
             if in_audience(&viewer, &loc, &notified) {
                 prop_assert!(receives(&rcpt, &route));
                 prop_assert!(receives(&rcpt, &count_route(&route)));
+            }
+        }
+
+        /// The filter a store puts in its query shows exactly the threads `listed` shows.
+        #[test]
+        fn an_audience_filter_matches_exactly_the_threads_listed(
+            user in id_strategy("u"),
+            viewer_locs in proptest::collection::vec(id_strategy("L"), 0..3),
+            thread_loc in id_strategy("L"),
+            sales in proptest::option::of(id_strategy("u")),
+            service in proptest::option::of(id_strategy("u")),
+            subscribe_all in any::<bool>(),
+            p in (any::<bool>(), any::<bool>()),
+            resource in proptest::option::of(id_strategy("u")),
+        ) {
+            let user = u(&user);
+            let locs: Vec<LocationId> = viewer_locs.iter().map(|s| l(s)).collect();
+            let loc = l(&thread_loc);
+            let resources = Resources { sales: sales.map(|s| u(&s)), service: service.map(|s| u(&s)) };
+            let prefs = prefs(p.0, p.1);
+            let viewer = Viewer { user: &user, locations: &locs, subscribe_all };
+            let resource = resource.map(|s| u(&s));
+            let filter = audience_filter(&viewer, resource.as_ref(), prefs);
+            let listed = listed(&viewer, resource.as_ref(), &loc, &notified(&resources, prefs));
+            prop_assert_eq!(filter.matches(&loc, &resources), listed);
+            if filter.is_empty() {
+                prop_assert!(!listed, "an empty filter lists nothing");
             }
         }
 

@@ -22,6 +22,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub bus: BusSettings,
     pub redis: RedisSettings,
+    pub postgres: PostgresSettings,
     pub ws: WsSettings,
     pub events: EventSettings,
     pub phone: PhoneSettings,
@@ -61,6 +62,7 @@ pub struct LimitSettings {
 #[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
     Embedded,
+    Postgres,
     Redis,
 }
 
@@ -86,6 +88,30 @@ pub struct BusSettings {
 pub struct RedisSettings {
     pub url: String,
     pub key_prefix: String,
+}
+
+/// The PostgreSQL store (`storage.backend = "postgres"`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PostgresSettings {
+    /// libpq-style URL, e.g. `postgres://user@127.0.0.1:5432/switchboard`.
+    pub url: String,
+    /// Most connections this node holds.
+    pub pool_size: usize,
+    /// Longest one store call may take, waiting for a connection included, in milliseconds:
+    /// past it the call answers 503.
+    pub timeout_ms: u64,
+    /// Longest opening one connection may take, in milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl PostgresSettings {
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.connect_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -11,8 +11,8 @@
 //! - [`plan`]: one pure plan per mutating call (the new state and the events it emits),
 //!   built from the rules; every store reads facts, plans, and applies.
 //! - [`domain`]: parsed ids and phone numbers, and the contract's JSON shapes.
-//! - [`store`]: the `Store` trait (durable state and the event log), on embedded SQLite or
-//!   on Redis.
+//! - [`store`]: the `Store` trait (durable state and the event log), on embedded SQLite, on
+//!   PostgreSQL, or on Redis.
 //! - [`bus`]: the `Bus` trait (committed events to every node): in-process, or Redis pub/sub
 //!   with catch-up from the log.
 //! - [`hub`]: this node's sessions and the fan-out of events to their bounded queues.

@@ -24,7 +24,7 @@ use crate::{
     metrics::Metrics,
     routes::{self, AppState, edge, input::json_error, origin::Hosts},
     session,
-    store::{EventLog, Store, embedded::Embedded, redis::RedisStore},
+    store::{EventLog, Store, embedded::Embedded, postgres::PgStore, redis::RedisStore},
     telemetry,
 };
 
@@ -102,6 +102,17 @@ impl Application {
                     Arc::new(RedisBus::start(&settings.redis, hub.clone(), store.clone() as Arc<dyn EventLog>).await?);
                 (store, bus)
             }
+            (StorageBackend::Postgres, BusBackend::Local) => {
+                // One node on PostgreSQL: the store publishes each commit to this node's hub.
+                let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(hub.clone()));
+                let store = PgStore::connect(&settings.postgres, bus.clone(), settings.events.retention).await?;
+                (Arc::new(store), bus)
+            }
+            (StorageBackend::Postgres, BusBackend::Redis) => bail!(
+                "storage.backend = \"postgres\" with bus.backend = \"redis\" (several nodes) needs the bus \
+                 that reads PostgreSQL's log, which this build does not have yet: run one node with \
+                 bus.backend = \"local\", or several on storage.backend = \"redis\""
+            ),
             // The log's order is the delivery order only when the log and the bus are one
             // system: embedded storage with the in-process bus, or Redis with Redis.
             (storage, bus) => bail!(

@@ -2,8 +2,9 @@
 //! photos and the per-tenant event log.
 //!
 //! `Store` is the boundary handlers and sessions talk to; `embedded` implements it on SQLite
-//! (the single-node default) and `redis` on Redis (cluster mode). Both run the same contract
-//! test suite (`tests/api` and `tests/api_redis`). Every mutating call is atomic — it commits everything or
+//! (the single-node default), `postgres` on PostgreSQL (one node, or several sharing the
+//! database) and `redis` on Redis (cluster mode, being retired). All run the same contract
+//! test suite (`tests/api`, `tests/api_postgres` and `tests/api_redis`). Every mutating call is atomic — it commits everything or
 //! nothing — and appends the events it causes to the tenant's log *and* hands them to the bus
 //! in the same step, so the order of the log is the order of delivery. A call returns only
 //! once its change is durable.
@@ -16,6 +17,7 @@
 //! it is exact as of.
 
 pub mod embedded;
+pub mod postgres;
 pub mod redis;
 
 use std::sync::Arc;

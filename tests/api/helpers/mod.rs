@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod pg_server;
 pub mod plant;
+pub mod postgres;
 pub mod redis;
 pub mod ws;
 
@@ -36,6 +38,8 @@ pub struct TestApp {
     pub stopper: Stopper,
     /// What it was started with (`restart` starts it again on the same storage).
     pub settings: Settings,
+    /// Its own PostgreSQL database, dropped with it (PostgreSQL backend).
+    pub database: Option<postgres::TestDatabase>,
 }
 
 /// A hub on the embedded default with a fresh data directory.
@@ -58,10 +62,13 @@ pub enum Backend {
     Embedded,
     /// The shared test redis-server, with a key prefix of the test's own.
     Redis,
+    /// The machine's PostgreSQL, with a database of the test's own; in-process bus.
+    Postgres,
 }
 
 /// Settings every test starts from: port 0, the test secret, storage in `dir` (or in Redis
-/// under a fresh prefix, when this binary runs the suite on Redis).
+/// under a fresh prefix, or in a new PostgreSQL database, when this binary runs the suite on
+/// Redis or PostgreSQL).
 pub fn test_settings(dir: &std::path::Path) -> Settings {
     use switchboard::config::{BusBackend, StorageBackend};
     let mut s = Settings::defaults();
@@ -75,10 +82,21 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         s.redis.url = redis::shared().url();
         s.redis.key_prefix = redis::unique_prefix();
     }
+    if crate::BACKEND == Backend::Postgres {
+        s.storage.backend = StorageBackend::Postgres;
+        s.postgres.url = postgres::database_for_settings();
+        // Tests run two at a time against one server that other runs share.
+        s.postgres.pool_size = 4;
+    }
     s
 }
 
 pub async fn start(settings: Settings, data_dir: TempDir) -> TestApp {
+    let database = postgres::claim(&settings.postgres.url);
+    start_on(settings, data_dir, database).await
+}
+
+async fn start_on(settings: Settings, data_dir: TempDir, database: Option<postgres::TestDatabase>) -> TestApp {
     let app = Application::build(settings.clone()).await.expect("the hub starts");
     let port = app.port();
     let stopper = app.stopper();
@@ -90,6 +108,7 @@ pub async fn start(settings: Settings, data_dir: TempDir) -> TestApp {
         data_dir,
         stopper,
         settings,
+        database,
     }
 }
 
@@ -108,13 +127,13 @@ pub fn service_token() -> String {
 }
 
 impl TestApp {
-    /// Stops the hub gracefully and starts a new one on the same storage (data directory, or
-    /// Redis key prefix) and settings, on a new port.
+    /// Stops the hub gracefully and starts a new one on the same storage (data directory,
+    /// Redis key prefix, or PostgreSQL database) and settings, on a new port.
     pub async fn restart(self) -> TestApp {
         tokio::time::timeout(PATIENCE, self.stopper.stop())
             .await
             .expect("the hub stops in time");
-        start(self.settings, self.data_dir).await
+        start_on(self.settings, self.data_dir, self.database).await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -11,6 +11,10 @@ fn sqlite(app: &TestApp) -> rusqlite::Connection {
     c
 }
 
+async fn postgres(app: &TestApp) -> tokio_postgres::Client {
+    crate::helpers::postgres::connect(&app.settings.postgres.url).await
+}
+
 async fn redis(app: &TestApp) -> (redis::aio::MultiplexedConnection, String) {
     let client = redis::Client::open(app.settings.redis.url.as_str()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.expect("the test Redis");
@@ -26,6 +30,17 @@ pub async fn thread_on_folder(app: &TestApp, thread: &str, folder: &str) {
                     "UPDATE threads SET folder_id = ?1 WHERE tenant = ?2 AND id = ?3",
                     [folder, TENANT, thread],
                 )
+                .unwrap();
+            assert_eq!(changed, 1, "thread {thread} planted");
+        }
+        Backend::Postgres => {
+            let changed = postgres(app)
+                .await
+                .execute(
+                    "UPDATE threads SET folder_id = $1 WHERE tenant = $2 AND id = $3",
+                    &[&folder, &TENANT, &thread],
+                )
+                .await
                 .unwrap();
             assert_eq!(changed, 1, "thread {thread} planted");
         }
@@ -57,6 +72,17 @@ pub async fn photo(app: &TestApp, folder: &str, message: &str, attachment: &str,
                      VALUES (?1, ?2, ?3, ?4, ?5, 'planted', 0)",
                     [TENANT, folder, attachment, message, url],
                 )
+                .unwrap();
+        }
+        Backend::Postgres => {
+            postgres(app)
+                .await
+                .execute(
+                    "INSERT INTO photos (tenant, folder_id, attachment_id, message_id, url, linked_by, linked_at)
+                     VALUES ($1, $2, $3, $4, $5, 'planted', 0)",
+                    &[&TENANT, &folder, &attachment, &message, &url],
+                )
+                .await
                 .unwrap();
         }
         Backend::Redis => {

@@ -1,0 +1,246 @@
+//! The event log in PostgreSQL (`events`, `event_heads`) and the order events leave in.
+//!
+//! **Appending.** A write's events go in with one statement at the end of its transaction
+//! (`append`): `event_heads.head` is raised by n for the tenant (`INSERT … ON CONFLICT DO
+//! UPDATE SET head = head + n RETURNING head`), which takes the row's lock until COMMIT, so the
+//! next write of the tenant gets its ids only after this one committed or rolled back: ids are
+//! gap-free and in commit order per tenant, across every node. The same statement inserts the
+//! events and, when the head crosses a multiple of `trim_every(retention)`, deletes what fell
+//! out of retention: one write in every `trim_every` deletes a batch, the others pay nothing.
+//! The log holds between `retention` and `retention + trim_every - 1` events per tenant.
+//!
+//! **Publishing.** A tenant's events must reach the bus in id order (the hub skips ids older
+//! than the newest it delivered), yet two writes of one tenant finish their COMMITs on
+//! different tasks. So a write takes the tenant's *turn* (`Publisher::turn`) before it locks
+//! the head and publishes before giving it back: within this process, the turn order is the
+//! head's lock order, which is the id order. A COMMIT whose outcome was lost (the connection
+//! died while it was answered) may have committed ids that were never published; the next
+//! publisher of the tenant sees the gap and reads it from the log first (`Turn::publish`).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use super::{Conn, Fail, Result, Tx, unavailable};
+use crate::{
+    bus::Bus,
+    domain::TenantId,
+    event::{Event, EventKind, NewEvent},
+    store::{Replay, StoreError},
+};
+
+/// How many events apart the trims of a tenant's log are: an eighth of the retention, at most
+/// 256 (a trim then deletes at most that many rows, in the write that crosses the mark).
+pub(super) fn trim_every(retention: u64) -> u64 {
+    (retention / 8).clamp(1, 256)
+}
+
+const APPEND: &str = "
+    WITH h AS (
+        INSERT INTO event_heads AS h (tenant, head) VALUES ($1, $2::bigint)
+        ON CONFLICT (tenant) DO UPDATE SET head = h.head + $2::bigint
+        RETURNING head
+    ), appended AS (
+        INSERT INTO events (tenant, id, kind, route, data)
+        SELECT $1, h.head - $2::bigint + e.n, e.kind, e.route, e.data
+        FROM h, unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS e(kind, route, data, n)
+    ), trimmed AS (
+        DELETE FROM events d USING h
+        WHERE d.tenant = $1 AND d.id <= h.head - $6::bigint
+          AND h.head / $7::bigint <> (h.head - $2::bigint) / $7::bigint
+    )
+    SELECT head FROM h";
+
+/// Appends `events` to the tenant's log in the write's transaction; they are returned with
+/// their ids, to be published once the transaction commits.
+pub(super) async fn append(tx: &Tx, tenant: &TenantId, events: Vec<NewEvent>, retention: u64) -> Result<Vec<Event>> {
+    let n = events.len() as i64;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let routes = events
+        .iter()
+        .map(|e| serde_json::to_string(&e.route))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Fail::Store(unavailable(e)))?;
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    let (retention, every) = (retention as i64, trim_every(retention as u64) as i64);
+    let row = tx
+        .query_one(
+            APPEND,
+            &[&tenant.as_str(), &n, &kinds, &routes, &data, &retention, &every],
+        )
+        .await?;
+    let head: i64 = row.get(0);
+    let first = (head - n + 1) as u64;
+    Ok(events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| Event {
+            tenant: tenant.clone(),
+            id: first + i as u64,
+            kind: e.kind,
+            route: e.route,
+            data: e.data,
+        })
+        .collect())
+}
+
+pub(super) async fn head(c: &Conn, tenant: &TenantId) -> Result<u64> {
+    let row = c
+        .query_opt("SELECT head FROM event_heads WHERE tenant = $1", &[&tenant.as_str()])
+        .await?;
+    Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
+}
+
+/// The heads of many tenants in one statement (one index probe each), in the order asked.
+pub(super) async fn heads(c: &Conn, tenants: &[TenantId]) -> Result<Vec<u64>> {
+    let names: Vec<&str> = tenants.iter().map(|t| t.as_str()).collect();
+    let rows = c
+        .query(
+            "SELECT COALESCE(h.head, 0) FROM unnest($1::text[]) WITH ORDINALITY AS t(tenant, n)
+             LEFT JOIN event_heads h ON h.tenant = t.tenant ORDER BY t.n",
+            &[&names],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+}
+
+/// The head and the events after `after` (at most `limit`, none when more follow) in one
+/// statement, so in one snapshot.
+const AFTER: &str = "
+    SELECT h.head, e.id, e.kind, e.route, e.data
+    FROM event_heads h
+    LEFT JOIN LATERAL (
+        SELECT id, kind, route, data FROM events
+        WHERE tenant = h.tenant AND id > $2 AND id <= h.head AND h.head - $2 <= $3
+        ORDER BY id
+    ) e ON true
+    WHERE h.tenant = $1";
+
+pub(super) async fn events_after(c: &Conn, tenant: &TenantId, after: u64, limit: usize) -> Result<Replay> {
+    let (after_i, limit_i) = (
+        i64::try_from(after).unwrap_or(i64::MAX),
+        i64::try_from(limit).unwrap_or(i64::MAX),
+    );
+    let rows = c.query(AFTER, &[&tenant.as_str(), &after_i, &limit_i]).await?;
+    let head = rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64);
+    if after > head || head - after > limit as u64 {
+        return Ok(Replay::TooOld);
+    }
+    if after == head {
+        return Ok(Replay::Events(Vec::new()));
+    }
+    let events = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<i64>>(1).is_some())
+        .map(|r| event_of(tenant, r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Fail::Store)?;
+    // Every id from `after + 1` to the head, or the log no longer reaches back that far.
+    if events.first().map(|e| e.id) != Some(after + 1) || events.len() as u64 != head - after {
+        return Ok(Replay::TooOld);
+    }
+    Ok(Replay::Events(events))
+}
+
+/// The events strictly between two ids.
+async fn between(c: &Conn, tenant: &TenantId, after: u64, before: u64) -> Result<Vec<Event>> {
+    let rows = c
+        .query(
+            "SELECT NULL, id, kind, route, data FROM events WHERE tenant = $1 AND id > $2 AND id < $3 ORDER BY id",
+            &[&tenant.as_str(), &(after as i64), &(before as i64)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| event_of(tenant, r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Fail::Store)
+}
+
+fn event_of(tenant: &TenantId, r: &tokio_postgres::Row) -> Result<Event, StoreError> {
+    let kind: &str = r.get(2);
+    Ok(Event {
+        tenant: tenant.clone(),
+        id: r.get::<_, i64>(1) as u64,
+        kind: EventKind::parse(kind).ok_or_else(|| unavailable(format!("unknown event kind {kind}")))?,
+        route: serde_json::from_str(r.get(3)).map_err(unavailable)?,
+        data: r.get::<_, String>(4),
+    })
+}
+
+/// Hands committed events to the bus in id order per tenant (see the module's doc).
+pub(super) struct Publisher {
+    bus: Arc<dyn Bus>,
+    /// Per tenant: the newest id published from this process (`None` before the first).
+    tenants: Mutex<HashMap<TenantId, Arc<AsyncMutex<Option<u64>>>>>,
+}
+
+/// A tenant's turn to append and publish.
+pub(super) struct Turn {
+    bus: Arc<dyn Bus>,
+    last: OwnedMutexGuard<Option<u64>>,
+}
+
+impl Publisher {
+    pub(super) fn new(bus: Arc<dyn Bus>) -> Publisher {
+        Publisher {
+            bus,
+            tenants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for the tenant's turn.
+    pub(super) async fn turn(&self, tenant: &TenantId) -> Turn {
+        let slot = {
+            // The map's guard is dropped before the await below.
+            let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            tenants.entry(tenant.clone()).or_default().clone()
+        };
+        Turn {
+            bus: self.bus.clone(),
+            last: slot.lock_owned().await,
+        }
+    }
+}
+
+impl Turn {
+    /// Publishes a committed batch, after whatever committed before it that this process
+    /// has not published (read from the log on `conn`).
+    pub(super) async fn publish(mut self, conn: &Conn, tenant: &TenantId, events: Vec<Event>) {
+        let Some(first) = events.first().map(|e| e.id) else {
+            return;
+        };
+        if let Some(last) = *self.last {
+            if first > last + 1 {
+                match between(conn, tenant, last, first).await {
+                    Ok(missed) if missed.len() as u64 == first - last - 1 => {
+                        tracing::warn!(%tenant, count = missed.len(), "publishing events whose commit was not confirmed");
+                        self.bus.publish(missed);
+                    }
+                    _ => tracing::error!(
+                        %tenant,
+                        from = last + 1,
+                        to = first - 1,
+                        "events committed here were never published and the log no longer holds them all"
+                    ),
+                }
+            }
+        }
+        *self.last = events.last().map(|e| e.id);
+        self.bus.publish(events);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_is_trimmed_in_batches_of_an_eighth_of_the_retention_up_to_256() {
+        for (retention, every) in [(1, 1), (5, 1), (8, 1), (16, 2), (2048, 256), (100_000, 256)] {
+            assert_eq!(trim_every(retention), every, "{retention}");
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! The PostgreSQL store (`storage.backend = "postgres"`): the same `Store` contract as the
+//! embedded one, on a database that several nodes can share.
+//!
+//! # Layout
+//! - this file: the pool, the runner every call goes through (its own task, a deadline, a
+//!   connection that is thrown away unless it was left clean) and the transaction of a write
+//!   (`Tx`, the `write!` retry loop, COMMIT, then publishing).
+//! - `migrate`: creating or upgrading the schema (`migrations/postgres/`) at start, under an
+//!   advisory lock so that nodes starting together apply it once.
+//! - `ops`: the mutating calls. Each reads its facts with the locks that order it against
+//!   every write that could change them, calls its plan in `crate::plan`, and stages the
+//!   plan's rows and events; it decides nothing itself.
+//! - `reads`: lists, counts, pages, search and the session snapshot; the thread lists and
+//!   counts filter in SQL with `rules::AudienceFilter`.
+//! - `log`: the event log (append in the write's transaction, trim, `EventLog`) and the
+//!   per-tenant publisher that hands committed events to the bus in id order.
+//!
+//! # A write
+//! BEGIN (READ COMMITTED); the op reads its facts (`FOR SHARE` / `FOR UPDATE`, always in the
+//! order preferences → thread → folders → log head, so that writes never wait in a cycle) and
+//! writes its rows; the runner appends the plan's events last (the tenant's head row is the
+//! last lock taken and is held only until COMMIT); COMMIT; then, still in id order for the
+//! tenant, `Bus::publish`; then the caller's answer. A unique violation (two first messages
+//! racing to create a thread, one `external_id` posted twice at once, a number claimed twice),
+//! a serialization failure or a deadlock rolls the whole write back and runs it again from
+//! its first read, where it finds what the other write committed: the racer's thread, the
+//! message to answer with (200), the holder of the number (409). A 2xx is sent only after
+//! COMMIT returned.
+//!
+//! # Failures
+//! Every database or pool error is `StoreError::Unavailable` (503). Every call has a deadline
+//! (`postgres.timeout_ms`, waiting for a connection included) and runs in a task of its own,
+//! so neither a hung server nor a client that goes away leaves a transaction half done: a
+//! connection that was not left clean (COMMIT or ROLLBACK answered) is closed, never reused,
+//! and the server rolls its transaction back.
+
+mod log;
+mod migrate;
+mod ops;
+mod reads;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio::runtime::Handle;
+use tokio_postgres::{NoTls, Row, Statement, error::SqlState, types::ToSql};
+
+use self::log::Publisher;
+use super::*;
+use crate::{
+    bus::Bus,
+    config::PostgresSettings,
+    domain::model::{
+        Folder, Ingested, Linked, Location, Me, Message, MessagePage, Photo, Preferences, Resource, Thread, ThreadPage,
+        User,
+    },
+    event::NewEvent,
+    rules::ReadChange,
+};
+
+pub use self::migrate::MIGRATIONS_TABLE;
+
+/// Attempts of one write before it answers 503: each retry follows a collision with a
+/// concurrent write that has since committed, so a few suffice; the bound is for the
+/// pathological case.
+const MAX_ATTEMPTS: u32 = 8;
+
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+/// What every call's task shares.
+struct Inner {
+    pool: Pool,
+    publisher: Publisher,
+    retention: u64,
+    timeout: Duration,
+    /// The runtime the store was opened on: calls run there, whichever actix worker asked,
+    /// so the pool's connections live on one runtime for the store's whole life.
+    runtime: Handle,
+}
+
+/// Why a step of a call failed: a verdict for the caller, or the database's error (which the
+/// runner turns into a retry or a 503).
+pub(super) enum Fail {
+    Store(StoreError),
+    Db(tokio_postgres::Error),
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+pub(super) type Result<T, E = Fail> = std::result::Result<T, E>;
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("postgres: {e}"))
+}
+
+impl Fail {
+    fn into_store(self) -> StoreError {
+        match self {
+            Fail::Store(e) => e,
+            Fail::Db(e) => unavailable(e),
+        }
+    }
+
+    /// Whether running the whole write again can succeed: it collided with a concurrent one.
+    fn collided(&self) -> bool {
+        let Fail::Db(e) = self else { return false };
+        matches!(
+            e.code(),
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+        )
+    }
+}
+
+/// A pooled connection that goes back to the pool only when the call left it clean (no
+/// transaction open, no query in flight); otherwise, dropped, it is closed and the server
+/// rolls back whatever it was doing. That is what makes a call safe to abandon at any await.
+pub(super) struct Conn {
+    client: Option<Object>,
+    clean: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if !self.clean {
+            if let Some(client) = self.client.take() {
+                // Detached from the pool and dropped: its connection task ends, the socket
+                // closes.
+                drop(Object::take(client));
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn client(&self) -> &Object {
+        // unwrap: `client` is only taken in `drop`.
+        self.client.as_ref().unwrap()
+    }
+
+    async fn prepare(&self, sql: &str) -> Result<Statement> {
+        Ok(self.client().prepare_cached(sql).await?)
+    }
+
+    pub(super) async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let st = self.prepare(sql).await?;
+        Ok(self.client().query(&st, params).await?)
+    }
+
+    pub(super) async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+        let st = self.prepare(sql).await?;
+        Ok(self.client().query_opt(&st, params).await?)
+    }
+
+    pub(super) async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+        let st = self.prepare(sql).await?;
+        Ok(self.client().query_one(&st, params).await?)
+    }
+
+    pub(super) async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let st = self.prepare(sql).await?;
+        Ok(self.client().execute(&st, params).await?)
+    }
+
+    /// Transaction control (BEGIN, COMMIT, ROLLBACK): the simple protocol, one round trip.
+    async fn control(&self, sql: &str) -> Result<()> {
+        Ok(self.client().batch_execute(sql).await?)
+    }
+}
+
+/// A write's transaction: its connection and the events its plan emitted, appended to the
+/// log by the runner after everything else (`Tx::emit_all` only stages them).
+pub(super) struct Tx {
+    conn: Conn,
+    events: Vec<NewEvent>,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl Tx {
+    /// Stages a plan's events, in order.
+    pub(super) fn emit_all(&mut self, events: Vec<NewEvent>) {
+        self.events.extend(events);
+    }
+}
+
+/// What finishing one attempt of a write came to.
+enum Finished<R> {
+    Done(StoreResult<R>),
+    Retry,
+}
+
+/// Runs one write: `|$tx| $body` is one attempt (an expression using `$tx: &mut Tx` that
+/// evaluates to `Result<R, Fail>`), run again on a collision. Evaluates to `StoreResult<R>`.
+macro_rules! transact {
+    ($inner:expr, $tenant:expr, |$tx:ident| $body:expr) => {{
+        let inner: &Inner = &$inner;
+        let mut attempt = 1u32;
+        loop {
+            let mut $tx = match inner.begin().await {
+                Ok(tx) => tx,
+                Err(e) => break Err(e),
+            };
+            let out = { $body };
+            match inner.finish($tenant, $tx, out).await {
+                Finished::Done(r) => break r,
+                Finished::Retry if attempt < MAX_ATTEMPTS => attempt += 1,
+                Finished::Retry => break Err(unavailable("gave up after repeated collisions with concurrent writes")),
+            }
+        }
+    }};
+}
+
+impl PgStore {
+    /// Opens the pool and creates or upgrades the schema (safe when several nodes start at
+    /// once). Fails when the database cannot be reached or migrated: `serve` stops.
+    pub async fn connect(settings: &PostgresSettings, bus: Arc<dyn Bus>, retention: u64) -> anyhow::Result<PgStore> {
+        let config = pg_config(settings)?;
+        migrate::run(&config, settings.timeout().max(Duration::from_secs(60)))
+            .await
+            .context("creating or upgrading the PostgreSQL schema")?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A closed connection is noticed by the driver (its task ends); one the server
+                // lost without closing fails its first query, and the write that met it is run
+                // again on a fresh one (`Inner::finish`). No extra round trip per checkout.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.timeout()))
+            .create_timeout(Some(settings.connect_timeout()))
+            .recycle_timeout(Some(settings.connect_timeout()))
+            .build()
+            .context("building the PostgreSQL pool")?;
+        let store = PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                publisher: Publisher::new(bus),
+                retention: retention.max(1),
+                timeout: settings.timeout(),
+                runtime: Handle::current(),
+            }),
+        };
+        store.ping().await.context("connecting to PostgreSQL")?;
+        Ok(store)
+    }
+
+    /// Runs a call in a task of its own on the store's runtime, under the deadline: a caller
+    /// that goes away does not cut a transaction short, and nothing waits past the deadline.
+    async fn run<R, F>(&self, f: impl FnOnce(Arc<Inner>) -> F) -> StoreResult<R>
+    where
+        F: Future<Output = StoreResult<R>> + Send + 'static,
+        R: Send + 'static,
+    {
+        let timeout = self.inner.timeout;
+        let call = f(self.inner.clone());
+        let task = self.inner.runtime.spawn(async move {
+            tokio::time::timeout(timeout, call)
+                .await
+                .unwrap_or_else(|_| Err(unavailable(format!("no answer within {timeout:?}"))))
+        });
+        task.await
+            .unwrap_or_else(|e| Err(unavailable(format!("the call's task failed: {e}"))))
+    }
+}
+
+/// The driver's settings from `postgres.url`, with our bounds where the URL sets none.
+fn pg_config(settings: &PostgresSettings) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = settings
+        .url
+        .parse()
+        .with_context(|| "postgres.url is not a PostgreSQL URL (postgres://user@host:5432/db)".to_string())?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(settings.connect_timeout());
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("switchboard");
+    }
+    if config.get_options().is_none() {
+        // The server gives up on what we gave up on: a statement past our deadline, and a
+        // transaction left open by a node that froze (it would hold the tenant's log head).
+        config.options(format!(
+            "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+            settings.timeout_ms,
+            settings.timeout_ms.saturating_mul(2)
+        ));
+    }
+    config.keepalives(true);
+    Ok(config)
+}
+
+impl Inner {
+    /// A connection from the pool, marked unclean until the caller says otherwise.
+    async fn conn(&self) -> StoreResult<Conn> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        Ok(Conn {
+            client: Some(client),
+            clean: false,
+        })
+    }
+
+    /// Runs a read on a pooled connection; the connection goes back to the pool unless the
+    /// read met a database error.
+    async fn read<R>(&self, f: impl AsyncFnOnce(&Conn) -> Result<R>) -> StoreResult<R> {
+        let mut conn = self.conn().await?;
+        let out = f(&conn).await;
+        conn.clean = !matches!(out, Err(Fail::Db(_)));
+        out.map_err(Fail::into_store)
+    }
+
+    async fn begin(&self) -> StoreResult<Tx> {
+        let conn = self.conn().await?;
+        conn.control("BEGIN").await.map_err(Fail::into_store)?;
+        Ok(Tx {
+            conn,
+            events: Vec::new(),
+        })
+    }
+
+    /// Ends one attempt of a write: COMMIT and publish what it did, or ROLLBACK and say
+    /// whether to run it again.
+    async fn finish<R>(&self, tenant: &TenantId, mut tx: Tx, out: Result<R>) -> Finished<R> {
+        let out = match out {
+            Ok(r) => r,
+            Err(fail) => {
+                let retry = fail.collided() || matches!(&fail, Fail::Db(e) if e.is_closed());
+                if tx.conn.control("ROLLBACK").await.is_ok() {
+                    tx.conn.clean = true;
+                }
+                return if retry {
+                    Finished::Retry
+                } else {
+                    Finished::Done(Err(fail.into_store()))
+                };
+            }
+        };
+        if tx.events.is_empty() {
+            return match tx.conn.control("COMMIT").await {
+                Ok(()) => {
+                    tx.conn.clean = true;
+                    Finished::Done(Ok(out))
+                }
+                Err(fail) => self.failed_commit(tx, fail).await,
+            };
+        }
+        // Publishing in id order: the tenant's turn is taken before its log head is locked
+        // (so no write waits for the turn while holding the head) and kept until the events
+        // are handed to the bus.
+        let turn = self.publisher.turn(tenant).await;
+        let events = std::mem::take(&mut tx.events);
+        let appended = match log::append(&tx, tenant, events, self.retention).await {
+            Ok(appended) => appended,
+            Err(fail) => {
+                drop(turn);
+                let retry = fail.collided() || matches!(&fail, Fail::Db(e) if e.is_closed());
+                if tx.conn.control("ROLLBACK").await.is_ok() {
+                    tx.conn.clean = true;
+                }
+                return if retry {
+                    Finished::Retry
+                } else {
+                    Finished::Done(Err(fail.into_store()))
+                };
+            }
+        };
+        if let Err(fail) = tx.conn.control("COMMIT").await {
+            drop(turn);
+            return self.failed_commit(tx, fail).await;
+        }
+        tx.conn.clean = true;
+        turn.publish(&tx, tenant, appended).await;
+        Finished::Done(Ok(out))
+    }
+
+    /// A COMMIT that failed: rolled back (a conflict found at commit: run again), or of
+    /// unknown outcome (the connection went away): 503, never a retry that could apply the
+    /// write twice. If it did commit, the publisher fills the gap from the log.
+    async fn failed_commit<R>(&self, mut tx: Tx, fail: Fail) -> Finished<R> {
+        if fail.collided() {
+            if tx.conn.control("ROLLBACK").await.is_ok() {
+                tx.conn.clean = true;
+            }
+            return Finished::Retry;
+        }
+        tx.conn.clean = false;
+        Finished::Done(Err(fail.into_store()))
+    }
+}
+
+#[async_trait]
+impl EventLog for PgStore {
+    async fn head(&self, tenant: &TenantId) -> StoreResult<u64> {
+        let tenant = tenant.clone();
+        self.run(|i| async move { i.read(async |c| log::head(c, &tenant).await).await })
+            .await
+    }
+
+    async fn heads(&self, tenants: &[TenantId]) -> StoreResult<Vec<u64>> {
+        let tenants = tenants.to_vec();
+        self.run(|i| async move { i.read(async |c| log::heads(c, &tenants).await).await })
+            .await
+    }
+
+    async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay> {
+        let tenant = tenant.clone();
+        self.run(|i| async move { i.read(async |c| log::events_after(c, &tenant, after, limit).await).await })
+            .await
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn upsert_location(&self, tenant: &TenantId, id: &LocationId, input: LocationInput) -> StoreResult<Location> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.run(|i| async move {
+            transact!(i, &tenant, |tx| ops::upsert_location(&mut tx, &tenant, &id, input.clone()).await)
+        })
+        .await
+    }
+
+    async fn upsert_user(&self, tenant: &TenantId, id: &UserId, name: String) -> StoreResult<User> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.run(|i| async move { transact!(i, &tenant, |tx| ops::upsert_user(&mut tx, &tenant, &id, name.clone()).await) })
+            .await
+    }
+
+    async fn upsert_folder(&self, tenant: &TenantId, id: &FolderId, input: FolderInput) -> StoreResult<Folder> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.run(|i| async move {
+            transact!(i, &tenant, |tx| ops::upsert_folder(&mut tx, &tenant, &id, input.clone()).await)
+        })
+        .await
+    }
+
+    async fn preferences(&self, tenant: &TenantId) -> StoreResult<Preferences> {
+        let tenant = tenant.clone();
+        self.run(|i| async move { i.read(async |c| reads::preferences(c, &tenant).await).await })
+            .await
+    }
+
+    async fn set_preferences(&self, tenant: &TenantId, patch: PreferencesPatch) -> StoreResult<Preferences> {
+        let tenant = tenant.clone();
+        self.run(|i| async move { transact!(i, &tenant, |tx| ops::set_preferences(&mut tx, &tenant, patch).await) })
+            .await
+    }
+
+    async fn ingest(&self, tenant: &TenantId, input: InboundInput) -> StoreResult<Ingested> {
+        let tenant = tenant.clone();
+        self.run(|i| async move { transact!(i, &tenant, |tx| ops::ingest(&mut tx, &tenant, input.clone()).await) })
+            .await
+    }
+
+    async fn me(&self, scope: &Scope) -> StoreResult<Me> {
+        let scope = scope.clone();
+        self.run(|i| async move { i.read(async |c| reads::me(c, &scope).await).await })
+            .await
+    }
+
+    async fn set_subscribe_all(&self, scope: &Scope, on: bool) -> StoreResult<Me> {
+        let (writer, tenant) = (scope.clone(), scope.tenant.clone());
+        self.run(|i| async move { transact!(i, &tenant, |tx| ops::set_subscribe_all(&mut tx, &writer, on).await) })
+            .await?;
+        // Read after the commit, like any `/me`.
+        self.me(&scope).await
+    }
+
+    async fn resources(&self, scope: &Scope) -> StoreResult<Vec<Resource>> {
+        let scope = scope.clone();
+        self.run(|i| async move { i.read(async |c| reads::resources(c, &scope).await).await })
+            .await
+    }
+
+    async fn threads(&self, scope: &Scope, query: ThreadQuery) -> StoreResult<ThreadPage> {
+        let scope = scope.clone();
+        self.run(|i| async move { i.read(async |c| reads::threads(c, &scope, &query).await).await })
+            .await
+    }
+
+    async fn thread(&self, tenant: &TenantId, id: &ThreadId) -> StoreResult<Thread> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.run(|i| async move { i.read(async |c| reads::thread(c, &tenant, &id).await).await })
+            .await
+    }
+
+    async fn thread_messages(&self, scope: &Scope, id: &ThreadId, paging: Paging) -> StoreResult<MessagePage> {
+        let (scope, id) = (scope.clone(), id.clone());
+        self.run(|i| async move { i.read(async |c| reads::thread_messages(c, &scope, &id, &paging).await).await })
+            .await
+    }
+
+    async fn mark_read(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread> {
+        let (tenant, id, by) = (tenant.clone(), id.clone(), by.clone());
+        self.run(|i| async move {
+            transact!(i, &tenant, |tx| ops::change_read_state(
+                &mut tx,
+                &tenant,
+                &id,
+                &by,
+                ReadChange::MarkRead
+            )
+            .await)
+        })
+        .await
+    }
+
+    async fn mark_unread(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread> {
+        let (tenant, id, by) = (tenant.clone(), id.clone(), by.clone());
+        self.run(|i| async move {
+            transact!(i, &tenant, |tx| ops::change_read_state(
+                &mut tx,
+                &tenant,
+                &id,
+                &by,
+                ReadChange::MarkUnread
+            )
+            .await)
+        })
+        .await
+    }
+
+    async fn reply(&self, tenant: &TenantId, id: &ThreadId, by: &UserId, body: String) -> StoreResult<Message> {
+        let (tenant, id, by) = (tenant.clone(), id.clone(), by.clone());
+        self.run(|i| async move { transact!(i, &tenant, |tx| ops::reply(&mut tx, &tenant, &id, &by, body.clone()).await) })
+            .await
+    }
+
+    async fn assign(&self, tenant: &TenantId, id: &ThreadId, folder: &FolderId, by: &UserId) -> StoreResult<Thread> {
+        let (tenant, id, folder, by) = (tenant.clone(), id.clone(), folder.clone(), by.clone());
+        self.run(|i| async move { transact!(i, &tenant, |tx| ops::assign(&mut tx, &tenant, &id, &folder, &by).await) })
+            .await
+    }
+
+    async fn search_folders(
+        &self,
+        scope: &Scope,
+        phone_digits: Option<String>,
+        text: Option<String>,
+    ) -> StoreResult<Vec<Folder>> {
+        let scope = scope.clone();
+        self.run(|i| async move {
+            i.read(async |c| reads::search_folders(c, &scope, phone_digits.as_deref(), text.as_deref()).await)
+                .await
+        })
+        .await
+    }
+
+    async fn folder(&self, tenant: &TenantId, id: &FolderId) -> StoreResult<Folder> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.run(|i| async move { i.read(async |c| reads::folder(c, &tenant, &id).await).await })
+            .await
+    }
+
+    async fn folder_messages(&self, scope: &Scope, id: &FolderId, paging: Paging) -> StoreResult<MessagePage> {
+        let (scope, id) = (scope.clone(), id.clone());
+        self.run(|i| async move { i.read(async |c| reads::folder_messages(c, &scope, &id, &paging).await).await })
+            .await
+    }
+
+    async fn message(&self, tenant: &TenantId, id: &MessageId) -> StoreResult<Message> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.run(|i| async move { i.read(async |c| reads::message(c, &tenant, &id).await).await })
+            .await
+    }
+
+    async fn link_images(&self, tenant: &TenantId, message: &MessageId, by: &UserId) -> StoreResult<Linked> {
+        let (tenant, message, by) = (tenant.clone(), message.clone(), by.clone());
+        self.run(|i| async move { transact!(i, &tenant, |tx| ops::link_images(&mut tx, &tenant, &message, &by).await) })
+            .await
+    }
+
+    async fn folder_photos(&self, scope: &Scope, id: &FolderId) -> StoreResult<Vec<Photo>> {
+        let (scope, id) = (scope.clone(), id.clone());
+        self.run(|i| async move { i.read(async |c| reads::folder_photos(c, &scope, &id).await).await })
+            .await
+    }
+
+    async fn session_start(&self, scope: &Scope) -> StoreResult<SessionStart> {
+        let scope = scope.clone();
+        self.run(|i| async move {
+            let mut conn = i.conn().await?;
+            let out = reads::session_start(&conn, &scope).await;
+            conn.clean = out.is_ok();
+            out.map_err(Fail::into_store)
+        })
+        .await
+    }
+
+    async fn unread_count(&self, scope: &Scope) -> StoreResult<u64> {
+        let scope = scope.clone();
+        self.run(|i| async move { i.read(async |c| reads::unread_count(c, &scope).await).await })
+            .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.run(|i| async move { i.read(async |c| c.query_one("SELECT 1", &[]).await.map(|_| ())).await })
+            .await
+    }
+
+    async fn cursor_key(&self) -> StoreResult<[u8; 32]> {
+        let candidate = new_key()?;
+        let nobody = TenantId::trusted("");
+        self.run(|i| async move { transact!(i, &nobody, |tx| ops::cursor_key(&mut tx, &candidate).await) })
+            .await
+    }
+}

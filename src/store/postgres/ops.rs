@@ -1,0 +1,563 @@
+//! The mutating calls, one attempt each (the runner in `mod.rs` commits, or rolls back and
+//! runs them again after a collision). Each is the embedded store's three steps: read the
+//! facts, call its plan in `crate::plan`, apply what it says (rows here, events staged on
+//! the `Tx` and appended by the runner). Nothing here decides who hears of a change.
+//!
+//! # Locks: why concurrent writes of a tenant come out as if one after the other
+//! Writes run in READ COMMITTED, each statement seeing what committed before it started, so a
+//! fact another write is changing must be locked before it is read:
+//! - the tenant's `preferences` row: `FOR SHARE` by every write whose plan routes by the
+//!   preferences, `FOR UPDATE` by `set_preferences` (whose plan reads which folders have
+//!   unread threads). `upsert_location` creates the row, so it exists before any thread can.
+//! - a `threads` row: `FOR UPDATE` by the write that changes it (its unread count, last
+//!   message, folder), `FOR SHARE` by `link_images`; two writes of one thread take turns.
+//! - a `folders` row: `FOR SHARE` by every write that routes by the folder's resources (the
+//!   thread's folder, an assignment's target, the folders an inbound message may be
+//!   auto-assigned to), `FOR UPDATE` by `upsert_folder` before it reads whether the folder
+//!   has unread threads. So a resource change and an unread change of one of its threads
+//!   never both miss each other, and the `unread.count`s they send add up.
+//! - creations race on unique keys instead (a thread per customer and location, a message per
+//!   `external_id`, an SMS number per location, a photo per attachment and folder): the loser
+//!   fails, rolls back, and runs again from its first read, where it finds the winner's row.
+//!
+//! The order is always preferences → thread → folders → (at COMMIT) the log's head, and a
+//! thread's row is locked before its last message is read (in a statement of its own: one
+//! that joined the message would lose the thread when a concurrent write moved its last
+//! message on while this one waited for the lock).
+
+use std::collections::BTreeSet;
+
+use super::{
+    Result, Tx,
+    reads::{self, ThreadRow},
+};
+use crate::{
+    domain::{
+        AttachmentId, FolderId, LocationId, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
+        model::{Folder, Ingested, Linked, Location, Message, Preferences, Thread, Timestamp, User},
+    },
+    plan,
+    rules::{ReadChange, Resources},
+    store::*,
+};
+
+// ---------------------------------------------------------------------------------------
+// Directory
+
+pub(super) async fn upsert_location(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    id: &LocationId,
+    input: LocationInput,
+) -> Result<Location> {
+    let numbers = dedup(input.sms_numbers);
+    // The preferences row every later write of the tenant locks (see the module's doc).
+    tx.execute(
+        "INSERT INTO preferences (tenant, notify_sales, notify_service) VALUES ($1, $2, $3) ON CONFLICT (tenant) DO NOTHING",
+        &[
+            &tenant.as_str(),
+            &Preferences::default().notify_sales_resource,
+            &Preferences::default().notify_service_resource,
+        ],
+    )
+    .await?;
+    // Takes the location's row lock: upserts of one location take turns.
+    tx.execute(
+        "INSERT INTO locations (tenant, id, name) VALUES ($1, $2, $3) ON CONFLICT (tenant, id) DO UPDATE SET name = excluded.name",
+        &[&tenant.as_str(), &id.as_str(), &input.name],
+    )
+    .await?;
+    let numbers_text: Vec<&str> = numbers.iter().map(|n| n.as_str()).collect();
+    let held = tx
+        .query(
+            "SELECT number, location_id FROM location_numbers WHERE tenant = $1 AND number = ANY($2::text[]) AND location_id <> $3 ORDER BY number LIMIT 1",
+            &[&tenant.as_str(), &numbers_text, &id.as_str()],
+        )
+        .await?;
+    if let Some(r) = held.first() {
+        let (n, other): (&str, &str) = (r.get(0), r.get(1));
+        return Err(StoreError::Conflict(format!("sms number {n} belongs to location {other}")).into());
+    }
+    replace_numbers(tx, tenant, "location_numbers", "location_id", id.as_str(), &numbers_text).await?;
+    Ok(Location {
+        id: id.clone(),
+        name: input.name,
+        sms_numbers: numbers,
+    })
+}
+
+pub(super) async fn upsert_user(tx: &mut Tx, tenant: &TenantId, id: &UserId, name: String) -> Result<User> {
+    tx.execute(
+        "INSERT INTO users (tenant, id, name) VALUES ($1, $2, $3) ON CONFLICT (tenant, id) DO UPDATE SET name = excluded.name",
+        &[&tenant.as_str(), &id.as_str(), &name],
+    )
+    .await?;
+    Ok(User { id: id.clone(), name })
+}
+
+pub(super) async fn upsert_folder(tx: &mut Tx, tenant: &TenantId, id: &FolderId, input: FolderInput) -> Result<Folder> {
+    let known = tx
+        .query_opt(
+            "SELECT 1 FROM locations WHERE tenant = $1 AND id = $2",
+            &[&tenant.as_str(), &input.location_id.as_str()],
+        )
+        .await?;
+    if known.is_none() {
+        return Err(StoreError::invalid("location_id", format!("unknown location {}", input.location_id)).into());
+    }
+    let prefs = preferences_shared(tx, tenant).await?;
+    // Locked before `has_unread_threads` is read: a thread write that holds the folder
+    // FOR SHARE commits first, and one that comes later reads the new resources.
+    let before = tx
+        .query_opt(
+            "SELECT sales_resource_id, service_resource_id FROM folders WHERE tenant = $1 AND id = $2 FOR UPDATE",
+            &[&tenant.as_str(), &id.as_str()],
+        )
+        .await?
+        .map(|r| reads::resources_at(&r, 0));
+    let numbers = dedup(input.phone_numbers);
+    tx.execute(
+        "INSERT INTO folders (tenant, id, name, location_id, sales_resource_id, service_resource_id) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (tenant, id) DO UPDATE SET name = excluded.name, location_id = excluded.location_id,
+           sales_resource_id = excluded.sales_resource_id, service_resource_id = excluded.service_resource_id",
+        &[
+            &tenant.as_str(),
+            &id.as_str(),
+            &input.name,
+            &input.location_id.as_str(),
+            &input.sales_resource_id.as_ref().map(|u| u.as_str()),
+            &input.service_resource_id.as_ref().map(|u| u.as_str()),
+        ],
+    )
+    .await?;
+    let numbers_text: Vec<&str> = numbers.iter().map(|n| n.as_str()).collect();
+    replace_numbers(tx, tenant, "folder_numbers", "folder_id", id.as_str(), &numbers_text).await?;
+    let after = Resources {
+        sales: input.sales_resource_id.clone(),
+        service: input.service_resource_id.clone(),
+    };
+    let has_unread = tx
+        .query_opt(
+            "SELECT 1 FROM threads WHERE tenant = $1 AND folder_id = $2 AND unread_count > 0 LIMIT 1",
+            &[&tenant.as_str(), &id.as_str()],
+        )
+        .await?
+        .is_some();
+    tx.emit_all(plan::upsert_folder(before.as_ref(), &after, prefs, has_unread));
+    Ok(Folder {
+        id: id.clone(),
+        name: input.name,
+        location_id: input.location_id,
+        phone_numbers: numbers,
+        sales_resource_id: input.sales_resource_id,
+        service_resource_id: input.service_resource_id,
+    })
+}
+
+/// The tenant's preferences, locked against a change until this write commits.
+async fn preferences_shared(tx: &Tx, tenant: &TenantId) -> Result<Preferences> {
+    let row = tx
+        .query_opt(
+            "SELECT notify_sales, notify_service FROM preferences WHERE tenant = $1 FOR SHARE",
+            &[&tenant.as_str()],
+        )
+        .await?;
+    Ok(row.map(|r| reads::preferences_at(&r, 0)).unwrap_or_default())
+}
+
+pub(super) async fn set_preferences(tx: &mut Tx, tenant: &TenantId, patch: PreferencesPatch) -> Result<Preferences> {
+    // A row to lock even for a tenant that never had one (two first changes take turns).
+    tx.execute(
+        "INSERT INTO preferences (tenant, notify_sales, notify_service) VALUES ($1, $2, $3) ON CONFLICT (tenant) DO NOTHING",
+        &[
+            &tenant.as_str(),
+            &Preferences::default().notify_sales_resource,
+            &Preferences::default().notify_service_resource,
+        ],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT notify_sales, notify_service FROM preferences WHERE tenant = $1 FOR UPDATE",
+            &[&tenant.as_str()],
+        )
+        .await?;
+    let before = reads::preferences_at(&row, 0);
+    let after = plan::preferences(before, patch);
+    tx.execute(
+        "UPDATE preferences SET notify_sales = $2, notify_service = $3 WHERE tenant = $1",
+        &[&tenant.as_str(), &after.notify_sales_resource, &after.notify_service_resource],
+    )
+    .await?;
+    if plan::preferences_changed(before, after) {
+        // Every write that could make a thread unread holds the row FOR SHARE: they have
+        // all committed, and none runs until this one does.
+        let rows = tx
+            .query(
+                "SELECT DISTINCT f.sales_resource_id, f.service_resource_id FROM folders f WHERE f.tenant = $1
+                   AND EXISTS (SELECT 1 FROM threads t WHERE t.tenant = f.tenant AND t.folder_id = f.id AND t.unread_count > 0)",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        let folders: Vec<Resources> = rows.iter().map(|r| reads::resources_at(r, 0)).collect();
+        tx.emit_all(plan::preference_counts(before, after, &folders));
+    }
+    Ok(after)
+}
+
+pub(super) async fn set_subscribe_all(tx: &mut Tx, scope: &Scope, on: bool) -> Result<()> {
+    let (tenant, user) = (scope.tenant.as_str(), scope.user.as_str());
+    // A row to lock even for a user who never set it (two first changes take turns).
+    tx.execute(
+        "INSERT INTO subscriptions (tenant, user_id, subscribe_all) VALUES ($1, $2, false) ON CONFLICT (tenant, user_id) DO NOTHING",
+        &[&tenant, &user],
+    )
+    .await?;
+    let before: bool = tx
+        .query_one(
+            "SELECT subscribe_all FROM subscriptions WHERE tenant = $1 AND user_id = $2 FOR UPDATE",
+            &[&tenant, &user],
+        )
+        .await?
+        .get(0);
+    let events = plan::subscribe_all(&scope.user, before, on);
+    if !events.is_empty() {
+        tx.execute(
+            "UPDATE subscriptions SET subscribe_all = $3 WHERE tenant = $1 AND user_id = $2",
+            &[&tenant, &user, &on],
+        )
+        .await?;
+        tx.emit_all(events);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Threads and messages
+
+/// The thread with this id, its row locked (`FOR UPDATE`, or `FOR SHARE` when `share`).
+async fn lock_thread(tx: &Tx, tenant: &TenantId, id: &ThreadId, share: bool) -> Result<Thread> {
+    let sql = if share {
+        "SELECT id, location_id, customer_number, folder_id, unread_count, last_message_id, last_message_at FROM threads WHERE tenant = $1 AND id = $2 FOR SHARE"
+    } else {
+        "SELECT id, location_id, customer_number, folder_id, unread_count, last_message_id, last_message_at FROM threads WHERE tenant = $1 AND id = $2 FOR UPDATE"
+    };
+    let row = tx
+        .query_opt(sql, &[&tenant.as_str(), &id.as_str()])
+        .await?
+        .ok_or(StoreError::NotFound("thread"))?;
+    with_last_message(tx, tenant, ThreadRow::from_row(&row)).await
+}
+
+/// A locked thread row with its last message, read after the lock was granted.
+async fn with_last_message(tx: &Tx, tenant: &TenantId, row: ThreadRow) -> Result<Thread> {
+    let last = reads::message(tx, tenant, &row.last_message_id).await?;
+    Ok(row.into_thread(last))
+}
+
+/// The resources of a folder, locked against a change until this write commits; `None` when
+/// there is no such folder.
+async fn folder_resources_shared(tx: &Tx, tenant: &TenantId, folder: Option<&FolderId>) -> Result<Option<Resources>> {
+    let Some(folder) = folder else { return Ok(None) };
+    let row = tx
+        .query_opt(
+            "SELECT sales_resource_id, service_resource_id FROM folders WHERE tenant = $1 AND id = $2 FOR SHARE",
+            &[&tenant.as_str(), &folder.as_str()],
+        )
+        .await?;
+    Ok(row.map(|r| reads::resources_at(&r, 0)))
+}
+
+/// The resources of a thread's folder (none when it has no folder), locked.
+async fn resources_of(tx: &Tx, tenant: &TenantId, thread: &Thread) -> Result<Resources> {
+    Ok(folder_resources_shared(tx, tenant, thread.folder_id.as_ref())
+        .await?
+        .unwrap_or_default())
+}
+
+pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) -> Result<Ingested> {
+    let existing = tx
+        .query_opt(
+            "SELECT id FROM messages WHERE tenant = $1 AND external_id = $2",
+            &[&tenant.as_str(), &input.external_id],
+        )
+        .await?;
+    if let Some(r) = existing {
+        // The same message again: answered as it is, nothing changes.
+        let message = reads::message(tx, tenant, &MessageId::trusted(r.get::<_, String>(0))).await?;
+        let thread = reads::thread(tx, tenant, &message.thread_id).await?;
+        return Ok(Ingested {
+            message,
+            thread,
+            created: false,
+        });
+    }
+    let prefs = preferences_shared(tx, tenant).await?;
+    let location = tx
+        .query_opt(
+            "SELECT location_id FROM location_numbers WHERE tenant = $1 AND number = $2",
+            &[&tenant.as_str(), &input.to.as_str()],
+        )
+        .await?
+        .map(|r| LocationId::trusted(r.get::<_, String>(0)))
+        .ok_or_else(|| StoreError::invalid("to", format!("{} is not an SMS number of any location", input.to)))?;
+    let row = tx
+        .query_opt(
+            "SELECT id, location_id, customer_number, folder_id, unread_count, last_message_id, last_message_at FROM threads
+             WHERE tenant = $1 AND location_id = $2 AND customer_number = $3 FOR UPDATE",
+            &[&tenant.as_str(), &location.as_str(), &input.from.as_str()],
+        )
+        .await?;
+    let thread = match row {
+        Some(row) => Some(with_last_message(tx, tenant, ThreadRow::from_row(&row)).await?),
+        None => None,
+    };
+    let current = folder_resources_shared(tx, tenant, thread.as_ref().and_then(|t| t.folder_id.as_ref()))
+        .await?
+        .unwrap_or_default();
+    let listing = folders_listing(tx, tenant, &input.from).await?;
+    let ids = plan::NewIds {
+        thread: ThreadId::generate(),
+        message: MessageId::generate(),
+        attachments: input.attachments.iter().map(|_| AttachmentId::generate()).collect(),
+    };
+    let facts = plan::IngestFacts {
+        location: &location,
+        thread: thread.as_ref(),
+        current,
+        listing: &listing,
+        prefs,
+    };
+    let planned = plan::ingest(facts, input, ids, Timestamp::now());
+    // A new thread collides here with a racer's (threads_by_key), a repeated external_id
+    // with the racer's message (messages_by_external_id): the runner runs this again.
+    insert_message(tx, tenant, &planned.message).await?;
+    save_thread(tx, tenant, &planned.thread).await?;
+    tx.emit_all(planned.events);
+    Ok(Ingested {
+        message: planned.message,
+        thread: planned.thread,
+        created: true,
+    })
+}
+
+/// Every folder that lists `number`, with its location and resources (auto-assignment's
+/// facts), locked: the one the thread may be assigned to routes its events.
+async fn folders_listing(tx: &Tx, tenant: &TenantId, number: &PhoneNumber) -> Result<Vec<plan::FolderFacts>> {
+    let rows = tx
+        .query(
+            "SELECT f.id, f.location_id, f.sales_resource_id, f.service_resource_id FROM folders f
+             WHERE f.tenant = $1 AND f.id IN (SELECT n.folder_id FROM folder_numbers n WHERE n.tenant = $1 AND n.number = $2)
+             ORDER BY f.id FOR SHARE",
+            &[&tenant.as_str(), &number.as_str()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| plan::FolderFacts {
+            id: FolderId::trusted(r.get::<_, String>(0)),
+            location_id: LocationId::trusted(r.get::<_, String>(1)),
+            resources: reads::resources_at(r, 2),
+        })
+        .collect())
+}
+
+async fn insert_message(tx: &Tx, tenant: &TenantId, m: &Message) -> Result<()> {
+    tx.execute(
+        "INSERT INTO messages (tenant, id, thread_id, direction, body, attachments, created_at, author_id, external_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &tenant.as_str(),
+            &m.id.as_str(),
+            &m.thread_id.as_str(),
+            &m.direction.as_str(),
+            &m.body,
+            &reads::attachments_json(&m.attachments),
+            &m.created_at.micros(),
+            &m.author_id.as_ref().map(|u| u.as_str()),
+            &m.external_id,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn save_thread(tx: &Tx, tenant: &TenantId, t: &Thread) -> Result<()> {
+    tx.execute(
+        "INSERT INTO threads (tenant, id, location_id, customer_number, folder_id, unread_count, last_message_id, last_message_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (tenant, id) DO UPDATE SET folder_id = excluded.folder_id, unread_count = excluded.unread_count,
+           last_message_id = excluded.last_message_id, last_message_at = excluded.last_message_at",
+        &[
+            &tenant.as_str(),
+            &t.id.as_str(),
+            &t.location_id.as_str(),
+            &t.customer_number.as_str(),
+            &t.folder_id.as_ref().map(|f| f.as_str()),
+            &(t.unread_count.min(i32::MAX as u32) as i32),
+            &t.last_message.id.as_str(),
+            &t.last_message_at.micros(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn change_read_state(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    id: &ThreadId,
+    by: &UserId,
+    change: ReadChange,
+) -> Result<Thread> {
+    let prefs = preferences_shared(tx, tenant).await?;
+    let thread = lock_thread(tx, tenant, id, false).await?;
+    let resources = resources_of(tx, tenant, &thread).await?;
+    match plan::read_state(&thread, &resources, prefs, by, change) {
+        None => Ok(thread),
+        Some(changed) => apply(tx, tenant, changed).await,
+    }
+}
+
+/// Stores the thread a plan changed and stages its events.
+async fn apply(tx: &mut Tx, tenant: &TenantId, changed: plan::Changed) -> Result<Thread> {
+    save_thread(tx, tenant, &changed.thread).await?;
+    tx.emit_all(changed.events);
+    Ok(changed.thread)
+}
+
+pub(super) async fn reply(tx: &mut Tx, tenant: &TenantId, id: &ThreadId, by: &UserId, body: String) -> Result<Message> {
+    let prefs = preferences_shared(tx, tenant).await?;
+    let thread = lock_thread(tx, tenant, id, false).await?;
+    let resources = resources_of(tx, tenant, &thread).await?;
+    let replied = plan::reply(
+        &thread,
+        &resources,
+        prefs,
+        by,
+        body,
+        MessageId::generate(),
+        Timestamp::now(),
+    );
+    insert_message(tx, tenant, &replied.message).await?;
+    save_thread(tx, tenant, &replied.thread).await?;
+    tx.emit_all(replied.events);
+    Ok(replied.message)
+}
+
+pub(super) async fn assign(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    id: &ThreadId,
+    folder: &FolderId,
+    by: &UserId,
+) -> Result<Thread> {
+    let prefs = preferences_shared(tx, tenant).await?;
+    let thread = lock_thread(tx, tenant, id, false).await?;
+    let target = tx
+        .query_opt(
+            "SELECT location_id, sales_resource_id, service_resource_id FROM folders WHERE tenant = $1 AND id = $2 FOR SHARE",
+            &[&tenant.as_str(), &folder.as_str()],
+        )
+        .await?
+        .map(|r| plan::FolderFacts {
+            id: folder.clone(),
+            location_id: LocationId::trusted(r.get::<_, String>(0)),
+            resources: reads::resources_at(&r, 1),
+        })
+        .ok_or(StoreError::NotFound("folder"))?;
+    let current = resources_of(tx, tenant, &thread).await?;
+    match plan::assign(&thread, &current, &target, prefs, by)? {
+        None => Ok(thread),
+        Some(changed) => apply(tx, tenant, changed).await,
+    }
+}
+
+pub(super) async fn link_images(tx: &mut Tx, tenant: &TenantId, message: &MessageId, by: &UserId) -> Result<Linked> {
+    let prefs = preferences_shared(tx, tenant).await?;
+    let m = reads::message(tx, tenant, message).await?;
+    // Shared: linking changes no thread, but an assignment must not move it meanwhile.
+    let thread = lock_thread(tx, tenant, &m.thread_id, true).await?;
+    let resources = resources_of(tx, tenant, &thread).await?;
+    let already: Vec<AttachmentId> = match &thread.folder_id {
+        None => Vec::new(),
+        Some(folder) => reads::photos_of_message(tx, tenant, folder, &m.id)
+            .await?
+            .into_iter()
+            .map(|p| p.attachment_id)
+            .collect(),
+    };
+    let linking = plan::link_images(&m, &thread, &resources, prefs, &already, by, Timestamp::now())?;
+    for p in &linking.new_photos {
+        // A racer linking the same message collides here (the photos' key) and the runner
+        // runs this again: it then finds them linked and adds nothing.
+        tx.execute(
+            "INSERT INTO photos (tenant, folder_id, attachment_id, message_id, url, linked_by, linked_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &tenant.as_str(),
+                &linking.folder_id.as_str(),
+                &p.attachment_id.as_str(),
+                &p.message_id.as_str(),
+                &p.url,
+                &p.linked_by.as_str(),
+                &p.linked_at.micros(),
+            ],
+        )
+        .await?;
+    }
+    let linked = linking.new_photos.len() as u32;
+    tx.emit_all(linking.events);
+    let photos = reads::photos_of_message(tx, tenant, &linking.folder_id, &m.id).await?;
+    Ok(Linked {
+        folder_id: linking.folder_id,
+        linked,
+        photos,
+    })
+}
+
+/// Replaces the phone numbers an owner (a location or a folder) lists, keeping their order.
+async fn replace_numbers(
+    tx: &Tx,
+    tenant: &TenantId,
+    table: &str,
+    owner_column: &str,
+    owner: &str,
+    numbers: &[&str],
+) -> Result<()> {
+    tx.execute(
+        &format!("DELETE FROM {table} WHERE tenant = $1 AND {owner_column} = $2"),
+        &[&tenant.as_str(), &owner],
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "INSERT INTO {table} (tenant, number, {owner_column}, position)
+             SELECT $1, n.number, $2, n.position - 1 FROM unnest($3::text[]) WITH ORDINALITY AS n(number, position)"
+        ),
+        &[&tenant.as_str(), &owner, &numbers],
+    )
+    .await?;
+    Ok(())
+}
+
+fn dedup(numbers: Vec<PhoneNumber>) -> Vec<PhoneNumber> {
+    let mut seen = BTreeSet::new();
+    numbers.into_iter().filter(|n| seen.insert(n.clone())).collect()
+}
+
+/// The deployment's cursor key: `candidate` if none is stored yet, else the stored one. Two
+/// statements: the SELECT's snapshot is taken after the INSERT waited for any racer.
+pub(super) async fn cursor_key(tx: &mut Tx, candidate: &[u8; 32]) -> Result<[u8; 32]> {
+    tx.execute(
+        "INSERT INTO deployment_keys (name, key) VALUES ('cursor', $1) ON CONFLICT (name) DO NOTHING",
+        &[&&candidate[..]],
+    )
+    .await?;
+    let key: Vec<u8> = tx
+        .query_one("SELECT key FROM deployment_keys WHERE name = 'cursor'", &[])
+        .await?
+        .get(0);
+    Ok(key
+        .try_into()
+        .map_err(|_| StoreError::Unavailable("the stored cursor key is not 32 bytes".into()))?)
+}

@@ -30,3 +30,5 @@ mod message_center;
 mod resume;
 #[path = "../api/websocket.rs"]
 mod websocket;
+
+mod store;

@@ -1,0 +1,629 @@
+//! The PostgreSQL store's own concerns, beyond the contract suite: writes of one tenant racing
+//! on the pool (one thread, one message, ids gap-free and published in order), the lock
+//! discipline that orders a write after a concurrent change of its facts, atomicity (a refused
+//! call changes nothing), the log's trimming, schema migrations from several nodes starting at
+//! once, and outages (a stopped or hung server: 503 within the deadline, then recovery without
+//! a restart) on a private server (`helpers::pg_server`).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use switchboard::{
+    bus::Bus,
+    config::{PostgresSettings, Settings},
+    domain::{FolderId, Id, LocationId, MessageId, PhoneNumber, PhoneParser, TenantId, ThreadId, UserId},
+    event::{Event, EventKind},
+    store::{
+        EventLog, FolderInput, InboundInput, LocationInput, Paging, PreferencesPatch, Replay, Scope, Store,
+        StoreError,
+        postgres::{MIGRATIONS_TABLE, PgStore},
+    },
+};
+
+use crate::helpers::{
+    PATIENCE,
+    pg_server::PgServer,
+    postgres::{TestDatabase, connect, fresh_database},
+};
+
+fn phone(s: &str) -> PhoneNumber {
+    PhoneParser::new("US").unwrap().parse(s).unwrap()
+}
+
+fn tenant() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+fn user(s: &str) -> UserId {
+    UserId::parse(s).unwrap()
+}
+
+fn settings(url: &str) -> PostgresSettings {
+    PostgresSettings {
+        url: url.to_owned(),
+        pool_size: 8,
+        ..Settings::defaults().postgres
+    }
+}
+
+/// A bus that records what the store published, in order.
+#[derive(Default)]
+struct Recorder {
+    published: Mutex<Vec<Event>>,
+}
+
+impl Recorder {
+    fn events(&self) -> Vec<Event> {
+        self.published.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Bus for Recorder {
+    fn publish(&self, events: Vec<Event>) {
+        self.published.lock().unwrap().extend(events);
+    }
+    async fn join(&self, _: &TenantId) -> Result<(), String> {
+        Ok(())
+    }
+    fn leave(&self, _: &TenantId) {}
+    async fn ping(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A store on a fresh database of its own (kept alive with it).
+struct Fixture {
+    store: Arc<PgStore>,
+    bus: Arc<Recorder>,
+    db: TestDatabase,
+}
+
+async fn fixture(retention: u64) -> Fixture {
+    let db = fresh_database();
+    let bus = Arc::new(Recorder::default());
+    let store = PgStore::connect(&settings(&db.url), bus.clone(), retention)
+        .await
+        .expect("the store connects");
+    Fixture {
+        store: Arc::new(store),
+        bus,
+        db,
+    }
+}
+
+fn inbound(external_id: &str, body: &str) -> InboundInput {
+    InboundInput {
+        external_id: external_id.into(),
+        from: phone("+15551234567"),
+        to: phone("+15550001111"),
+        body: body.into(),
+        attachments: Vec::new(),
+        received_at: None,
+    }
+}
+
+async fn seed_location(store: &PgStore) {
+    store
+        .upsert_location(
+            &tenant(),
+            &LocationId::parse("L1").unwrap(),
+            LocationInput {
+                name: "Downtown".into(),
+                sms_numbers: vec![phone("+15550001111")],
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// L1, and folder F1 at L1 listing the customer with sam (sales) and sue (service).
+async fn seed_folder(store: &PgStore) {
+    seed_location(store).await;
+    store
+        .upsert_folder(
+            &tenant(),
+            &FolderId::parse("F1").unwrap(),
+            FolderInput {
+                name: "Smith kitchen".into(),
+                location_id: LocationId::parse("L1").unwrap(),
+                phone_numbers: vec![phone("+15551234567")],
+                sales_resource_id: Some(user("sam")),
+                service_resource_id: Some(user("sue")),
+            },
+        )
+        .await
+        .unwrap();
+}
+
+fn scope(who: &str) -> Scope {
+    Scope {
+        tenant: tenant(),
+        user: user(who),
+        locations: vec![LocationId::parse("L1").unwrap()].into(),
+    }
+}
+
+/// Every row of every table of the schema, as text: equal dumps, equal state.
+async fn dump(url: &str) -> Vec<String> {
+    let c = connect(url).await;
+    let tables: Vec<String> = c
+        .query(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for t in tables {
+        let rows = c
+            .query(&format!("SELECT t::text FROM {t} t ORDER BY t::text"), &[])
+            .await
+            .unwrap();
+        out.extend(rows.iter().map(|r| format!("{t}: {}", r.get::<_, String>(0))));
+    }
+    out
+}
+
+/// Waits until some session of database `db` waits for a lock (a write blocked behind a
+/// transaction of the test's).
+async fn until_a_write_waits_for_a_lock(url: &str, db: &str) {
+    let c = connect(url).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let waiting: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                &[&db],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no write waited for the lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn racing_first_messages_from_a_new_customer_make_one_thread_and_publish_every_event_in_order() {
+    let f = fixture(1000).await;
+    seed_location(&f.store).await;
+    let n = 20;
+    let results = join_all((0..n).map(|i| {
+        let store = f.store.clone();
+        async move {
+            store
+                .ingest(&tenant(), inbound(&format!("SM{i}"), &format!("m{i}")))
+                .await
+        }
+    }))
+    .await;
+    let threads: std::collections::BTreeSet<ThreadId> = results
+        .into_iter()
+        .map(|r| {
+            let r = r.expect("every racing call lands");
+            assert!(r.created);
+            r.thread.id
+        })
+        .collect();
+    assert_eq!(threads.len(), 1, "one thread for one customer at one location");
+    let id = threads.into_iter().next().unwrap();
+    assert_eq!(f.store.thread(&tenant(), &id).await.unwrap().unread_count, n);
+    let page = f
+        .store
+        .thread_messages(
+            &scope("sam"),
+            &id,
+            Paging {
+                limit: 200,
+                before: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), n as usize);
+
+    let Replay::Events(logged) = f.store.events_after(&tenant(), 0, 1000).await.unwrap() else {
+        panic!("the whole log is retained");
+    };
+    assert_eq!(logged.len(), 2 * n as usize);
+    for (i, pair) in logged.chunks(2).enumerate() {
+        assert_eq!(pair[0].id, 2 * i as u64 + 1, "ids are gap-free");
+        assert_eq!(pair[1].id, 2 * i as u64 + 2);
+        assert_eq!(pair[0].kind, EventKind::MessageNew, "each call's events stay together");
+        assert_eq!(pair[1].kind, EventKind::UnreadCount);
+    }
+    let published: Vec<u64> = f.bus.events().iter().map(|e| e.id).collect();
+    assert_eq!(
+        published,
+        (1..=2 * n as u64).collect::<Vec<_>>(),
+        "published once each, in id order"
+    );
+}
+
+#[tokio::test]
+async fn one_external_id_posted_eight_times_at_once_stores_one_message_and_creates_once() {
+    let f = fixture(1000).await;
+    seed_folder(&f.store).await;
+    let answers = join_all((0..8).map(|_| {
+        let store = f.store.clone();
+        async move { store.ingest(&tenant(), inbound("SM-race", "hello")).await }
+    }))
+    .await;
+    let answers: Vec<_> = answers.into_iter().map(|a| a.expect("every call answers")).collect();
+    assert_eq!(answers.iter().filter(|a| a.created).count(), 1, "201 once, 200 after");
+    let ids: std::collections::BTreeSet<&MessageId> = answers.iter().map(|a| &a.message.id).collect();
+    assert_eq!(ids.len(), 1, "every answer names the same message");
+    let thread = &answers[0].thread.id;
+    let page = f
+        .store
+        .thread_messages(
+            &scope("sam"),
+            thread,
+            Paging {
+                limit: 200,
+                before: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(f.store.thread(&tenant(), thread).await.unwrap().unread_count, 1);
+    assert_eq!(f.store.head(&tenant()).await.unwrap(), 2, "one message.new, one unread.count");
+}
+
+#[tokio::test]
+async fn an_inbound_message_waits_for_a_folder_change_in_flight_and_routes_by_its_outcome() {
+    let f = fixture(1000).await;
+    seed_folder(&f.store).await;
+    f.store.ingest(&tenant(), inbound("SM1", "first")).await.unwrap();
+
+    // A change of F1's sales resource, half done: its row is locked, as upsert_folder holds it.
+    let mut raw = connect(&f.db.url).await;
+    let change = raw.transaction().await.unwrap();
+    change
+        .execute("SELECT 1 FROM folders WHERE tenant = 'acme' AND id = 'F1' FOR UPDATE", &[])
+        .await
+        .unwrap();
+    change
+        .execute(
+            "UPDATE folders SET sales_resource_id = 'sal' WHERE tenant = 'acme' AND id = 'F1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let store = f.store.clone();
+    let second = tokio::spawn(async move { store.ingest(&tenant(), inbound("SM2", "second")).await });
+    until_a_write_waits_for_a_lock(&crate::helpers::postgres::maintenance_url(), &f.db.name).await;
+    change.commit().await.unwrap();
+    second.await.unwrap().expect("the message lands once the change committed");
+
+    let events = f.bus.events();
+    let new = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::MessageNew)
+        .expect("message.new");
+    assert_eq!(
+        new.route.users,
+        vec![user("sal"), user("sue")],
+        "routed to the folder's resources as changed, not as they were"
+    );
+}
+
+#[tokio::test]
+async fn a_thread_write_waits_for_a_preference_change_in_flight_and_routes_by_its_outcome() {
+    let f = fixture(1000).await;
+    seed_folder(&f.store).await;
+    let thread = f.store.ingest(&tenant(), inbound("SM1", "first")).await.unwrap().thread;
+    f.store.mark_read(&tenant(), &thread.id, &user("sam")).await.unwrap();
+
+    // A preference change half done: the row locked as set_preferences holds it, sales
+    // resources no longer notified.
+    let mut raw = connect(&f.db.url).await;
+    let change = raw.transaction().await.unwrap();
+    change
+        .execute("SELECT 1 FROM preferences WHERE tenant = 'acme' FOR UPDATE", &[])
+        .await
+        .unwrap();
+    change
+        .execute("UPDATE preferences SET notify_sales = false WHERE tenant = 'acme'", &[])
+        .await
+        .unwrap();
+    let (store, id) = (f.store.clone(), thread.id.clone());
+    let unread = tokio::spawn(async move { store.mark_unread(&tenant(), &id, &user("olga")).await });
+    until_a_write_waits_for_a_lock(&crate::helpers::postgres::maintenance_url(), &f.db.name).await;
+    change.commit().await.unwrap();
+    unread.await.unwrap().expect("the mark lands once the change committed");
+
+    let events = f.bus.events();
+    let marked = events.last().expect("an event");
+    assert_eq!(marked.kind, EventKind::UnreadCount);
+    assert_eq!(
+        marked.route.users,
+        vec![user("sue")],
+        "routed by the preferences as changed: sam is no longer notified"
+    );
+}
+
+#[tokio::test]
+async fn a_preference_change_waits_for_a_thread_write_in_flight_and_moves_the_counts_it_made() {
+    let f = fixture(1000).await;
+    seed_folder(&f.store).await;
+    let thread = f.store.ingest(&tenant(), inbound("SM1", "first")).await.unwrap().thread;
+    f.store.mark_read(&tenant(), &thread.id, &user("sam")).await.unwrap();
+
+    // A thread write half done: it holds the preferences FOR SHARE, as every thread write
+    // does, and has made F1's thread unread.
+    let mut raw = connect(&f.db.url).await;
+    let write = raw.transaction().await.unwrap();
+    write
+        .execute("SELECT 1 FROM preferences WHERE tenant = 'acme' FOR SHARE", &[])
+        .await
+        .unwrap();
+    write
+        .execute(
+            "UPDATE threads SET unread_count = 1 WHERE tenant = 'acme' AND id = $1",
+            &[&thread.id.as_str()],
+        )
+        .await
+        .unwrap();
+    let store = f.store.clone();
+    let change = tokio::spawn(async move {
+        store
+            .set_preferences(
+                &tenant(),
+                PreferencesPatch {
+                    notify_sales_resource: Some(false),
+                    notify_service_resource: None,
+                },
+            )
+            .await
+    });
+    until_a_write_waits_for_a_lock(&crate::helpers::postgres::maintenance_url(), &f.db.name).await;
+    write.commit().await.unwrap();
+    change.await.unwrap().expect("the change lands");
+
+    let last = f.bus.events().pop().expect("an event");
+    assert_eq!(last.kind, EventKind::UnreadCount);
+    assert_eq!(
+        last.route.users,
+        vec![user("sam")],
+        "sam's count moved: the change saw the thread unread"
+    );
+}
+
+#[tokio::test]
+async fn refused_calls_leave_the_database_exactly_as_it_was() {
+    let f = fixture(1000).await;
+    seed_location(&f.store).await;
+    f.store.ingest(&tenant(), inbound("SM1", "hi")).await.unwrap();
+    let message = f.store.ingest(&tenant(), inbound("SM2", "again")).await.unwrap().message;
+    let before = dump(&f.db.url).await;
+
+    let taken = f
+        .store
+        .upsert_location(
+            &tenant(),
+            &LocationId::parse("L2").unwrap(),
+            LocationInput {
+                name: "Uptown".into(),
+                sms_numbers: vec![phone("+15550002222"), phone("+15550001111")],
+            },
+        )
+        .await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    let unknown_to = InboundInput {
+        to: phone("+15559999999"),
+        ..inbound("SM3", "lost")
+    };
+    let refused = f.store.ingest(&tenant(), unknown_to).await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid { field: "to", .. })),
+        "{refused:?}"
+    );
+    let no_folder = f.store.link_images(&tenant(), &message.id, &user("sam")).await;
+    assert!(matches!(no_folder, Err(StoreError::Conflict(_))), "{no_folder:?}");
+    let missing = f
+        .store
+        .mark_read(&tenant(), &ThreadId::parse("t_nope").unwrap(), &user("sam"))
+        .await;
+    assert_eq!(missing.err(), Some(StoreError::NotFound("thread")));
+    let elsewhere = f
+        .store
+        .upsert_folder(
+            &tenant(),
+            &FolderId::parse("F9").unwrap(),
+            FolderInput {
+                name: "Nowhere".into(),
+                location_id: LocationId::parse("L9").unwrap(),
+                phone_numbers: vec![],
+                sales_resource_id: None,
+                service_resource_id: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(elsewhere, Err(StoreError::Invalid { field: "location_id", .. })),
+        "{elsewhere:?}"
+    );
+
+    assert_eq!(dump(&f.db.url).await, before);
+    assert_eq!(f.bus.events().len(), 4, "nothing published for the refused calls");
+}
+
+#[tokio::test]
+async fn the_log_keeps_the_newest_events_up_to_the_retention() {
+    let f = fixture(3).await;
+    seed_location(&f.store).await;
+    for i in 0..3 {
+        f.store.ingest(&tenant(), inbound(&format!("SM{i}"), "x")).await.unwrap();
+    }
+    // Six events, three kept: 4, 5 and 6.
+    let c = connect(&f.db.url).await;
+    let kept: i64 = c.query_one("SELECT count(*) FROM events", &[]).await.unwrap().get(0);
+    assert_eq!(kept, 3);
+    assert_eq!(f.store.events_after(&tenant(), 2, 100).await.unwrap(), Replay::TooOld);
+    let Replay::Events(events) = f.store.events_after(&tenant(), 3, 100).await.unwrap() else {
+        panic!("the log reaches back to 4");
+    };
+    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), [4, 5, 6]);
+    assert_eq!(
+        f.store.events_after(&tenant(), 6, 100).await.unwrap(),
+        Replay::Events(vec![])
+    );
+    assert_eq!(
+        f.store.events_after(&tenant(), 7, 100).await.unwrap(),
+        Replay::TooOld,
+        "beyond the head"
+    );
+    assert_eq!(
+        f.store.events_after(&tenant(), 3, 2).await.unwrap(),
+        Replay::TooOld,
+        "over the limit"
+    );
+    let other = TenantId::parse("other").unwrap();
+    assert_eq!(
+        f.store.heads(&[other.clone(), tenant(), other]).await.unwrap(),
+        [0, 6, 0],
+        "heads in the order asked, 0 for a tenant without events"
+    );
+}
+
+#[tokio::test]
+async fn stores_connecting_at_once_to_a_fresh_database_apply_the_schema_once() {
+    let db = fresh_database();
+    let bus: Arc<dyn Bus> = Arc::new(Recorder::default());
+    let s = settings(&db.url);
+    let stores = join_all((0..6).map(|_| PgStore::connect(&s, bus.clone(), 1000))).await;
+    let stores: Vec<PgStore> = stores
+        .into_iter()
+        .map(|s| s.expect("every node starts"))
+        .collect();
+    let c = connect(&db.url).await;
+    let applied: Vec<(i32, String)> = c
+        .query(&format!("SELECT version, name FROM {MIGRATIONS_TABLE} ORDER BY version"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(applied, [(1, "schema".to_string())], "each migration applied once");
+    // And every node works on it.
+    seed_location(&stores[0]).await;
+    stores[5].ingest(&tenant(), inbound("SM1", "hi")).await.unwrap();
+    // A later start finds nothing to do.
+    PgStore::connect(&settings(&db.url), bus, 1000)
+        .await
+        .expect("a restart on the current schema");
+}
+
+#[tokio::test]
+async fn stores_racing_for_the_cursor_key_all_read_the_one_that_was_set_first() {
+    let db = fresh_database();
+    let bus: Arc<dyn Bus> = Arc::new(Recorder::default());
+    let store = PgStore::connect(&settings(&db.url), bus.clone(), 1000).await.unwrap();
+    let s = settings(&db.url);
+    let stores: Vec<PgStore> = join_all((0..4).map(|_| PgStore::connect(&s, bus.clone(), 1000)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let keys = join_all(stores.iter().map(|s| s.cursor_key())).await;
+    let first = keys[0].clone().expect("a key");
+    for k in &keys {
+        assert_eq!(k.as_ref(), Ok(&first), "every store reads one key");
+    }
+    assert_eq!(store.cursor_key().await, Ok(first), "and keeps it");
+    let elsewhere = fixture(1000).await;
+    assert_ne!(
+        elsewhere.store.cursor_key().await,
+        Ok(first),
+        "another deployment (database) has its own key"
+    );
+}
+
+/// A store on a private server, with a short deadline.
+async fn store_on(server: &PgServer) -> PgStore {
+    let url = server.create_database("switchboard");
+    let settings = PostgresSettings {
+        timeout_ms: 1000,
+        connect_timeout_ms: 500,
+        ..settings(&url)
+    };
+    PgStore::connect(&settings, Arc::new(Recorder::default()), 1000)
+        .await
+        .expect("the store connects")
+}
+
+/// Polls `ping` until it succeeds, within PATIENCE.
+async fn until_it_answers(store: &PgStore) {
+    let deadline = Instant::now() + PATIENCE;
+    while store.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "the store reconnects");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_outage_answers_503_at_once_and_the_store_recovers_when_postgres_returns() {
+    let mut server = PgServer::start();
+    let store = store_on(&server).await;
+    seed_location(&store).await;
+    store.ingest(&tenant(), inbound("SM1", "before")).await.unwrap();
+
+    server.stop();
+    let started = Instant::now();
+    let down = store.ingest(&tenant(), inbound("SM2", "during")).await;
+    assert!(matches!(down, Err(StoreError::Unavailable(_))), "{down:?}");
+    assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
+    let read = store.me(&scope("sam")).await;
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered within the deadline: {:?}",
+        started.elapsed()
+    );
+
+    server.restart();
+    until_it_answers(&store).await;
+    let after = store.ingest(&tenant(), inbound("SM2", "after")).await.unwrap();
+    assert!(after.created, "the write refused during the outage lands now, once");
+    assert_eq!(after.thread.unread_count, 2);
+}
+
+#[tokio::test]
+async fn a_server_that_hangs_answers_503_within_the_deadline_and_the_store_recovers() {
+    let server = PgServer::start();
+    let store = store_on(&server).await;
+    seed_location(&store).await;
+    store.ingest(&tenant(), inbound("SM1", "before")).await.unwrap();
+
+    server.freeze();
+    let started = Instant::now();
+    let hung = store.ingest(&tenant(), inbound("SM2", "during")).await;
+    let read = store.head(&tenant()).await;
+    let elapsed = started.elapsed();
+    server.thaw();
+    assert!(matches!(hung, Err(StoreError::Unavailable(_))), "{hung:?}");
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "two calls, each cut at its 1 s deadline: {elapsed:?}"
+    );
+
+    until_it_answers(&store).await;
+    let again = store.ingest(&tenant(), inbound("SM2", "after")).await.unwrap();
+    assert!(again.created, "the write cut at its deadline was rolled back");
+    assert_eq!(store.head(&tenant()).await.unwrap(), 4, "two messages, two events each");
+}

@@ -638,7 +638,13 @@ mod tests {
             subscribe_all,
         };
         // (viewer, subscribe_all, resource view of, preferences, want: all, resource, sales, service).
-        type Case<'a> = (&'a UserId, bool, Option<&'a UserId>, Preferences, (bool, &'a UserId, bool, bool));
+        type Case<'a> = (
+            &'a UserId,
+            bool,
+            Option<&'a UserId>,
+            Preferences,
+            (bool, &'a UserId, bool, bool),
+        );
         let cases: &[Case<'_>] = &[
             (&sam, false, None, prefs(true, true), (false, &sam, true, true)),
             (&sam, true, None, prefs(true, true), (true, &sam, true, true)),
@@ -646,7 +652,13 @@ mod tests {
             (&sam, false, None, prefs(true, false), (false, &sam, true, false)),
             (&olga, false, Some(&sam), prefs(true, true), (false, &sam, true, true)),
             (&olga, true, Some(&sam), prefs(true, true), (false, &sam, true, true)),
-            (&olga, true, Some(&sam), prefs(false, false), (false, &sam, false, false)),
+            (
+                &olga,
+                true,
+                Some(&sam),
+                prefs(false, false),
+                (false, &sam, false, false),
+            ),
         ];
         for (user, subscribe_all, resource, p, (all, r, sales, service)) in cases {
             let f = audience_filter(&viewer(user, *subscribe_all), *resource, *p);
@@ -667,7 +679,10 @@ mod tests {
             locations: &none,
             subscribe_all: true,
         };
-        assert!(audience_filter(&nowhere, None, prefs(true, true)).is_empty(), "no location");
+        assert!(
+            audience_filter(&nowhere, None, prefs(true, true)).is_empty(),
+            "no location"
+        );
         assert!(!audience_filter(&viewer(&sam, true), None, prefs(false, false)).is_empty());
     }
 

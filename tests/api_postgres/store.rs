@@ -18,8 +18,7 @@ use switchboard::{
     domain::{FolderId, Id, LocationId, MessageId, PhoneNumber, PhoneParser, TenantId, ThreadId, UserId},
     event::{Event, EventKind},
     store::{
-        EventLog, FolderInput, InboundInput, LocationInput, Paging, PreferencesPatch, Replay, Scope, Store,
-        StoreError,
+        EventLog, FolderInput, InboundInput, LocationInput, Paging, PreferencesPatch, Replay, Scope, Store, StoreError,
         postgres::{MIGRATIONS_TABLE, PgStore},
     },
 };
@@ -279,7 +278,11 @@ async fn one_external_id_posted_eight_times_at_once_stores_one_message_and_creat
         .unwrap();
     assert_eq!(page.messages.len(), 1);
     assert_eq!(f.store.thread(&tenant(), thread).await.unwrap().unread_count, 1);
-    assert_eq!(f.store.head(&tenant()).await.unwrap(), 2, "one message.new, one unread.count");
+    assert_eq!(
+        f.store.head(&tenant()).await.unwrap(),
+        2,
+        "one message.new, one unread.count"
+    );
 }
 
 #[tokio::test]
@@ -292,7 +295,10 @@ async fn an_inbound_message_waits_for_a_folder_change_in_flight_and_routes_by_it
     let mut raw = connect(&f.db.url).await;
     let change = raw.transaction().await.unwrap();
     change
-        .execute("SELECT 1 FROM folders WHERE tenant = 'acme' AND id = 'F1' FOR UPDATE", &[])
+        .execute(
+            "SELECT 1 FROM folders WHERE tenant = 'acme' AND id = 'F1' FOR UPDATE",
+            &[],
+        )
         .await
         .unwrap();
     change
@@ -306,7 +312,10 @@ async fn an_inbound_message_waits_for_a_folder_change_in_flight_and_routes_by_it
     let second = tokio::spawn(async move { store.ingest(&tenant(), inbound("SM2", "second")).await });
     until_a_write_waits_for_a_lock(&crate::helpers::postgres::maintenance_url(), &f.db.name).await;
     change.commit().await.unwrap();
-    second.await.unwrap().expect("the message lands once the change committed");
+    second
+        .await
+        .unwrap()
+        .expect("the message lands once the change committed");
 
     let events = f.bus.events();
     let new = events
@@ -408,7 +417,12 @@ async fn refused_calls_leave_the_database_exactly_as_it_was() {
     let f = fixture(1000).await;
     seed_location(&f.store).await;
     f.store.ingest(&tenant(), inbound("SM1", "hi")).await.unwrap();
-    let message = f.store.ingest(&tenant(), inbound("SM2", "again")).await.unwrap().message;
+    let message = f
+        .store
+        .ingest(&tenant(), inbound("SM2", "again"))
+        .await
+        .unwrap()
+        .message;
     let before = dump(&f.db.url).await;
 
     let taken = f
@@ -454,7 +468,13 @@ async fn refused_calls_leave_the_database_exactly_as_it_was() {
         )
         .await;
     assert!(
-        matches!(elsewhere, Err(StoreError::Invalid { field: "location_id", .. })),
+        matches!(
+            elsewhere,
+            Err(StoreError::Invalid {
+                field: "location_id",
+                ..
+            })
+        ),
         "{elsewhere:?}"
     );
 
@@ -467,7 +487,10 @@ async fn the_log_keeps_the_newest_events_up_to_the_retention() {
     let f = fixture(3).await;
     seed_location(&f.store).await;
     for i in 0..3 {
-        f.store.ingest(&tenant(), inbound(&format!("SM{i}"), "x")).await.unwrap();
+        f.store
+            .ingest(&tenant(), inbound(&format!("SM{i}"), "x"))
+            .await
+            .unwrap();
     }
     // Six events, three kept: 4, 5 and 6.
     let c = connect(&f.db.url).await;
@@ -506,13 +529,13 @@ async fn stores_connecting_at_once_to_a_fresh_database_apply_the_schema_once() {
     let bus: Arc<dyn Bus> = Arc::new(Recorder::default());
     let s = settings(&db.url);
     let stores = join_all((0..6).map(|_| PgStore::connect(&s, bus.clone(), 1000))).await;
-    let stores: Vec<PgStore> = stores
-        .into_iter()
-        .map(|s| s.expect("every node starts"))
-        .collect();
+    let stores: Vec<PgStore> = stores.into_iter().map(|s| s.expect("every node starts")).collect();
     let c = connect(&db.url).await;
     let applied: Vec<(i32, String)> = c
-        .query(&format!("SELECT version, name FROM {MIGRATIONS_TABLE} ORDER BY version"), &[])
+        .query(
+            &format!("SELECT version, name FROM {MIGRATIONS_TABLE} ORDER BY version"),
+            &[],
+        )
         .await
         .unwrap()
         .iter()

@@ -74,7 +74,10 @@ pub struct PgStore {
 /// What every call's task shares.
 struct Inner {
     pool: Pool,
+    bus: Arc<dyn Bus>,
     publisher: Publisher,
+    /// Set on a store made by `explaining`: every query is explained first (see `Conn`).
+    explain: Option<Explained>,
     retention: u64,
     timeout: Duration,
     /// The runtime the store was opened on: calls run there, whichever actix worker asked,
@@ -133,6 +136,20 @@ impl Fail {
 pub(super) struct Conn {
     client: Option<Object>,
     clean: bool,
+    explain: Option<Explained>,
+}
+
+/// The plans of the queries a store made by `PgStore::explaining` ran: for each, its SQL and
+/// what `EXPLAIN (ANALYZE, BUFFERS)` said of it with the same parameters (the benchmark tool,
+/// `examples/pg_bench.rs`, writes them down).
+#[derive(Clone, Default)]
+pub struct Explained(Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+impl Explained {
+    /// The plans recorded since the last call, oldest first.
+    pub fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl Drop for Conn {
@@ -153,27 +170,40 @@ impl Conn {
         self.client.as_ref().unwrap()
     }
 
-    async fn prepare(&self, sql: &str) -> Result<Statement> {
+    async fn prepare(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Statement> {
+        if let Some(explained) = &self.explain {
+            // EXPLAIN ANALYZE runs the statement: only reads are explained (`explaining`).
+            let rows = self
+                .client()
+                .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"), params)
+                .await?;
+            let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            explained
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((sql.to_owned(), plan.join("\n")));
+        }
         Ok(self.client().prepare_cached(sql).await?)
     }
 
     pub(super) async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        let st = self.prepare(sql).await?;
+        let st = self.prepare(sql, params).await?;
         Ok(self.client().query(&st, params).await?)
     }
 
     pub(super) async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
-        let st = self.prepare(sql).await?;
+        let st = self.prepare(sql, params).await?;
         Ok(self.client().query_opt(&st, params).await?)
     }
 
     pub(super) async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
-        let st = self.prepare(sql).await?;
+        let st = self.prepare(sql, params).await?;
         Ok(self.client().query_one(&st, params).await?)
     }
 
     pub(super) async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        let st = self.prepare(sql).await?;
+        let st = self.prepare(sql, params).await?;
         Ok(self.client().execute(&st, params).await?)
     }
 
@@ -260,7 +290,9 @@ impl PgStore {
         let store = PgStore {
             inner: Arc::new(Inner {
                 pool,
-                publisher: Publisher::new(bus),
+                publisher: Publisher::new(bus.clone()),
+                bus,
+                explain: None,
                 retention: retention.max(1),
                 timeout: settings.timeout(),
                 runtime: Handle::current(),
@@ -268,6 +300,27 @@ impl PgStore {
         };
         store.ping().await.context("connecting to PostgreSQL")?;
         Ok(store)
+    }
+
+    /// The same store (pool, settings), explaining every query it runs into the returned
+    /// record before running it: for the benchmark tool, and for reads only (EXPLAIN ANALYZE
+    /// executes a write too).
+    #[doc(hidden)]
+    pub fn explaining(&self) -> (PgStore, Explained) {
+        let explained = Explained::default();
+        let i = &self.inner;
+        let store = PgStore {
+            inner: Arc::new(Inner {
+                pool: i.pool.clone(),
+                bus: i.bus.clone(),
+                publisher: Publisher::new(i.bus.clone()),
+                explain: Some(explained.clone()),
+                retention: i.retention,
+                timeout: i.timeout,
+                runtime: i.runtime.clone(),
+            }),
+        };
+        (store, explained)
     }
 
     /// Runs a call in a task of its own on the store's runtime, under the deadline: a caller
@@ -321,6 +374,7 @@ impl Inner {
         Ok(Conn {
             client: Some(client),
             clean: false,
+            explain: self.explain.clone(),
         })
     }
 
@@ -428,8 +482,11 @@ impl EventLog for PgStore {
 
     async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay> {
         let tenant = tenant.clone();
-        self.run(|i| async move { i.read(async |c| log::events_after(c, &tenant, after, limit).await).await })
-            .await
+        self.run(|i| async move {
+            i.read(async |c| log::events_after(c, &tenant, after, limit).await)
+                .await
+        })
+        .await
     }
 }
 
@@ -438,21 +495,36 @@ impl Store for PgStore {
     async fn upsert_location(&self, tenant: &TenantId, id: &LocationId, input: LocationInput) -> StoreResult<Location> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.run(|i| async move {
-            transact!(i, &tenant, |tx| ops::upsert_location(&mut tx, &tenant, &id, input.clone()).await)
+            transact!(i, &tenant, |tx| ops::upsert_location(
+                &mut tx,
+                &tenant,
+                &id,
+                input.clone()
+            )
+            .await)
         })
         .await
     }
 
     async fn upsert_user(&self, tenant: &TenantId, id: &UserId, name: String) -> StoreResult<User> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.run(|i| async move { transact!(i, &tenant, |tx| ops::upsert_user(&mut tx, &tenant, &id, name.clone()).await) })
-            .await
+        self.run(|i| async move {
+            transact!(i, &tenant, |tx| ops::upsert_user(&mut tx, &tenant, &id, name.clone())
+                .await)
+        })
+        .await
     }
 
     async fn upsert_folder(&self, tenant: &TenantId, id: &FolderId, input: FolderInput) -> StoreResult<Folder> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.run(|i| async move {
-            transact!(i, &tenant, |tx| ops::upsert_folder(&mut tx, &tenant, &id, input.clone()).await)
+            transact!(i, &tenant, |tx| ops::upsert_folder(
+                &mut tx,
+                &tenant,
+                &id,
+                input.clone()
+            )
+            .await)
         })
         .await
     }
@@ -509,8 +581,11 @@ impl Store for PgStore {
 
     async fn thread_messages(&self, scope: &Scope, id: &ThreadId, paging: Paging) -> StoreResult<MessagePage> {
         let (scope, id) = (scope.clone(), id.clone());
-        self.run(|i| async move { i.read(async |c| reads::thread_messages(c, &scope, &id, &paging).await).await })
-            .await
+        self.run(|i| async move {
+            i.read(async |c| reads::thread_messages(c, &scope, &id, &paging).await)
+                .await
+        })
+        .await
     }
 
     async fn mark_read(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread> {
@@ -545,8 +620,11 @@ impl Store for PgStore {
 
     async fn reply(&self, tenant: &TenantId, id: &ThreadId, by: &UserId, body: String) -> StoreResult<Message> {
         let (tenant, id, by) = (tenant.clone(), id.clone(), by.clone());
-        self.run(|i| async move { transact!(i, &tenant, |tx| ops::reply(&mut tx, &tenant, &id, &by, body.clone()).await) })
-            .await
+        self.run(|i| async move {
+            transact!(i, &tenant, |tx| ops::reply(&mut tx, &tenant, &id, &by, body.clone())
+                .await)
+        })
+        .await
     }
 
     async fn assign(&self, tenant: &TenantId, id: &ThreadId, folder: &FolderId, by: &UserId) -> StoreResult<Thread> {
@@ -577,8 +655,11 @@ impl Store for PgStore {
 
     async fn folder_messages(&self, scope: &Scope, id: &FolderId, paging: Paging) -> StoreResult<MessagePage> {
         let (scope, id) = (scope.clone(), id.clone());
-        self.run(|i| async move { i.read(async |c| reads::folder_messages(c, &scope, &id, &paging).await).await })
-            .await
+        self.run(|i| async move {
+            i.read(async |c| reads::folder_messages(c, &scope, &id, &paging).await)
+                .await
+        })
+        .await
     }
 
     async fn message(&self, tenant: &TenantId, id: &MessageId) -> StoreResult<Message> {

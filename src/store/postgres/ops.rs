@@ -78,7 +78,15 @@ pub(super) async fn upsert_location(
         let (n, other): (&str, &str) = (r.get(0), r.get(1));
         return Err(StoreError::Conflict(format!("sms number {n} belongs to location {other}")).into());
     }
-    replace_numbers(tx, tenant, "location_numbers", "location_id", id.as_str(), &numbers_text).await?;
+    replace_numbers(
+        tx,
+        tenant,
+        "location_numbers",
+        "location_id",
+        id.as_str(),
+        &numbers_text,
+    )
+    .await?;
     Ok(Location {
         id: id.clone(),
         name: input.name,
@@ -186,7 +194,11 @@ pub(super) async fn set_preferences(tx: &mut Tx, tenant: &TenantId, patch: Prefe
     let after = plan::preferences(before, patch);
     tx.execute(
         "UPDATE preferences SET notify_sales = $2, notify_service = $3 WHERE tenant = $1",
-        &[&tenant.as_str(), &after.notify_sales_resource, &after.notify_service_resource],
+        &[
+            &tenant.as_str(),
+            &after.notify_sales_resource,
+            &after.notify_service_resource,
+        ],
     )
     .await?;
     if plan::preferences_changed(before, after) {

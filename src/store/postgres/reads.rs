@@ -409,10 +409,7 @@ pub(super) async fn threads(c: &Conn, scope: &Scope, q: &ThreadQuery) -> Result<
         });
     }
     let audience = Audience::new(&filter);
-    let (at, id) = q
-        .before
-        .as_ref()
-        .map_or((i64::MAX, ""), |b| (b.at, b.id.as_str()));
+    let (at, id) = q.before.as_ref().map_or((i64::MAX, ""), |b| (b.at, b.id.as_str()));
     // `(at, id) < (MAX, '')` holds for every thread: `last_message_at` is never MAX.
     let limit = q.limit as i64 + 1;
     let params: [&(dyn ToSql + Sync); 6] = [
@@ -522,7 +519,8 @@ pub(super) async fn search_folders(
 ) -> Result<Vec<Folder>> {
     let (digits, text) = (digits.map(contains), text.map(contains));
     // Only the conditions asked for, so that each plan uses its own trigram index.
-    let mut sql = format!("SELECT {FOLDER_COLUMNS} FROM folders f WHERE f.tenant = $1 AND f.location_id = ANY($2::text[])");
+    let mut sql =
+        format!("SELECT {FOLDER_COLUMNS} FROM folders f WHERE f.tenant = $1 AND f.location_id = ANY($2::text[])");
     let tenant = scope.tenant.as_str();
     let locs = locations(scope);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant, &locs];

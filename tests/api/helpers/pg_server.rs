@@ -138,7 +138,10 @@ impl PgServer {
             .iter()
             .map(|s| s.to_string()),
         );
-        let out = Command::new(&initdb[0]).args(&initdb[1..]).output().expect("initdb runs");
+        let out = Command::new(&initdb[0])
+            .args(&initdb[1..])
+            .output()
+            .expect("initdb runs");
         assert!(
             out.status.success(),
             "initdb failed: {}",

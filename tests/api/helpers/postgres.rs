@@ -22,7 +22,9 @@ pub fn maintenance_url() -> String {
 /// The URL of database `name` on the same server as the maintenance database.
 pub fn url_of(name: &str) -> String {
     let base = maintenance_url();
-    let (head, query) = base.split_once('?').map_or((base.as_str(), None), |(h, q)| (h, Some(q)));
+    let (head, query) = base
+        .split_once('?')
+        .map_or((base.as_str(), None), |(h, q)| (h, Some(q)));
     let server = head.rsplit_once('/').map_or(head, |(server, _)| server);
     match query {
         Some(q) => format!("{server}/{name}?{q}"),
@@ -95,7 +97,11 @@ pub fn fresh_database() -> TestDatabase {
     static SWEPT: Once = Once::new();
     static NEXT: AtomicU32 = AtomicU32::new(0);
     SWEPT.call_once(sweep);
-    let name = format!("sb_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let name = format!(
+        "sb_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     maintenance(vec![format!("CREATE DATABASE \"{name}\"")]).expect("the test PostgreSQL creates a database");
     TestDatabase {
         url: url_of(&name),

@@ -65,7 +65,7 @@ pub(super) async fn append(tx: &Tx, tenant: &TenantId, events: Vec<NewEvent>, re
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Fail::Store(unavailable(e)))?;
     let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
-    let (retention, every) = (retention as i64, trim_every(retention as u64) as i64);
+    let (retention, every) = (retention as i64, trim_every(retention) as i64);
     let row = tx
         .query_one(
             APPEND,

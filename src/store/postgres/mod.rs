@@ -558,7 +558,7 @@ impl Store for PgStore {
         self.run(|i| async move { transact!(i, &tenant, |tx| ops::set_subscribe_all(&mut tx, &writer, on).await) })
             .await?;
         // Read after the commit, like any `/me`.
-        self.me(&scope).await
+        self.me(scope).await
     }
 
     async fn resources(&self, scope: &Scope) -> StoreResult<Vec<Resource>> {

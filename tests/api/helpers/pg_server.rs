@@ -204,8 +204,7 @@ impl PgServer {
                 "fsync=off".into(),
                 "-c".into(),
                 "max_connections=50".into(),
-            ]
-            .into_iter(),
+            ],
         );
         let words: Vec<String> = postgres.iter().map(|w| sh_quote(w)).collect();
         // `exec` in the server's place would lose the shell that stops it; the server's pid is

@@ -204,5 +204,7 @@ mod tests {
         assert!(s.server.bind.starts_with("127.0.0.1:"));
         assert_eq!(s.auth.hs256_secret, DEV_SECRET);
         assert_eq!(configured(&s.auth.issuer), None);
+        assert!(s.postgres.url.starts_with("postgres://"));
+        assert!(s.postgres.pool_size > 0 && s.postgres.timeout_ms > 0 && s.postgres.connect_timeout_ms > 0);
     }
 }

@@ -650,3 +650,19 @@ async fn a_server_that_hangs_answers_503_within_the_deadline_and_the_store_recov
     assert!(again.created, "the write cut at its deadline was rolled back");
     assert_eq!(store.head(&tenant()).await.unwrap(), 4, "two messages, two events each");
 }
+
+#[tokio::test]
+async fn serve_refuses_postgres_with_the_redis_bus_for_now_and_names_what_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = crate::helpers::test_settings(dir.path());
+    settings.bus.backend = switchboard::config::BusBackend::Redis;
+    let err = switchboard::startup::Application::build(settings)
+        .await
+        .err()
+        .expect("the pair is refused");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("bus.backend = \"local\"") && message.contains("storage.backend = \"redis\""),
+        "{message}"
+    );
+}

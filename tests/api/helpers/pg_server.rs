@@ -190,22 +190,20 @@ impl PgServer {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let mut postgres = as_server_user(&self.bindir.join("postgres"));
-        postgres.extend(
-            [
-                "-D".to_string(),
-                self.dir.path().join("data").display().to_string(),
-                "-p".into(),
-                self.port.to_string(),
-                "-k".into(),
-                self.dir.path().display().to_string(),
-                "-c".into(),
-                "listen_addresses=127.0.0.1".into(),
-                "-c".into(),
-                "fsync=off".into(),
-                "-c".into(),
-                "max_connections=50".into(),
-            ],
-        );
+        postgres.extend([
+            "-D".to_string(),
+            self.dir.path().join("data").display().to_string(),
+            "-p".into(),
+            self.port.to_string(),
+            "-k".into(),
+            self.dir.path().display().to_string(),
+            "-c".into(),
+            "listen_addresses=127.0.0.1".into(),
+            "-c".into(),
+            "fsync=off".into(),
+            "-c".into(),
+            "max_connections=50".into(),
+        ]);
         let words: Vec<String> = postgres.iter().map(|w| sh_quote(w)).collect();
         // `exec` in the server's place would lose the shell that stops it; the server's pid is
         // printed so that `freeze` can reach it.

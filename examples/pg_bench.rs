@@ -275,6 +275,39 @@ macro_rules! measure {
     }};
 }
 
+/// What a plan scans (indexes, or whole tables) and its execution time, in one line.
+fn summary(plan: &str) -> String {
+    let mut scans: Vec<String> = Vec::new();
+    for line in plan.lines() {
+        let line = line.trim_start().trim_start_matches("->  ");
+        let scan = if let Some(rest) = line.split(" using ").nth(1).filter(|_| line.contains("Index")) {
+            rest.split_whitespace().next().map(|i| format!("`{i}`"))
+        } else if let Some(rest) = line.strip_prefix("Bitmap Index Scan on ") {
+            rest.split_whitespace().next().map(|i| format!("`{i}`"))
+        } else if let Some(rest) = line.strip_prefix("Seq Scan on ") {
+            rest.split_whitespace().next().map(|t| format!("whole `{t}`"))
+        } else {
+            None
+        };
+        if let Some(scan) = scan {
+            let loops = line
+                .split("loops=")
+                .nth(1)
+                .and_then(|l| l.trim_end_matches(')').parse::<u64>().ok())
+                .unwrap_or(1);
+            let scan = if loops > 1 { format!("{scan} ×{loops}") } else { scan };
+            if !scans.contains(&scan) {
+                scans.push(scan);
+            }
+        }
+    }
+    let time = plan
+        .lines()
+        .find_map(|l| l.strip_prefix("Execution Time: "))
+        .unwrap_or("?");
+    format!("{}; {time}", scans.join(", "))
+}
+
 fn all_locations() -> Vec<String> {
     (0..20).map(|i| format!("L{i:02}")).collect()
 }
@@ -594,18 +627,21 @@ async fn main() -> anyhow::Result<()> {
         counts.get::<_, i64>(2),
     ));
     md.push_str("```sh\ncargo run --release --example pg_bench -- \\\n  --maintenance-url postgres://postgres@127.0.0.1:5432/postgres --database sb_bench_1m \\\n  --messages 1000000 --out docs/benchmarks/postgres-1m.md\n```\n\n");
-    md.push_str("| read | median | p95 | statements |\n|---|---:|---:|---:|\n");
+    md.push_str(
+        "| read | median | p95 | statements | the main statement's plan: what it scans; its execution time |\n|---|---:|---:|---:|---|\n",
+    );
     for (case, t, plans) in &report {
         md.push_str(&format!(
-            "| {} | {:.2} ms | {:.2} ms | {} |\n",
+            "| {} | {:.2} ms | {:.2} ms | {} | {} |\n",
             case.name,
             t.median.as_secs_f64() * 1e3,
             t.p95.as_secs_f64() * 1e3,
-            plans.len()
+            plans.len(),
+            plans.last().map(|(_, plan)| summary(plan)).unwrap_or_default()
         ));
     }
     md.push_str(&format!(
-        "| write: an inbound message to an existing thread | {:.2} ms | {:.2} ms | (a transaction) |\n\n",
+        "| write: an inbound message to an existing thread | {:.2} ms | {:.2} ms | (a transaction) | |\n\n",
         ingest.median.as_secs_f64() * 1e3,
         ingest.p95.as_secs_f64() * 1e3
     ));

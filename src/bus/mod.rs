@@ -6,6 +6,7 @@
 
 pub mod local;
 pub mod redis;
+pub mod relay;
 
 use std::sync::Arc;
 

@@ -48,7 +48,7 @@ impl Stopper {
     pub async fn stop(&self) {
         self.shutdown.send_replace(true);
         // After the flag: a session registered once this has gone past it sees the flag.
-        self.hub.close_all(crate::session::close::GOING_AWAY);
+        self.hub.close_all(crate::protocol::Close::GoingAway);
         if tokio::time::timeout(self.timeout, self.hub.until_empty())
             .await
             .is_err()

@@ -147,11 +147,14 @@ impl Application {
             session_deps,
             shutdown: shutdown_rx,
         });
+        // The access log counts responses on it (`telemetry::access_log`).
+        let counted = web::Data::from(state.metrics.clone());
         let limit = settings.server.max_body_bytes;
         let static_dir = settings.server.static_dir.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(counted.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(limit)

@@ -458,3 +458,19 @@ async fn on_the_development_secret_on_loopback_the_dev_sign_in_mints_a_working_t
     let (status, problem) = send(&app, Method::POST, "/api/v1/dev/token", None, Some(bad)).await;
     assert_invalid(status, &problem, "roles");
 }
+
+#[tokio::test]
+async fn every_http_response_is_counted_by_its_status_class() {
+    let app = spawn_app().await;
+    let before = ws::metric_total(&app, "http_responses_total{class=\"4xx\"}").await;
+    let r = app.client.get(app.url("/api/v1/me")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app.client.get(app.url("/api/v1/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let after = ws::metric_total(&app, "http_responses_total{class=\"4xx\"}").await;
+    assert_eq!(after - before, 2.0, "the 401 and the 404");
+    assert!(
+        ws::metric_total(&app, "http_responses_total{class=\"2xx\"}").await >= 1.0,
+        "the metrics reads"
+    );
+}

@@ -510,7 +510,11 @@ impl Engine {
             self.drive(p, now);
         }
         self.report_gaps(now);
-        let connected = self.backoff.is_empty() && self.parts.iter().all(|p| !p.wanted || p.lost_at.is_none());
+        // A node that could not be reached counts only while something is wanted: nothing
+        // retries it otherwise.
+        let wanted = self.parts.iter().any(|p| p.wanted);
+        let connected =
+            (self.backoff.is_empty() || !wanted) && self.parts.iter().all(|p| !p.wanted || p.lost_at.is_none());
         self.shared.connected.store(connected, Ordering::Release);
     }
 
@@ -629,7 +633,7 @@ impl Engine {
             (true, State::Subscribed { link, since }) => {
                 // The safety net for a move nobody told us about: the topology, read after the
                 // subscription was confirmed, names another owner.
-                if part.hint.is_some() || !self.refresh.fetched.is_some_and(|f| f > since) {
+                if part.hint.is_some() || self.refresh.fetched.is_none_or(|f| f <= since) {
                     return;
                 }
                 let Some(owner) = self.topology.owner(partition::slot_of_partition(p)) else {
@@ -870,8 +874,11 @@ impl Engine {
         match e {
             OpError::Moved(node) => {
                 debug!(partition = p, %node, "MOVED: subscribing where the server says");
-                // Where the slot went is known: go there at once.
-                part.retry_at = None;
+                // Where the slot went is known: go there at once, unless the nodes keep sending
+                // each other's way (mid-migration), which the backoff then paces.
+                if part.failures == 1 {
+                    part.retry_at = None;
+                }
                 part.hint = Some(node);
                 self.refresh.due = true;
             }
@@ -1095,7 +1102,8 @@ fn confirms(reply: &Value, kind: PushKind, channel: &str) -> bool {
 async fn command(limit: Duration, conn: &mut MultiplexedConnection, cmd: &redis::Cmd) -> Result<Value, OpError> {
     match tokio::time::timeout(limit, conn.send_packed_command(cmd)).await {
         Err(_) => Err(OpError::Link("no answer in time".into())),
-        Ok(Ok(v)) => Ok(v),
+        // An error answer comes back as a value (`send_packed_command` does not look inside).
+        Ok(Ok(v)) => v.extract_error().map_err(sort),
         Ok(Err(e)) => Err(sort(e)),
     }
 }

@@ -135,9 +135,10 @@ pub trait PubSub: Send + Sync {
     /// `Gap::Resubscribed` for it follows if it succeeds later (`unsubscribe` to give it up).
     async fn subscribe(&self, partition: u16) -> Result<(), PubSubError>;
 
-    /// Unsubscribes `partition`: no message of it reaches the receiver once this is called
-    /// (even before Redis confirms); resolves when Redis confirmed or the connection that held
-    /// the subscription is gone. A no-op for a partition not subscribed.
+    /// Unsubscribes `partition`: no message of it reaches the receiver once this resolves,
+    /// which is when Redis confirmed or the connection that held the subscription is gone.
+    /// A `subscribe` of it still waiting fails with `Stopped`. A no-op for a partition not
+    /// subscribed.
     async fn unsubscribe(&self, partition: u16) -> Result<(), PubSubError>;
 
     /// Publishes `payload` on `partition` (PUBLISH; on a cluster SPUBLISH on the primary that
@@ -149,8 +150,9 @@ pub trait PubSub: Send + Sync {
     async fn ping(&self) -> Result<(), PubSubError>;
 
     /// Cheap (an atomic load): whether every partition asked for is subscribed on a live
-    /// connection and the last connection attempt succeeded. False from a disconnect until
-    /// every affected partition is resubscribed. For `/readyz`'s body and a metric; `ping`
+    /// connection (none lost and awaiting resubscription) and, while any is asked for, no
+    /// node is unreachable. False from a disconnect until every affected partition is
+    /// resubscribed; true with nothing subscribed. For `/readyz`'s body and a metric; `ping`
     /// says whether the server answers.
     fn connected(&self) -> bool;
 }

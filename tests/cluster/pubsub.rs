@@ -495,3 +495,63 @@ async fn unsubscribed_partitions_stay_quiet_through_a_restart_of_their_primary()
     node.expect(&BTreeMap::from([(kept, vec![0])])).await;
     node.nothing_pending();
 }
+
+/// What redis-rs's own cluster resubscription does, on a real cluster: why the transport
+/// resubscribes partition by partition itself (`bus::pubsub::cluster`). After a node's
+/// connection drops, redis-rs 1.8 replays that node's sharded channels in ONE `SSUBSCRIBE`:
+/// fine for one channel, refused with CROSSSLOT for channels of two slots, which are then
+/// silently gone. Should redis-rs fix this, this test fails: update the module docs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_rs_cluster_resubscription_loses_a_nodes_channels_once_they_span_two_slots() {
+    let cluster = RedisCluster::start();
+    let owners = by_owner(&cluster, 0..PARTITIONS);
+    let (primary, ps) = owners.iter().next().map(|(p, ps)| (*p, ps.clone())).unwrap();
+    let (one, two) = (redis_server::unique_prefix(), redis_server::unique_prefix());
+    let ch = |prefix: &str, p: u16| switchboard::bus::pubsub::channel(prefix, p);
+    let client = |urls: Vec<String>| async move {
+        let nodes: Vec<redis::ConnectionInfo> = urls
+            .iter()
+            .map(|u| redis::IntoConnectionInfo::into_connection_info(u.as_str()).unwrap())
+            .collect();
+        redis::cluster::ClusterClientBuilder::new(nodes)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(mpsc::unbounded_channel::<redis::PushInfo>().0)
+            .build()
+            .unwrap()
+            .get_async_connection()
+            .await
+            .unwrap()
+    };
+    // One channel on the primary for the first connection, two slots' for the second.
+    let mut first = client(cluster.urls()).await;
+    first.ssubscribe(ch(&one, ps[0])).await.unwrap();
+    let mut second = client(cluster.urls()).await;
+    second.ssubscribe(ch(&two, ps[0])).await.unwrap();
+    second.ssubscribe(ch(&two, ps[1])).await.unwrap();
+    let numsub = |channel: String| -> i64 {
+        let reply: Vec<redis::Value> = cluster.cmd(primary, &["PUBSUB", "SHARDNUMSUB", &channel]).unwrap();
+        match reply.get(1) {
+            Some(redis::Value::Int(n)) => *n,
+            other => panic!("SHARDNUMSUB: {other:?}"),
+        }
+    };
+    assert_eq!((numsub(ch(&one, ps[0])), numsub(ch(&two, ps[0])), numsub(ch(&two, ps[1]))), (1, 1, 1));
+
+    // Both connections to the primary drop (as on a network blip).
+    let list: String = cluster.cmd(primary, &["CLIENT", "LIST"]).unwrap();
+    for line in list.lines().filter(|l| !l.contains(" ssub=0 ")) {
+        let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
+        let _: redis::RedisResult<()> = cluster.cmd(primary, &["CLIENT", "KILL", "ID", id]);
+    }
+    // redis-rs reconnects both and replays: the first one's channel comes back…
+    until("the single channel is resubscribed", || numsub(ch(&one, ps[0])) == 1).await;
+    // …the second one's replay is refused by the server…
+    until("the primary refused a resubscription with CROSSSLOT", || {
+        let stats: String = cluster.cmd(primary, &["INFO", "errorstats"]).unwrap();
+        stats.contains("errorstat_CROSSSLOT:count=")
+    })
+    .await;
+    // …and its two channels are gone, with nothing to tell its owner.
+    assert_eq!((numsub(ch(&two, ps[0])), numsub(ch(&two, ps[1]))), (0, 0));
+    drop((first, second));
+}

@@ -64,8 +64,12 @@ fn tuning() -> Tuning {
 
 impl Node {
     async fn single(url: &str, prefix: &str) -> Node {
+        Node::single_with(url, prefix, tuning()).await
+    }
+
+    async fn single_with(url: &str, prefix: &str, tuning: Tuning) -> Node {
         let (tx, got) = mpsc::unbounded_channel();
-        let pubsub = SinglePubSub::connect(url, prefix, Arc::new(Recorder(tx)), tuning())
+        let pubsub = SinglePubSub::connect(url, prefix, Arc::new(Recorder(tx)), tuning)
             .await
             .expect("the transport connects");
         Node {
@@ -228,6 +232,31 @@ async fn after_a_redis_restart_the_partitions_are_resubscribed_then_reported_and
         publish_when_back(&*node.pubsub, p, 3).await;
     }
     node.expect(&rounds_of(&partitions, 3..4)).await;
+}
+
+#[tokio::test]
+async fn a_redis_away_for_long_is_reported_interrupted_and_what_was_asked_meanwhile_comes_good_with_the_rest() {
+    let mut server = RedisServer::start();
+    let quick = Tuning {
+        interrupted_after: Duration::from_millis(300),
+        subscribe_timeout: Duration::from_millis(300),
+        ..Tuning::default()
+    };
+    let mut node = Node::single_with(&server.url(), &redis_server::unique_prefix(), quick).await;
+    node.subscribe_all([1, 2]).await;
+
+    server.stop();
+    assert_eq!(node.next().await, Got::Gap(vec![1, 2], Gap::Interrupted));
+    assert!(!node.pubsub.connected());
+    assert!(matches!(node.pubsub.subscribe(9).await, Err(PubSubError::Timeout)));
+    assert!(node.pubsub.ping().await.is_err());
+
+    server.restart();
+    // The partition whose subscribe failed is reported with the others once it holds.
+    assert_eq!(node.next().await, Got::Gap(vec![1, 2, 9], Gap::Resubscribed));
+    assert!(node.pubsub.connected());
+    publish_when_back(&*node.pubsub, 9, 0).await;
+    node.expect(&BTreeMap::from([(9, vec![0])])).await;
 }
 
 // ---- a Redis Cluster ----
@@ -535,7 +564,14 @@ async fn redis_rs_cluster_resubscription_loses_a_nodes_channels_once_they_span_t
             other => panic!("SHARDNUMSUB: {other:?}"),
         }
     };
-    assert_eq!((numsub(ch(&one, ps[0])), numsub(ch(&two, ps[0])), numsub(ch(&two, ps[1]))), (1, 1, 1));
+    assert_eq!(
+        (
+            numsub(ch(&one, ps[0])),
+            numsub(ch(&two, ps[0])),
+            numsub(ch(&two, ps[1]))
+        ),
+        (1, 1, 1)
+    );
 
     // Both connections to the primary drop (as on a network blip).
     let list: String = cluster.cmd(primary, &["CLIENT", "LIST"]).unwrap();

@@ -5,6 +5,7 @@
 pub mod http;
 pub mod plant;
 pub mod redis;
+pub mod redis_cluster;
 pub mod ws;
 
 use std::time::Duration;

@@ -34,6 +34,7 @@
 //!   partition's state and one subscription connection per node, resubscribes partition by
 //!   partition and reports gaps.
 //! - `single`, `cluster`: the two transports (connections, publishing, topology source).
+//! - `loopback`: one node's transport, with nothing between publishing and receiving.
 //!
 //! # For the bus
 //! ```no_run
@@ -59,6 +60,7 @@
 
 mod cluster;
 mod engine;
+mod loopback;
 mod partition;
 mod single;
 mod topology;
@@ -68,6 +70,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 
 pub use cluster::ClusterPubSub;
+pub use loopback::Loopback;
 pub use partition::{
     PARTITIONS, channel, check_prefix, key_slot, partition_of, partition_of_channel, slot_of_partition,
 };

@@ -6,6 +6,7 @@
 //!   encoded once per tenant (`Batch`) and queued for one publisher task, which publishes it on
 //!   the tenant's partition channel (`Transport`). Publishing never blocks a write: a full
 //!   queue drops the batch (counted), and the receivers' head check brings it from the log.
+//!   The transport is `bus::pubsub` (Redis, Redis Cluster, or the loopback of one node).
 //! - **Receiving**: one task per tenant with a session on this node (`tenant`), fed by the
 //!   transport's messages for that tenant, owning the tenant's delivery order: the hub gets
 //!   every event of the tenant once, in increasing id order, with no hole. A batch that does
@@ -27,7 +28,6 @@
 //! be read, delivery waits (sessions stay open) and catches up once it can.
 
 mod tenant;
-pub mod transport;
 
 use std::{
     collections::HashMap,
@@ -44,11 +44,11 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use self::{
-    tenant::{Input, TenantTask},
-    transport::{Receiver, Transport, partition_of},
+use self::tenant::{Input, TenantTask};
+use super::{
+    Bus, EventSink,
+    pubsub::{Gap, PubSub, Receiver, partition_of},
 };
-use super::{Bus, EventSink};
 use crate::{domain::TenantId, event::Event, metrics::Metrics, store::EventLog};
 
 /// How often the log's heads are read for every tenant served here.
@@ -90,8 +90,8 @@ impl Batch<'_> {
     }
 
     /// The tenant and its events, or `None` for a message that is not a batch.
-    fn decode(payload: &str) -> Option<(TenantId, Vec<Arc<Event>>)> {
-        let batch: Batch<'_> = serde_json::from_str(payload).ok()?;
+    fn decode(payload: &[u8]) -> Option<(TenantId, Vec<Arc<Event>>)> {
+        let batch: Batch<'_> = serde_json::from_slice(payload).ok()?;
         let events = batch
             .events
             .iter()
@@ -110,7 +110,7 @@ pub struct RelayBus {
 struct Shared {
     log: Arc<dyn EventLog>,
     sink: Arc<dyn EventSink>,
-    transport: Arc<dyn Transport>,
+    transport: Arc<dyn PubSub>,
     router: Arc<Router>,
     publish: mpsc::Sender<(u16, String)>,
     metrics: Arc<Metrics>,
@@ -139,8 +139,8 @@ struct Entry {
 }
 
 impl Receiver for Router {
-    fn message(&self, _partition: u16, payload: &str) {
-        let Some((tenant, events)) = Batch::decode(payload) else {
+    fn message(&self, _partition: u16, payload: Vec<u8>) {
+        let Some((tenant, events)) = Batch::decode(&payload) else {
             warn!("an unreadable message on an event channel");
             return;
         };
@@ -150,11 +150,14 @@ impl Receiver for Router {
         }
     }
 
-    fn gap(&self, partitions: &[u16]) {
+    fn gap(&self, partitions: &[u16], gap: Gap) {
         // unwrap: the lock is only held for short, non-panicking sections.
         for (tenant, entry) in self.tasks.lock().unwrap().iter() {
             if partitions.contains(&partition_of(tenant)) {
-                let _ = entry.tx.send(Input::Gap);
+                let _ = entry.tx.send(match gap {
+                    Gap::Resubscribed => Input::Gap,
+                    Gap::Interrupted => Input::Interrupted,
+                });
             }
         }
     }
@@ -165,7 +168,7 @@ impl RelayBus {
     /// make it with `RelayBus::router()` first and hand it to the transport).
     pub fn start(
         router: Arc<Router>,
-        transport: Arc<dyn Transport>,
+        transport: Arc<dyn PubSub>,
         log: Arc<dyn EventLog>,
         sink: Arc<dyn EventSink>,
         metrics: Arc<Metrics>,
@@ -355,7 +358,7 @@ impl Shared {
 /// in the order they were queued.
 async fn publisher(shared: Arc<Shared>, mut queue: mpsc::Receiver<(u16, String)>) {
     while let Some((partition, payload)) = queue.recv().await {
-        if let Err(e) = shared.transport.publish(partition, payload).await {
+        if let Err(e) = shared.transport.publish(partition, payload.as_bytes()).await {
             shared.metrics.publish_failures.inc();
             debug!(partition, error = %e, "publish failed: the head check brings the batch");
         }
@@ -402,7 +405,7 @@ mod tests {
 
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    use super::{transport::TransportError, *};
+    use super::{super::pubsub::PubSubError, *};
     use crate::{
         domain::Id,
         event::{EventKind, Route},
@@ -484,18 +487,21 @@ mod tests {
     }
 
     #[async_trait]
-    impl Transport for Manual {
-        async fn subscribe(&self, _: u16) -> Result<(), TransportError> {
+    impl PubSub for Manual {
+        async fn subscribe(&self, _: u16) -> Result<(), PubSubError> {
             Ok(())
         }
-        async fn unsubscribe(&self, _: u16) -> Result<(), TransportError> {
+        async fn unsubscribe(&self, _: u16) -> Result<(), PubSubError> {
             Ok(())
         }
-        async fn publish(&self, _: u16, payload: String) -> Result<(), TransportError> {
-            self.published.lock().unwrap().push(payload);
+        async fn publish(&self, _: u16, payload: &[u8]) -> Result<(), PubSubError> {
+            self.published
+                .lock()
+                .unwrap()
+                .push(String::from_utf8(payload.to_vec()).unwrap());
             Ok(())
         }
-        async fn ping(&self) -> Result<(), TransportError> {
+        async fn ping(&self) -> Result<(), PubSubError> {
             Ok(())
         }
         fn connected(&self) -> bool {
@@ -563,7 +569,7 @@ mod tests {
         /// What a node receives: the batch of `events`.
         fn receive(&self, events: &[Event]) {
             self.router
-                .message(partition_of(&acme()), &Batch::encode(&acme(), events));
+                .message(partition_of(&acme()), Batch::encode(&acme(), events).into_bytes());
         }
 
         fn delivered(&self) -> Vec<u64> {
@@ -600,7 +606,7 @@ mod tests {
         let published = rig.transport.published.lock().unwrap().clone();
         assert_eq!(published.len(), 2, "one message per commit");
         for payload in &published {
-            rig.router.message(partition_of(&acme()), payload);
+            rig.router.message(partition_of(&acme()), payload.clone().into_bytes());
         }
         rig.receive(&a); // again: a duplicate
         rig.until_delivered(3).await;
@@ -657,7 +663,7 @@ mod tests {
         assert_eq!(rig.catch_ups("outage"), 3);
         // Back: the transport reports the gap, and live messages flow again, without repeats.
         rig.transport.connected.store(true, Ordering::SeqCst);
-        rig.router.gap(&[partition_of(&acme())]);
+        rig.router.gap(&[partition_of(&acme())], Gap::Resubscribed);
         let e = rig.log.commit(1);
         rig.receive(&e);
         rig.until_delivered(4).await;
@@ -665,10 +671,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn while_the_tenants_partition_is_interrupted_every_head_check_delivers() {
+        // One shard of a cluster is away: the transport is up for the others.
+        let rig = rig(100).await;
+        rig.router.gap(&[partition_of(&acme())], Gap::Interrupted);
+        rig.log.commit(1);
+        let took = rig.until_delivered(1).await;
+        assert!(took <= CHECK_INTERVAL, "{took:?}");
+        assert_eq!(rig.catch_ups("outage"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_gap_the_transport_reports_is_filled_from_the_log_at_once() {
         let rig = rig(100).await;
         rig.log.commit(2);
-        rig.router.gap(&[partition_of(&acme())]);
+        rig.router.gap(&[partition_of(&acme())], Gap::Resubscribed);
         let took = rig.until_delivered(2).await;
         assert_eq!(rig.catch_ups("gap"), 1);
         assert!(took < CHECK_INTERVAL, "{took:?}");
@@ -678,7 +695,7 @@ mod tests {
     async fn a_log_trimmed_past_what_was_delivered_closes_the_tenants_sessions_to_resume() {
         let rig = rig(3).await;
         rig.log.commit(5); // 1 and 2 are trimmed before anything was delivered
-        rig.router.gap(&[partition_of(&acme())]);
+        rig.router.gap(&[partition_of(&acme())], Gap::Resubscribed);
         tokio::time::timeout(Duration::from_secs(5), rig.hub.told.notified())
             .await
             .expect("the sessions are told");
@@ -722,10 +739,10 @@ mod tests {
             route: Route::default(),
             data: r#"{"thread_id":"t1","by":"u"}"#.into(),
         }];
-        let (tenant, decoded) = Batch::decode(&Batch::encode(&acme(), &events)).unwrap();
+        let (tenant, decoded) = Batch::decode(Batch::encode(&acme(), &events).as_bytes()).unwrap();
         assert_eq!(tenant, acme());
         assert_eq!(*decoded[0], events[0]);
-        assert!(Batch::decode("not json").is_none());
-        assert!(Batch::decode(r#"{"t":"acme","e":[{"id":"x"}]}"#).is_none());
+        assert!(Batch::decode(b"not json").is_none());
+        assert!(Batch::decode(br#"{"t":"acme","e":[{"id":"x"}]}"#).is_none());
     }
 }

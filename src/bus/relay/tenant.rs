@@ -27,8 +27,12 @@ pub(super) enum Input {
     Leave,
     /// A published batch of the tenant's events, in id order.
     Events(Vec<Arc<Event>>),
-    /// The transport may have lost messages of the tenant's partition.
+    /// The transport may have lost messages of the tenant's partition, and is subscribed
+    /// again: catch up, then messages flow.
     Gap,
+    /// The transport has lost the tenant's partition for a while and is still trying: until
+    /// the next `Gap`, the head check delivers.
+    Interrupted,
     /// The head check read the log's head; `transport_up`: messages are expected to flow.
     Head { head: u64, transport_up: bool },
     /// Someone waits for delivery to reach this head (a `ping`'s barrier): catch up now.
@@ -130,6 +134,9 @@ pub(super) struct TenantTask {
     sessions: usize,
     /// The partition is counted as needed by this tenant (`Shared::subscribe`).
     subscribed: bool,
+    /// Messages are expected to flow for the partition (not `Interrupted` since the last
+    /// `Gap`, and the subscription was confirmed).
+    live: bool,
     order: Order,
     /// When to fill the hole below `order.ahead` from the log.
     fill_at: Option<Instant>,
@@ -149,6 +156,7 @@ impl TenantTask {
             generation,
             sessions: 0,
             subscribed: false,
+            live: false,
             order: Order {
                 last: None,
                 ahead: BTreeMap::new(),
@@ -225,12 +233,16 @@ impl TenantTask {
                     self.fill_at = None;
                 }
             }
-            Input::Gap => self.catch_up(Reason::Gap).await,
+            Input::Gap => {
+                self.live = true;
+                self.catch_up(Reason::Gap).await;
+            }
+            Input::Interrupted => self.live = false,
             Input::Head { head, transport_up } => {
                 let last = self.order.last.unwrap_or(0);
                 if head <= last {
                     self.behind = None;
-                } else if !transport_up {
+                } else if !transport_up || !self.live {
                     // Nothing flows: the head check is the delivery.
                     self.behind = None;
                     self.catch_up(Reason::Outage).await;
@@ -254,9 +266,10 @@ impl TenantTask {
     /// head check delivering while the transport is away), and the log's head known.
     async fn start(&mut self) -> Result<(), String> {
         if !self.subscribed {
-            if let Err(e) = self.shared.subscribe(&self.tenant).await {
+            match self.shared.subscribe(&self.tenant).await {
+                Ok(()) => self.live = true,
                 // Counted anyway: the head check delivers until the transport resubscribes.
-                warn!(tenant = %self.tenant, error = %e, "no live subscription yet: delivering from the log");
+                Err(e) => warn!(tenant = %self.tenant, error = %e, "no live subscription yet: delivering from the log"),
             }
             self.subscribed = true;
         }

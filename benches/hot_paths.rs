@@ -12,6 +12,7 @@ use switchboard::{
     event::{Event, EventKind, Route},
     hub::{Hub, QueueBounds},
     metrics::Metrics,
+    protocol,
     rules::{self, Recipient, Resources, Viewer},
 };
 
@@ -62,7 +63,12 @@ fn encoding(c: &mut Criterion) {
         route: Route::default(),
         data: message_data(),
     };
-    c.bench_function("encode/message_new_frame", |b| b.iter(|| black_box(&event).frame()));
+    c.bench_function("encode/message_new_frame", |b| {
+        b.iter(|| {
+            let e = black_box(&event);
+            protocol::event_frame(e.kind, e.id, &e.data)
+        })
+    });
     c.bench_function("encode/wire", |b| b.iter(|| black_box(&event).to_wire()));
 }
 

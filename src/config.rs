@@ -88,6 +88,10 @@ pub struct BusSettings {
 pub struct RedisSettings {
     pub url: String,
     pub key_prefix: String,
+    /// The nodes of a Redis Cluster (`redis://` URLs, any subset of its nodes: the rest is
+    /// discovered). Empty: a single Redis at `url`. Set: the cluster's sharded pub/sub
+    /// (`bus::pubsub::cluster`), and `url` is not used.
+    pub cluster_nodes: Vec<String>,
 }
 
 /// The PostgreSQL store (`storage.backend = "postgres"`).
@@ -155,6 +159,11 @@ pub struct LogSettings {
 impl Settings {
     /// The built-in defaults with environment overrides applied, and `file` between them.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Settings> {
+        Settings::load_with(file, None)
+    }
+
+    /// `load` with `env` standing in for the process environment when given (tests).
+    fn load_with(file: Option<&Path>, env: Option<config::Map<String, String>>) -> anyhow::Result<Settings> {
         let mut builder =
             config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(path) = file {
@@ -168,7 +177,9 @@ impl Settings {
                     .list_separator(",")
                     .with_list_parse_key("server.allowed_origins")
                     .with_list_parse_key("server.trusted_proxies")
-                    .try_parsing(true),
+                    .with_list_parse_key("redis.cluster_nodes")
+                    .try_parsing(true)
+                    .source(env),
             )
             .build()
             .context("reading configuration")?
@@ -206,5 +217,19 @@ mod tests {
         assert_eq!(configured(&s.auth.issuer), None);
         assert!(s.postgres.url.starts_with("postgres://"));
         assert!(s.postgres.pool_size > 0 && s.postgres.timeout_ms > 0 && s.postgres.connect_timeout_ms > 0);
+        assert!(s.redis.cluster_nodes.is_empty(), "a single Redis unless told otherwise");
+    }
+
+    #[test]
+    fn cluster_nodes_are_a_comma_list_in_the_environment() {
+        let env = config::Map::from([(
+            "SWITCHBOARD__REDIS__CLUSTER_NODES".to_owned(),
+            "redis://10.0.0.1:7000,redis://10.0.0.2:7000".to_owned(),
+        )]);
+        let s = Settings::load_with(None, Some(env)).unwrap();
+        assert_eq!(
+            s.redis.cluster_nodes,
+            vec!["redis://10.0.0.1:7000".to_owned(), "redis://10.0.0.2:7000".to_owned()]
+        );
     }
 }

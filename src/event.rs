@@ -1,10 +1,9 @@
-//! Events: what changed, who should hear of it (`Route`), and the frame clients receive.
+//! Events: what changed, who should hear of it (`Route`), and how they travel between nodes.
 //!
-//! An event is appended to the tenant's log and handed to the bus in one step by the store
-//! (so log order and delivery order agree), then encoded once into the frame every recipient
-//! session shares.
+//! An event is appended to the tenant's log in the transaction of the change it describes,
+//! then published by the bus; its client frame (`protocol::event_frame`) is encoded once and
+//! shared by every recipient session.
 
-use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{LocationId, TenantId, UserId};
@@ -51,11 +50,6 @@ impl EventKind {
 
     pub fn parse(s: &str) -> Option<EventKind> {
         serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
-    }
-
-    /// Whether clients ever see this kind.
-    pub fn is_internal(self) -> bool {
-        matches!(self, EventKind::SubscriptionChanged)
     }
 }
 
@@ -108,13 +102,6 @@ pub struct Event {
     pub kind: EventKind,
     pub route: Route,
     pub data: String,
-}
-
-impl Event {
-    /// The client frame `{"type", "id", "data"}`, encoded once for every recipient.
-    pub fn frame(&self) -> ByteString {
-        frame(self.kind, self.id, &self.data)
-    }
 }
 
 /// How an event travels between nodes and sits in a shared log: `{"id", "kind", "route",
@@ -183,29 +170,9 @@ pub fn subscribe_all_of(e: &Event) -> bool {
         .unwrap_or(false)
 }
 
-/// Encodes an event frame around already-encoded `data`.
-pub fn frame(kind: EventKind, id: u64, data: &str) -> ByteString {
-    ByteString::from(format!(
-        r#"{{"type":"{}","id":"{}","data":{}}}"#,
-        kind.as_str(),
-        id,
-        data
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_frame_is_the_contract_envelope_around_the_data() {
-        let f = frame(EventKind::ThreadRead, 7, r#"{"thread_id":"t1","by":"u1"}"#);
-        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"type": "thread.read", "id": "7", "data": {"thread_id": "t1", "by": "u1"}})
-        );
-    }
 
     #[test]
     fn an_event_survives_the_wire() {

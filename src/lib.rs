@@ -16,6 +16,7 @@
 //! - [`bus`]: the `Bus` trait (committed events to every node): in-process, or Redis pub/sub
 //!   with catch-up from the log.
 //! - [`hub`]: this node's sessions and the fan-out of events to their bounded queues.
+//! - [`protocol`]: the websocket protocol as types: client frames, server frames, close codes.
 //! - [`session`]: one websocket connection's protocol (hello, resume, follow, heartbeat).
 //! - [`routes`]: the HTTP API, one file per area; [`error`] maps failures to problem+json;
 //!   `routes::origin` decides which host the hub answers as, `routes::edge` what every
@@ -36,6 +37,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod plan;
+pub mod protocol;
 pub mod routes;
 pub mod rules;
 pub mod session;

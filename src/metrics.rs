@@ -21,6 +21,11 @@ pub struct Metrics {
     pub ingest_seconds: Histogram,
     /// HTTP responses, by status class.
     pub http_responses: IntCounterVec,
+    /// Batches of events this node failed to publish to the other nodes (they read them from
+    /// the log instead).
+    pub publish_failures: IntCounter,
+    /// Reads of the event log to fill a hole in live delivery, by what found the hole.
+    pub catch_ups: IntCounterVec,
 }
 
 impl Metrics {
@@ -43,6 +48,19 @@ impl Metrics {
         .unwrap();
         let http_responses =
             IntCounterVec::new(Opts::new("http_responses_total", "HTTP responses"), &["class"]).unwrap();
+        let publish_failures = IntCounter::new(
+            "publish_failures_total",
+            "Batches of events not published to the other nodes (they catch up from the log)",
+        )
+        .unwrap();
+        let catch_ups = IntCounterVec::new(
+            Opts::new(
+                "catch_ups_total",
+                "Reads of the event log filling a hole in live delivery",
+            ),
+            &["reason"],
+        )
+        .unwrap();
         // unwrap: the names above are valid and registered once on a fresh registry.
         registry.register(Box::new(sessions.clone())).unwrap();
         registry.register(Box::new(handshakes.clone())).unwrap();
@@ -52,6 +70,8 @@ impl Metrics {
         registry.register(Box::new(ingested.clone())).unwrap();
         registry.register(Box::new(ingest_seconds.clone())).unwrap();
         registry.register(Box::new(http_responses.clone())).unwrap();
+        registry.register(Box::new(publish_failures.clone())).unwrap();
+        registry.register(Box::new(catch_ups.clone())).unwrap();
         Metrics {
             registry,
             sessions,
@@ -62,6 +82,8 @@ impl Metrics {
             ingested,
             ingest_seconds,
             http_responses,
+            publish_failures,
+            catch_ups,
         }
     }
 

@@ -48,7 +48,7 @@ impl Stopper {
     pub async fn stop(&self) {
         self.shutdown.send_replace(true);
         // After the flag: a session registered once this has gone past it sees the flag.
-        self.hub.close_all(crate::session::close::GOING_AWAY);
+        self.hub.close_all(crate::protocol::Close::GoingAway);
         if tokio::time::timeout(self.timeout, self.hub.until_empty())
             .await
             .is_err()
@@ -158,11 +158,14 @@ impl Application {
             session_deps,
             shutdown: shutdown_rx,
         });
+        // The access log counts responses on it (`telemetry::access_log`).
+        let counted = web::Data::from(state.metrics.clone());
         let limit = settings.server.max_body_bytes;
         let static_dir = settings.server.static_dir.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(counted.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(limit)

@@ -1,5 +1,6 @@
 //! Logging: tracing with an env filter, and an access log that never prints a query string
-//! (the websocket handshake may carry `access_token` there) or a body.
+//! (the websocket handshake may carry `access_token` there) or a body, and counts every
+//! response by status class (`switchboard_http_responses_total`).
 
 use std::time::Instant;
 
@@ -8,9 +9,12 @@ use actix_web::{
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
     middleware::Next,
+    web,
 };
 use tracing::{Instrument, field::Empty, info, warn};
 use tracing_subscriber::EnvFilter;
+
+use crate::metrics::Metrics;
 
 /// Installs the global subscriber (once; later calls are ignored). `RUST_LOG` wins over
 /// `default_filter`.
@@ -29,6 +33,7 @@ pub async fn access_log(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let span = tracing::info_span!("http", method = %req.method(), path = %req.path(), tenant = Empty, user_id = Empty);
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let started = Instant::now();
     let res = next.call(req).instrument(span.clone()).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -37,5 +42,15 @@ pub async fn access_log(
         Ok(r) => info!(status = r.status().as_u16(), ms, "request"),
         Err(e) => warn!(error = %e, ms, "request failed"),
     });
+    if let Some(metrics) = metrics {
+        let status = match &res {
+            Ok(r) => r.status(),
+            Err(e) => e.as_response_error().status_code(),
+        };
+        let class = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .get(usize::from(status.as_u16() / 100).saturating_sub(1))
+            .unwrap_or(&"5xx");
+        metrics.http_responses.with_label_values(&[class]).inc();
+    }
     res
 }

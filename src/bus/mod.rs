@@ -2,10 +2,13 @@
 //!
 //! The store hands every committed batch to `Bus::publish` in log order; the bus brings it to
 //! the `EventSink` (the hub) of every node. `local` is the in-process bus of a single node:
-//! publishing *is* delivering to this node's hub.
+//! publishing *is* delivering to this node's hub. `pubsub` is the live-event transport of the
+//! cluster bus (partitioned pub/sub on a single Redis or a Redis Cluster).
 
 pub mod local;
+pub mod pubsub;
 pub mod redis;
+pub mod relay;
 
 use std::sync::Arc;
 

@@ -72,26 +72,34 @@ impl fmt::Display for Timestamp {
     }
 }
 
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::string_schema("", Some(utoipa::openapi::KnownFormat::DateTime))
+    }
+}
+
+impl utoipa::ToSchema for Timestamp {}
+
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Location {
     pub id: LocationId,
     pub name: String,
     pub sms_numbers: Vec<PhoneNumber>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct User {
     pub id: UserId,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Folder {
     pub id: FolderId,
     pub name: String,
@@ -102,7 +110,7 @@ pub struct Folder {
 }
 
 /// Tenant preferences (Setup / Company / Preferences / Folders).
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, utoipa::ToSchema, Eq)]
 pub struct Preferences {
     pub notify_sales_resource: bool,
     pub notify_service_resource: bool,
@@ -117,7 +125,7 @@ impl Default for Preferences {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, utoipa::ToSchema, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Inbound,
@@ -133,7 +141,7 @@ impl Direction {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Attachment {
     pub id: AttachmentId,
     pub url: String,
@@ -147,7 +155,7 @@ impl Attachment {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Message {
     pub id: MessageId,
     pub thread_id: ThreadId,
@@ -159,7 +167,7 @@ pub struct Message {
     pub external_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Thread {
     pub id: ThreadId,
     pub location_id: LocationId,
@@ -171,7 +179,7 @@ pub struct Thread {
     pub last_message_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Photo {
     pub attachment_id: AttachmentId,
     pub message_id: MessageId,
@@ -181,14 +189,14 @@ pub struct Photo {
 }
 
 /// One entry of the resource drop-down.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Resource {
     pub user_id: UserId,
     pub name: Option<String>,
 }
 
 /// `GET /api/v1/me`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Me {
     pub user_id: UserId,
     pub tenant: TenantId,
@@ -233,7 +241,7 @@ pub struct MessagePage {
 }
 
 /// `POST /api/v1/messages/inbound` (201 on first sight, 200 on a repeat).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Ingested {
     pub message: Message,
     pub thread: Thread,
@@ -242,7 +250,7 @@ pub struct Ingested {
 }
 
 /// `POST /api/v1/messages/{id}/link-images`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Linked {
     pub folder_id: FolderId,
     pub linked: u32,

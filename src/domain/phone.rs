@@ -20,6 +20,14 @@ pub struct InvalidPhone;
 #[serde(transparent)]
 pub struct PhoneNumber(String);
 
+impl utoipa::PartialSchema for PhoneNumber {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::string_schema(r"^\+[0-9]{8,15}$", None)
+    }
+}
+
+impl utoipa::ToSchema for PhoneNumber {}
+
 impl PhoneNumber {
     pub fn as_str(&self) -> &str {
         &self.0

@@ -11,16 +11,19 @@
 //! wakes once and writes them together (`Hub::deliver_run`).
 //!
 //! # Direct delivery
-//! A session has two queues: its wire queue (`session::wire`, drained by the socket's
-//! response body) and its task's queue (`Outbound`). While the session is in *direct* mode
-//! (`SessionState::direct`), delivery writes the shared frame straight into the wire queue,
-//! under the session's state mutex: it skips ids up to `last_sent` and sets `last_sent`,
-//! exactly as the session task would. An `unread.count` whose number follows from the
-//! session's anchor (`CountAnchor::step`) is formatted here too. Otherwise (before `hello`,
-//! during a replay, or for a count that needs a store read, which leaves direct mode), the
-//! item goes to the task's queue, and the task drains it in order and re-enters direct mode,
-//! under the same mutex, only once that queue is empty. The mutex is what keeps the order:
-//! the mode flag, `last_sent`, the anchor and the pushes into either queue change together.
+//! A session has two queues (`outbox`): its wire queue (`Outgoing` frames, drained to the
+//! socket by the edge) and its task's queue (`Deferred` items). While the session is in
+//! *direct* mode (`Delivery::direct`), fan-out decides each event here, under the session's
+//! state mutex, with the one decision `Delivery::decide` (skip what was written, write the
+//! shared frame, write a count that follows from the anchor), and writes the frames straight
+//! into the wire queue. Otherwise (before `hello`, during a replay, or from a count that needs
+//! a store read on) the item goes to the task's queue; the task decides it through the same
+//! `Delivery::decide`, in order, and re-enters direct mode, under the same mutex, only once
+//! that queue is empty. The mutex keeps the order: the mode flag, `last_sent`, the anchor and
+//! the pushes into either queue change together.
+//!
+//! The hub knows nothing of HTTP or of the session task: `session` drives a session through
+//! `SessionHandle`, and the edge encodes `Outgoing` frames.
 //!
 //! `unread.count` costs no store read here either: the delta its logged data carries
 //! (`event::count_delta`) is parsed once per event and queued with the id; each session adds
@@ -46,44 +49,21 @@ use dashmap::DashMap;
 use flume::TrySendError;
 use tokio::sync::{Notify, watch};
 
+use self::outbox::{Decision, Deferred, Delivery, Outgoing, Room};
 use crate::{
     bus::EventSink,
     domain::{LocationId, SessionId, TenantId, UserId},
     event::{self, Event, EventKind},
     metrics::Metrics,
+    protocol::{self, Close},
     rules::{self, Recipient, Viewer},
-    session::{
-        CountAnchor,
-        wire::{Room, Wire},
-    },
 };
+
+pub mod outbox;
 
 /// Room in a session's wire queue beyond `ws.queue_capacity`: what actix-ws's writer channel
 /// used to hold behind the hub's queue, so that a client is closed as slow at the same point.
 pub const WIRE_SLACK: usize = 32;
-
-/// What a session's queue carries.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// A frame shared by every recipient.
-    Event { id: u64, frame: ByteString },
-    /// `unread.count` with this event id: the session writes its own number. `delta`: the
-    /// amount every recipient's count moved by (an inbound message), or `None`: read it again.
-    Count { id: u64, delta: Option<i64> },
-}
-
-/// What an `unread.count` frame takes in a session's room (`{"type":"unread.count","id":…}`).
-const COUNT_FRAME_BYTES: usize = 64;
-
-impl Outbound {
-    /// The bytes it holds while queued (the session's `Room` counts them).
-    pub fn bytes(&self) -> usize {
-        match self {
-            Outbound::Event { frame, .. } => frame.len(),
-            Outbound::Count { .. } => COUNT_FRAME_BYTES,
-        }
-    }
-}
 
 /// How much one session may have queued: items in each of its queues, and bytes in both.
 #[derive(Debug, Clone, Copy)]
@@ -102,13 +82,8 @@ pub struct SessionState {
     /// Id of the event that last set `subscribe_all` (0: none yet).
     subscribe_all_event: u64,
     pub follow: Option<UserId>,
-    /// Newest event id written (or skipped as not ours); older ones are never sent again
-    /// except on an explicit `resume`.
-    pub last_sent: u64,
-    /// Whether delivery writes to the wire queue itself (see the module doc).
-    direct: bool,
-    /// The user's unread count and how far in the log it is exact.
-    pub counts: CountAnchor,
+    /// Where delivery to the session stands (`outbox`).
+    pub delivery: Delivery,
 }
 
 /// One session as the hub sees it.
@@ -119,9 +94,9 @@ pub struct SessionHandle {
     pub user: UserId,
     pub is_service: bool,
     /// The session task's queue (outside direct mode).
-    tx: flume::Sender<Outbound>,
+    tx: flume::Sender<Deferred>,
     /// The wire queue: every frame the session writes, in order.
-    pub wire: flume::Sender<Wire>,
+    pub wire: flume::Sender<Outgoing>,
     /// Bytes of frames queued, in the task's queue and the wire queue together.
     pub room: Room,
     state: Mutex<SessionState>,
@@ -145,12 +120,9 @@ impl SessionHandle {
         self.state.lock().unwrap()
     }
 
-    /// The close code the hub asked for, if any.
-    pub fn kick_code(&self) -> Option<u16> {
-        match self.kick_code.load(Ordering::Acquire) {
-            0 => None,
-            c => Some(c),
-        }
+    /// How the hub asked the session to close, if it did.
+    pub fn kick_code(&self) -> Option<Close> {
+        Close::from_code(self.kick_code.load(Ordering::Acquire))
     }
 
     /// Whether the session's count must be read again (see `count_stale`); clears the mark,
@@ -161,27 +133,35 @@ impl SessionHandle {
 
     /// Enters direct mode if the task's queue is empty (it is only filled under the state
     /// mutex, so it stays empty until delivery sees the flag). Returns whether it is direct.
-    pub fn try_direct(&self, queue: &flume::Receiver<Outbound>) -> bool {
+    pub fn try_direct(&self, queue: &flume::Receiver<Deferred>) -> bool {
         let mut state = self.state();
-        if !state.direct && queue.is_empty() {
-            state.direct = true;
+        if !state.delivery.direct && queue.is_empty() {
+            state.delivery.direct = true;
         }
-        state.direct
+        state.delivery.direct
     }
 
     /// Leaves direct mode: live events wait in the task's queue (a replay is being written).
     pub fn pause_direct(&self) {
-        self.state().direct = false;
+        self.state().delivery.direct = false;
+    }
+
+    /// The one decision for a deferred item, taken by the session task (a count's stale
+    /// mark is taken here, so a change during the read that follows marks it again).
+    pub fn decide(&self, item: &Deferred) -> Decision {
+        self.state()
+            .delivery
+            .decide(item, self.is_service, || self.take_count_stale())
     }
 
     fn mark_count_stale(&self) {
         self.count_stale.store(true, Ordering::Release);
     }
 
-    fn kick(&self, code: u16) {
+    fn kick(&self, close: Close) {
         if self
             .kick_code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(0, close.code(), Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             self.kicked.notify_one();
@@ -257,10 +237,7 @@ enum Applied {
 }
 
 /// A session just added: its handle, its task's queue and its wire queue.
-pub type Registered = (Arc<SessionHandle>, flume::Receiver<Outbound>, flume::Receiver<Wire>);
-
-/// Close code for a session whose queue overflowed.
-pub const CLOSE_TOO_SLOW: u16 = 4008;
+pub type Registered = (Arc<SessionHandle>, flume::Receiver<Deferred>, flume::Receiver<Outgoing>);
 
 pub struct Hub {
     next_key: AtomicU64,
@@ -360,9 +337,7 @@ impl Hub {
                 subscribe_all: false,
                 subscribe_all_event: 0,
                 follow: None,
-                last_sent: 0,
-                direct: false,
-                counts: CountAnchor::default(),
+                delivery: Delivery::default(),
             }),
             kicked: Notify::new(),
             kick_code: AtomicU16::new(0),
@@ -409,18 +384,18 @@ impl Hub {
         self.metrics.sessions.dec();
     }
 
-    /// Asks every session on this node to close with `code` (the server is stopping).
-    pub fn close_all(&self, code: u16) {
+    /// Asks every session on this node to close with `close` (the server is stopping).
+    pub fn close_all(&self, close: Close) {
         for sessions in self.by_user.iter() {
-            sessions.values().for_each(|h| h.kick(code));
+            sessions.values().for_each(|h| h.kick(close));
         }
     }
 
-    /// Asks every session of `tenant` on this node to close with `code`.
-    pub fn close_tenant(&self, tenant: &TenantId, code: u16) {
+    /// Asks every session of `tenant` on this node to close with `close`.
+    pub fn close_tenant(&self, tenant: &TenantId, close: Close) {
         for sessions in self.by_user.iter().filter(|e| &e.key().0 == tenant) {
             for h in sessions.values() {
-                h.kick(code);
+                h.kick(close);
             }
         }
     }
@@ -615,7 +590,7 @@ impl Hub {
                 Ok(n) => delivered += n,
                 Err(TrySendError::Full(())) => {
                     self.metrics.queue_overflows.inc();
-                    h.kick(CLOSE_TOO_SLOW);
+                    h.kick(Close::TooSlow);
                 }
                 // The session is ending; it will resume elsewhere if it wants.
                 Err(TrySendError::Disconnected(())) => {}
@@ -625,7 +600,9 @@ impl Hub {
     }
 
     /// Hands session `h` the events at `indexes` it receives, under its state mutex; returns
-    /// how many it got.
+    /// how many it got. In direct mode each is decided here (`Delivery::decide`) and its frame
+    /// gathered for the wire; a count to read, and everything after it until the task's queue
+    /// is empty, goes to the session task, which decides them the same way.
     fn deliver_to(
         h: &SessionHandle,
         events: &[Arc<Event>],
@@ -640,58 +617,30 @@ impl Hub {
             if !Self::receives_in(h, &state, e, None) {
                 continue;
             }
-            if state.direct {
-                match Self::direct_frame(h, &mut state, e, plan) {
-                    Direct::Write(f) => wire.push(f),
-                    Direct::Skip => continue,
-                    Direct::ToTask => {
-                        // The task writes it, and everything after it until its queue is
-                        // empty; what is gathered for the wire goes first.
+            let item = plan.item(e);
+            if state.delivery.direct {
+                // A stale mark is the task's to take: it reads the count again.
+                match state
+                    .delivery
+                    .decide(&item, h.is_service, || h.count_stale.load(Ordering::Acquire))
+                {
+                    Decision::Write(frame) => wire.push(frame),
+                    Decision::WriteCount { id, count } => wire.push(plan.count_frame(id, count)),
+                    Decision::Skip => continue,
+                    Decision::ReadCount => {
+                        // What is gathered for the wire goes first.
                         push_wire(h, &mut wire)?;
-                        state.direct = false;
-                        to_task(h, plan.task_item(e))?;
+                        state.delivery.direct = false;
+                        to_task(h, item)?;
                     }
                 }
             } else {
-                to_task(h, plan.task_item(e))?;
+                to_task(h, item)?;
             }
             delivered += 1;
         }
         push_wire(h, &mut wire)?;
         Ok(delivered)
-    }
-
-    /// What a session in direct mode gets for `e`: what its task would write (see
-    /// `session::Conn::outbound`), unless that needs a store read.
-    fn direct_frame(h: &SessionHandle, state: &mut SessionState, e: &Event, plan: &mut Plan) -> Direct {
-        if e.id <= state.last_sent {
-            return Direct::Skip;
-        }
-        if e.kind != EventKind::UnreadCount {
-            state.last_sent = e.id;
-            return Direct::Write(plan.frame.get_or_insert_with(|| e.frame()).clone());
-        }
-        if h.is_service {
-            // A service session has no count; the id counts as written.
-            state.last_sent = e.id;
-            return Direct::Skip;
-        }
-        // A stale mark is the task's to take: it reads the count again.
-        if h.count_stale.load(Ordering::Acquire) {
-            return Direct::ToTask;
-        }
-        match state.counts.step(e.id, plan.delta, false) {
-            Some(n) => {
-                state.last_sent = e.id;
-                // Recipients of one count event mostly hold the same count: encode it once.
-                let frame = match &plan.last_count {
-                    Some((m, f)) if *m == n => f.clone(),
-                    _ => plan.last_count.insert((n, count_frame(e.id, n))).1.clone(),
-                };
-                Direct::Write(frame)
-            }
-            None => Direct::ToTask,
-        }
     }
 
     /// Whether session `h` receives `e`, by the rules; `subscribe_all` overrides the
@@ -725,17 +674,33 @@ struct Plan {
 }
 
 impl Plan {
-    /// What the session task's queue gets for `e`.
-    fn task_item(&mut self, e: &Event) -> Outbound {
+    /// What a session gets of `e`, to decide: the shared frame, or the count's delta.
+    fn item(&mut self, e: &Event) -> Deferred {
         match e.kind {
-            EventKind::UnreadCount => Outbound::Count {
+            EventKind::UnreadCount => Deferred::Count {
                 id: e.id,
                 delta: self.delta,
             },
-            _ => Outbound::Event {
+            _ => Deferred::Event {
                 id: e.id,
-                frame: self.frame.get_or_insert_with(|| e.frame()).clone(),
+                frame: self
+                    .frame
+                    .get_or_insert_with(|| protocol::event_frame(e.kind, e.id, &e.data))
+                    .clone(),
             },
+        }
+    }
+
+    /// The count frame of event `id` with `count`: recipients of one count mostly hold the
+    /// same number, so it is encoded once per number.
+    fn count_frame(&mut self, id: u64, count: u64) -> ByteString {
+        match &self.last_count {
+            Some((n, f)) if *n == count => f.clone(),
+            _ => self
+                .last_count
+                .insert((count, protocol::count_frame(id, count)))
+                .1
+                .clone(),
         }
     }
 }
@@ -745,8 +710,8 @@ impl Plan {
 fn push_wire(h: &SessionHandle, frames: &mut Vec<ByteString>) -> Result<(), TrySendError<()>> {
     let item = match frames.len() {
         0 => return Ok(()),
-        1 => Wire::Text(frames.pop().expect("one frame")),
-        _ => Wire::Texts(mem::take(frames).into_boxed_slice()),
+        1 => Outgoing::Text(frames.pop().expect("one frame")),
+        _ => Outgoing::Texts(mem::take(frames).into_boxed_slice()),
     };
     let bytes = item.bytes();
     if !h.room.try_take(bytes) {
@@ -759,7 +724,7 @@ fn push_wire(h: &SessionHandle, frames: &mut Vec<ByteString>) -> Result<(), TryS
 }
 
 /// Queues an item for the session task. Full: no room for it, in items or in bytes.
-fn to_task(h: &SessionHandle, item: Outbound) -> Result<(), TrySendError<()>> {
+fn to_task(h: &SessionHandle, item: Deferred) -> Result<(), TrySendError<()>> {
     let bytes = item.bytes();
     if !h.room.try_take(bytes) {
         return Err(TrySendError::Full(()));
@@ -770,26 +735,11 @@ fn to_task(h: &SessionHandle, item: Outbound) -> Result<(), TrySendError<()>> {
     })
 }
 
-/// What delivery does for a session in direct mode.
-enum Direct {
-    /// Write this frame to the wire queue.
-    Write(ByteString),
-    /// Nothing to write.
-    Skip,
-    /// The session task must handle it (a count that needs a store read).
-    ToTask,
-}
-
 fn drop_item<T>(e: TrySendError<T>) -> TrySendError<()> {
     match e {
         TrySendError::Full(_) => TrySendError::Full(()),
         TrySendError::Disconnected(_) => TrySendError::Disconnected(()),
     }
-}
-
-/// The `unread.count` frame of event `id` carrying `count`.
-pub fn count_frame(id: u64, count: u64) -> ByteString {
-    event::frame(EventKind::UnreadCount, id, &format!(r#"{{"count":{count}}}"#))
 }
 
 impl EventSink for Hub {
@@ -811,7 +761,7 @@ impl EventSink for Hub {
     fn lost(&self, tenant: &TenantId) {
         // 4008 is the contract's "resume" close: the client reconnects and resumes, and gets
         // `resync` if the log no longer reaches back to its last event.
-        self.close_tenant(tenant, CLOSE_TOO_SLOW);
+        self.close_tenant(tenant, Close::TooSlow);
     }
 }
 
@@ -821,7 +771,7 @@ mod tests {
     use crate::{
         domain::Id,
         event::{Route, count_data},
-        session::CountAnchor,
+        hub::outbox::CountAnchor,
     };
 
     fn id<T: Id>(s: &str) -> T {
@@ -865,7 +815,7 @@ mod tests {
     }
 
     /// N subscribe-all sessions opened at event 10 with a count of 3 each.
-    fn subscribers(hub: &Hub, n: usize) -> Vec<(Arc<SessionHandle>, flume::Receiver<Outbound>, CountAnchor)> {
+    fn subscribers(hub: &Hub, n: usize) -> Vec<(Arc<SessionHandle>, flume::Receiver<Deferred>, CountAnchor)> {
         (0..n)
             .map(|i| {
                 let (h, rx, _wire) = hub
@@ -897,7 +847,7 @@ mod tests {
         for (h, rx, anchor) in sessions.iter_mut() {
             let mut written = Vec::new();
             while let Ok(out) = rx.try_recv() {
-                let Outbound::Count { id, delta } = out else {
+                let Deferred::Count { id, delta } = out else {
                     panic!("a count: {out:?}")
                 };
                 assert_eq!(delta, Some(1));
@@ -915,7 +865,7 @@ mod tests {
         hub.deliver(&[count_event(11, None)]);
         let (h, rx, anchor) = &mut sessions[0];
         let out = rx.try_recv().unwrap();
-        assert!(matches!(out, Outbound::Count { id: 11, delta: None }), "{out:?}");
+        assert!(matches!(out, Deferred::Count { id: 11, delta: None }), "{out:?}");
         assert_eq!(anchor.step(11, None, h.take_count_stale()), None, "read again");
     }
 
@@ -986,12 +936,12 @@ mod tests {
         })
     }
 
-    fn texts(wire: &mut flume::Receiver<Wire>) -> Vec<String> {
+    fn texts(wire: &mut flume::Receiver<Outgoing>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(w) = wire.try_recv() {
             match w {
-                Wire::Text(t) => out.push(t.to_string()),
-                Wire::Texts(ts) => out.extend(ts.iter().map(|t| t.to_string())),
+                Outgoing::Text(t) => out.push(t.to_string()),
+                Outgoing::Texts(ts) => out.extend(ts.iter().map(|t| t.to_string())),
                 _ => panic!("text: {w:?}"),
             }
         }
@@ -999,7 +949,7 @@ mod tests {
     }
 
     /// A subscriber opened at event 10 with a count of 3, in direct mode.
-    fn direct_subscriber(hub: &Hub) -> (Arc<SessionHandle>, flume::Receiver<Outbound>, flume::Receiver<Wire>) {
+    fn direct_subscriber(hub: &Hub) -> (Arc<SessionHandle>, flume::Receiver<Deferred>, flume::Receiver<Outgoing>) {
         let (h, rx, wire) = hub
             .register(id("acme"), id("olga"), false, locations(&["L1"]), BOUNDS, usize::MAX)
             .unwrap();
@@ -1007,8 +957,8 @@ mod tests {
         let _ = hub.open_view(&h, true, 10);
         {
             let mut state = h.state();
-            state.counts.anchor(3, 10);
-            state.last_sent = 10;
+            state.delivery.counts.anchor(3, 10);
+            state.delivery.last_sent = 10;
         }
         assert!(h.try_direct(&rx));
         (h, rx, wire)
@@ -1034,7 +984,7 @@ mod tests {
             "9 is older than what the session has"
         );
         assert!(rx.try_recv().is_err(), "nothing for the task");
-        assert_eq!(h.state().last_sent, 13);
+        assert_eq!(h.state().delivery.last_sent, 13);
     }
 
     #[test]
@@ -1043,9 +993,9 @@ mod tests {
         let (h, rx, mut wire) = direct_subscriber(&hub);
         hub.deliver(&[message(11), count_event(12, None), message(13)]);
         assert_eq!(texts(&mut wire).len(), 1, "11 only");
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Count { id: 12, delta: None })));
+        assert!(matches!(rx.try_recv(), Ok(Deferred::Count { id: 12, delta: None })));
         assert!(!h.try_direct(&rx), "13 is still queued");
-        let Ok(Outbound::Event { id: 13, .. }) = rx.try_recv() else {
+        let Ok(Deferred::Event { id: 13, .. }) = rx.try_recv() else {
             panic!("13 waits behind the count")
         };
         assert!(h.try_direct(&rx), "an empty queue: direct again");
@@ -1053,7 +1003,7 @@ mod tests {
         // A stale count is the task's too, and so is a service session's nothing.
         h.mark_count_stale();
         hub.deliver(&[count_event(14, Some(1))]);
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Count { id: 14, .. })));
+        assert!(matches!(rx.try_recv(), Ok(Deferred::Count { id: 14, .. })));
         assert!(wire.try_recv().is_err());
         assert!(h.take_count_stale(), "the mark stays for the task to take");
     }
@@ -1063,7 +1013,7 @@ mod tests {
         let hub = hub();
         let (_h, _rx, wire) = direct_subscriber(&hub);
         hub.deliver(&[message(11), count_event(12, Some(1)), message(13)]);
-        let Ok(Wire::Texts(frames)) = wire.try_recv() else {
+        let Ok(Outgoing::Texts(frames)) = wire.try_recv() else {
             panic!("one item for the batch")
         };
         let ids: Vec<String> = frames
@@ -1089,7 +1039,7 @@ mod tests {
         hub.deliver(&[message(11), subscription(12, "olga", true), message(13)]);
         let got: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|o| match o {
-                Outbound::Event { id, .. } | Outbound::Count { id, .. } => id,
+                Deferred::Event { id, .. } | Deferred::Count { id, .. } => id,
             })
             .collect();
         assert_eq!(got, [13], "11 went to subscribers only; 13 came after olga subscribed");
@@ -1134,7 +1084,7 @@ mod tests {
         h.pause_direct();
         hub.deliver(&[message(11)]);
         assert!(wire.try_recv().is_err());
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Event { id: 11, .. })));
-        assert_eq!(h.state().last_sent, 10, "the task sets it when it writes");
+        assert!(matches!(rx.try_recv(), Ok(Deferred::Event { id: 11, .. })));
+        assert_eq!(h.state().delivery.last_sent, 10, "the task sets it when it writes");
     }
 }

@@ -25,6 +25,10 @@ fn offered(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
 }
 
 /// `GET /api/v1/dev/token`: 200 while the one-click sign-in is offered.
+#[utoipa::path(get, path = "/api/v1/dev/token", tag = "development",
+    description = "200 only on the development secret on loopback; 404 elsewhere.",
+    responses((status = 200, description = "The one-click sign-in is offered"), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn available(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     offered(&state, &req)?;
     Ok(HttpResponse::Ok().json(json!({"available": true})))
@@ -32,6 +36,10 @@ pub async fn available(state: State, req: HttpRequest) -> Result<HttpResponse, A
 
 /// `POST /api/v1/dev/token` `{"sub", "tenant", "roles", "locations", "name"?}`: a one-hour
 /// token signed with the development secret.
+#[utoipa::path(post, path = "/api/v1/dev/token", tag = "development",
+    request_body = super::openapi::DevTokenBody,
+    responses((status = 200, description = "`{\"token\"}`, one hour"), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn mint(state: State, req: HttpRequest, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
     offered(&state, &req)?;
     let body = Body::new(body)?;

@@ -17,6 +17,10 @@ use crate::{
 /// Longest name accepted for a location, user or folder.
 const MAX_NAME: usize = 200;
 
+#[utoipa::path(put, path = "/api/v1/locations/{id}", tag = "directory", params(("id" = String, Path, description = "The location")),
+    request_body = super::openapi::LocationBody,
+    responses((status = 200, body = crate::domain::model::Location), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn put_location(
     state: State,
     caller: Caller,
@@ -33,6 +37,10 @@ pub async fn put_location(
     Ok(HttpResponse::Ok().json(state.store.upsert_location(&p.tenant, &id, input).await?))
 }
 
+#[utoipa::path(put, path = "/api/v1/users/{id}", tag = "directory", params(("id" = String, Path, description = "The user")),
+    request_body = super::openapi::UserBody,
+    responses((status = 200, body = crate::domain::model::User), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn put_user(
     state: State,
     caller: Caller,
@@ -45,6 +53,10 @@ pub async fn put_user(
     Ok(HttpResponse::Ok().json(state.store.upsert_user(&p.tenant, &id, name).await?))
 }
 
+#[utoipa::path(put, path = "/api/v1/folders/{id}", tag = "directory", params(("id" = String, Path, description = "The folder")),
+    request_body = super::openapi::FolderBody,
+    responses((status = 200, body = crate::domain::model::Folder), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn put_folder(
     state: State,
     caller: Caller,
@@ -64,10 +76,17 @@ pub async fn put_folder(
     Ok(HttpResponse::Ok().json(state.store.upsert_folder(&p.tenant, &id, input).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/preferences", tag = "directory",
+    responses((status = 200, body = crate::domain::model::Preferences), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn get_preferences(state: State, caller: Caller) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.store.preferences(&caller.0.tenant).await?))
 }
 
+#[utoipa::path(put, path = "/api/v1/preferences", tag = "directory",
+    request_body = super::openapi::PreferencesBody,
+    responses((status = 200, body = crate::domain::model::Preferences), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn put_preferences(state: State, caller: Caller, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
     if !(caller.0.has(Role::Service) || caller.0.has(Role::Admin)) {
         return Err(ApiError::Forbidden(

@@ -18,6 +18,7 @@ use crate::error::ApiError;
 /// A resource under construction: `resource("/me").get(me::get)`, used like actix-web's
 /// `web::resource`.
 pub struct Endpoint {
+    path: String,
     resource: Resource,
     methods: Vec<Method>,
 }
@@ -26,12 +27,23 @@ pub struct Endpoint {
 #[allow(clippy::disallowed_methods)] // the one place that may call `web::resource`
 pub fn resource(path: &str) -> Endpoint {
     Endpoint {
+        path: path.to_owned(),
         resource: web::resource(path),
         methods: Vec::new(),
     }
 }
 
 impl Endpoint {
+    /// The path, as its template (`/api/v1/threads/{id}`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The methods it takes.
+    pub fn methods(&self) -> &[Method] {
+        &self.methods
+    }
+
     pub fn get<F, Args>(self, handler: F) -> Self
     where
         F: Handler<Args>,

@@ -14,6 +14,11 @@ use crate::{
     error::ApiError,
 };
 
+#[utoipa::path(get, path = "/api/v1/folders", tag = "message center",
+    params(("phone" = Option<String>, Query, description = "Digits a folder's number contains"),
+        ("q" = Option<String>, Query, description = "Text its name contains")),
+    responses((status = 200, body = Vec<crate::domain::model::Folder>), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn search(state: State, caller: Caller, q: Query) -> Result<HttpResponse, ApiError> {
     let scope = caller.scope()?;
     let digits = match q.get("phone") {
@@ -39,10 +44,18 @@ async fn visible(state: &State, caller: &Caller, raw: &str) -> Result<Folder, Ap
     Ok(folder)
 }
 
+#[utoipa::path(get, path = "/api/v1/folders/{id}", tag = "message center", params(("id" = String, Path, description = "The folder")),
+    responses((status = 200, body = crate::domain::model::Folder), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn get(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(visible(&state, &caller, &id).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/folders/{id}/messages", tag = "message center",
+    params(("id" = String, Path, description = "The folder"), ("limit" = Option<u32>, Query, description = "1-200, default 50"),
+        ("before" = Option<String>, Query, description = "A `next` cursor of this list")),
+    responses((status = 200, body = super::paging::MessageList), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn messages(state: State, caller: Caller, id: web::Path<String>, q: Query) -> Result<HttpResponse, ApiError> {
     let folder = visible(&state, &caller, &id).await?;
     let (tenant, list) = (&caller.0.tenant, List::FolderMessages(&folder.id));
@@ -54,11 +67,17 @@ pub async fn messages(state: State, caller: Caller, id: web::Path<String>, q: Qu
     Ok(HttpResponse::Ok().json(MessageList::new(page, &state.cursors, tenant, list)))
 }
 
+#[utoipa::path(get, path = "/api/v1/folders/{id}/photos", tag = "message center", params(("id" = String, Path, description = "The folder")),
+    responses((status = 200, body = Vec<crate::domain::model::Photo>), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn photos(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let folder = visible(&state, &caller, &id).await?;
     Ok(HttpResponse::Ok().json(state.store.folder_photos(&caller.scope()?, &folder.id).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/messages/{id}/link-images", tag = "message center", params(("id" = String, Path, description = "The message")),
+    responses((status = 200, body = crate::domain::model::Linked), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn link_images(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     caller.member()?;
     let id: MessageId = path_id(&id)?;

@@ -5,11 +5,15 @@ use serde_json::json;
 
 use super::{State, edge::OwnBody};
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process runs")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Ready while storage and the bus answer.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Storage and bus answer"), (status = 503, description = "What is down (JSON report)")))]
 pub async fn readyz(state: State) -> HttpResponse {
     let storage = state.store.ping().await;
     let bus = state.bus.ping().await;
@@ -27,6 +31,8 @@ pub async fn readyz(state: State) -> HttpResponse {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(state: State) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

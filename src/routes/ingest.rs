@@ -13,6 +13,12 @@ use crate::{
 const MAX_ATTACHMENTS: usize = 20;
 const MAX_EXTERNAL_ID: usize = 200;
 
+#[utoipa::path(post, path = "/api/v1/messages/inbound", tag = "ingestion",
+    request_body = super::openapi::InboundBody,
+    responses((status = 201, body = crate::domain::model::Ingested, description = "Stored (durable)"),
+        (status = 200, body = crate::domain::model::Ingested, description = "The same `external_id` again: nothing new"), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn inbound(state: State, caller: Caller, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
     let p = caller.service()?;
     let input = parse(&state, Body::new(body)?)?;

@@ -10,15 +10,16 @@ mod health;
 mod ingest;
 pub mod input;
 mod me;
+pub mod openapi;
 pub mod origin;
-mod paging;
+pub mod paging;
 mod threads;
 mod ws;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use endpoint::resource;
+use endpoint::{Endpoint, resource};
 use tokio::sync::watch;
 
 use crate::{
@@ -57,39 +58,56 @@ pub struct AppState {
 
 pub type State = web::Data<AppState>;
 
-/// Mounts every route (each with `resource`, so that other methods answer 405 with `Allow`).
+/// Every route the hub serves, with the methods each takes (each with `resource`, so that
+/// other methods answer 405 with `Allow`).
+fn endpoints() -> Vec<Endpoint> {
+    vec![
+        resource("/healthz").get(health::healthz),
+        resource("/readyz").get(health::readyz),
+        resource("/metrics").get(health::metrics),
+        resource("/ws").get(ws::handshake),
+        resource("/api/v1/openapi.json").get(openapi::openapi_json),
+        resource("/api/v1/dev/token").get(dev::available).post(dev::mint),
+        resource("/api/v1/locations/{id}").put(directory::put_location),
+        resource("/api/v1/users/{id}").put(directory::put_user),
+        resource("/api/v1/folders").get(folders::search),
+        resource("/api/v1/folders/{id}")
+            .put(directory::put_folder)
+            .get(folders::get),
+        resource("/api/v1/folders/{id}/messages").get(folders::messages),
+        resource("/api/v1/folders/{id}/photos").get(folders::photos),
+        resource("/api/v1/preferences")
+            .get(directory::get_preferences)
+            .put(directory::put_preferences),
+        resource("/api/v1/messages/inbound").post(ingest::inbound),
+        resource("/api/v1/messages/{id}/link-images").post(folders::link_images),
+        resource("/api/v1/me").get(me::get),
+        resource("/api/v1/me/subscriptions").put(me::put_subscriptions),
+        resource("/api/v1/resources").get(me::resources),
+        resource("/api/v1/threads").get(threads::list),
+        resource("/api/v1/threads/{id}").get(threads::get),
+        resource("/api/v1/threads/{id}/messages").get(threads::messages),
+        resource("/api/v1/threads/{id}/read").post(threads::read),
+        resource("/api/v1/threads/{id}/unread").post(threads::unread),
+        resource("/api/v1/threads/{id}/replies").post(threads::reply),
+        resource("/api/v1/threads/{id}/assign").post(threads::assign),
+    ]
+}
+
+/// Mounts every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz").get(health::healthz))
-        .service(resource("/readyz").get(health::readyz))
-        .service(resource("/metrics").get(health::metrics))
-        .service(resource("/ws").get(ws::handshake))
-        .service(
-            web::scope("/api/v1")
-                .service(resource("/dev/token").get(dev::available).post(dev::mint))
-                .service(resource("/locations/{id}").put(directory::put_location))
-                .service(resource("/users/{id}").put(directory::put_user))
-                .service(resource("/folders").get(folders::search))
-                .service(resource("/folders/{id}").put(directory::put_folder).get(folders::get))
-                .service(resource("/folders/{id}/messages").get(folders::messages))
-                .service(resource("/folders/{id}/photos").get(folders::photos))
-                .service(
-                    resource("/preferences")
-                        .get(directory::get_preferences)
-                        .put(directory::put_preferences),
-                )
-                .service(resource("/messages/inbound").post(ingest::inbound))
-                .service(resource("/messages/{id}/link-images").post(folders::link_images))
-                .service(resource("/me").get(me::get))
-                .service(resource("/me/subscriptions").put(me::put_subscriptions))
-                .service(resource("/resources").get(me::resources))
-                .service(resource("/threads").get(threads::list))
-                .service(resource("/threads/{id}").get(threads::get))
-                .service(resource("/threads/{id}/messages").get(threads::messages))
-                .service(resource("/threads/{id}/read").post(threads::read))
-                .service(resource("/threads/{id}/unread").post(threads::unread))
-                .service(resource("/threads/{id}/replies").post(threads::reply))
-                .service(resource("/threads/{id}/assign").post(threads::assign)),
-        );
+    for endpoint in endpoints() {
+        cfg.service(endpoint);
+    }
+}
+
+/// What `configure` serves: each path (as `{id}` templates) with the methods it takes, for
+/// checking the OpenAPI description against.
+pub fn served() -> Vec<(String, Vec<String>)> {
+    endpoints()
+        .iter()
+        .map(|e| (e.path().to_owned(), e.methods().iter().map(|m| m.to_string()).collect()))
+        .collect()
 }
 
 /// The authenticated caller of an API call (bearer token in the Authorization header).

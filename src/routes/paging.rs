@@ -60,9 +60,11 @@ pub fn messages(q: &Query, cursors: &Cursors, tenant: &TenantId, list: List<'_>)
 }
 
 /// `{"threads": [Thread], "next": CURSOR|null}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ThreadList {
     pub threads: Vec<Thread>,
+    /// Send it back as `before` for the next page; null on the last.
+    #[schema(value_type = Option<String>)]
     pub next: Option<Cursor>,
 }
 
@@ -76,9 +78,11 @@ impl ThreadList {
 }
 
 /// `{"messages": [Message], "next": CURSOR|null}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageList {
     pub messages: Vec<Message>,
+    /// Send it back as `before` for the older page; null on the last.
+    #[schema(value_type = Option<String>)]
     pub next: Option<Cursor>,
 }
 

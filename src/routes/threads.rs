@@ -19,6 +19,14 @@ use crate::{
 /// Longest reply accepted.
 const MAX_REPLY: usize = 1600;
 
+#[utoipa::path(get, path = "/api/v1/threads", tag = "message center",
+    params(("view" = Option<String>, Query, description = "`mine` (default) or `resource`"),
+        ("resource_id" = Option<String>, Query, description = "With view=resource"),
+        ("unread_only" = Option<bool>, Query, description = "Only unread threads"),
+        ("limit" = Option<u32>, Query, description = "1-200, default 50"),
+        ("before" = Option<String>, Query, description = "A `next` cursor of this list")),
+    responses((status = 200, body = super::paging::ThreadList), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn list(state: State, caller: Caller, q: Query) -> Result<HttpResponse, ApiError> {
     let scope = caller.scope()?;
     let view = match q.get("view").map(String::as_str) {
@@ -50,10 +58,18 @@ async fn visible(state: &State, caller: &Caller, raw: &str) -> Result<Thread, Ap
     Ok(thread)
 }
 
+#[utoipa::path(get, path = "/api/v1/threads/{id}", tag = "message center", params(("id" = String, Path, description = "The thread")),
+    responses((status = 200, body = crate::domain::model::Thread), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn get(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(visible(&state, &caller, &id).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/threads/{id}/messages", tag = "message center",
+    params(("id" = String, Path, description = "The thread"), ("limit" = Option<u32>, Query, description = "1-200, default 50"),
+        ("before" = Option<String>, Query, description = "A `next` cursor of this list")),
+    responses((status = 200, body = super::paging::MessageList), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn messages(state: State, caller: Caller, id: web::Path<String>, q: Query) -> Result<HttpResponse, ApiError> {
     let thread = visible(&state, &caller, &id).await?;
     let (tenant, list) = (&caller.0.tenant, List::ThreadMessages(&thread.id));
@@ -65,6 +81,9 @@ pub async fn messages(state: State, caller: Caller, id: web::Path<String>, q: Qu
     Ok(HttpResponse::Ok().json(MessageList::new(page, &state.cursors, tenant, list)))
 }
 
+#[utoipa::path(post, path = "/api/v1/threads/{id}/read", tag = "message center", params(("id" = String, Path, description = "The thread")),
+    responses((status = 200, body = crate::domain::model::Thread), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn read(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let thread = visible(&state, &caller, &id).await?;
     Ok(HttpResponse::Ok().json(
@@ -75,6 +94,9 @@ pub async fn read(state: State, caller: Caller, id: web::Path<String>) -> Result
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/threads/{id}/unread", tag = "message center", params(("id" = String, Path, description = "The thread")),
+    responses((status = 200, body = crate::domain::model::Thread), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn unread(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let thread = visible(&state, &caller, &id).await?;
     Ok(HttpResponse::Ok().json(
@@ -85,6 +107,10 @@ pub async fn unread(state: State, caller: Caller, id: web::Path<String>) -> Resu
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/threads/{id}/replies", tag = "message center", params(("id" = String, Path, description = "The thread")),
+    request_body = super::openapi::ReplyBody,
+    responses((status = 201, body = crate::domain::model::Message), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn reply(
     state: State,
     caller: Caller,
@@ -100,6 +126,10 @@ pub async fn reply(
     Ok(HttpResponse::Created().json(message))
 }
 
+#[utoipa::path(post, path = "/api/v1/threads/{id}/assign", tag = "message center", params(("id" = String, Path, description = "The thread")),
+    request_body = super::openapi::AssignBody,
+    responses((status = 200, body = crate::domain::model::Thread), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn assign(
     state: State,
     caller: Caller,

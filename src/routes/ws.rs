@@ -11,6 +11,13 @@ use tracing::Instrument;
 use super::{State, authenticate, origin::Hosts};
 use crate::{auth::Role, error::ApiError, hub::QueueBounds, session};
 
+#[utoipa::path(get, path = "/ws", tag = "websocket",
+    description = "The websocket handshake (RFC 6455); frames and events are in docs/protocol.md. The token may also come as `access_token`.",
+    params(("access_token" = Option<String>, Query, description = "The JWT, for browsers"),
+        ("last_event_id" = Option<String>, Query, description = "Resume in the handshake")),
+    responses((status = 101, description = "Upgraded"), (status = "4XX", description = "Refused (problem+json; a 422 names the field)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "A dependency is unavailable (problem+json)", body = super::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn handshake(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
     check_origin(&req, &state.hosts, &state.settings.server.allowed_origins)?;
     let principal = authenticate(&req, true)?;

@@ -8,7 +8,7 @@
 //! and everything that must be ordered against live events:
 //!
 //! - Nothing is written before `hello`: a session starts outside direct mode, so live events
-//!   wait in the task's queue (`Outbound`) until `hello` (and a handshake replay) is written.
+//!   wait in the task's queue (`Deferred`) until `hello` (and a handshake replay) is written.
 //! - A replay (`resume`, or the handshake's `last_event_id`) leaves direct mode first, so the
 //!   live events that arrive meanwhile wait in the task's queue; they are written after
 //!   `resumed`, minus those the replay covered (`last_sent`).
@@ -19,8 +19,9 @@
 //! - The task drains its queue ahead of client frames, so every event committed before a
 //!   client frame was read is written before that frame's answer (in direct mode it already
 //!   is in the wire queue). A `ping`'s `pong` follows the bus's barrier and that drain.
-//! - `last_sent` and the count anchor live in the session's state (under its mutex), shared
-//!   by the hub and the task; whoever writes an event's frame sets `last_sent` to its id.
+//! - What to write for an event is decided in one place, `hub::outbox::Delivery::decide`,
+//!   under the session's state mutex, by the hub in direct mode and by this task for what was
+//!   deferred to it; whoever writes an event's frame sets `last_sent` to its id.
 //!
 //! Writes to a client that stopped reading never block the hub: it finds the queue full and
 //! asks this task to close with 4008. The task's own writes wait for room (or that kick).
@@ -37,8 +38,8 @@
 //! session's count sends it an `unread.count` (the rules route them to exactly those users),
 //! the hub delivers them in log order, and the anchor is re-read whenever the set of threads
 //! the count covers changes. A replay goes through the same steps with the logged data.
-//! In direct mode the hub takes the steps that need no read (under the state mutex, where the
-//! anchor lives); a stale mark or a step that needs a read hands the count to this task.
+//! In direct mode the hub takes the steps that need no read (`Decision::WriteCount`); a stale
+//! mark or a step that needs a read (`Decision::ReadCount`) hands the count to this task.
 
 pub mod budget;
 pub mod inbound;
@@ -47,7 +48,6 @@ pub mod wire;
 use std::{sync::Arc, time::Duration};
 
 use actix_ws::AggregatedMessage;
-use serde_json::{Value, json};
 use tokio::{
     sync::watch,
     time::{Instant, sleep_until},
@@ -60,42 +60,14 @@ use crate::{
     config::WsSettings,
     domain::{Id, UserId},
     event::{self, Event, EventKind},
-    hub::{self, Hub, Outbound, SessionHandle},
+    hub::{
+        Hub, SessionHandle,
+        outbox::{Decision, Deferred, Outgoing},
+    },
+    protocol::{self, ClientFrame, Close, ErrorCode, ServerFrame},
     store::{Replay, Scope, Store},
 };
 use budget::Budget;
-use wire::Wire;
-
-/// Close codes of the contract.
-pub mod close {
-    /// The token expired (or was revoked).
-    pub const TOKEN_EXPIRED: u16 = 4001;
-    /// The client fell behind: its queue overflowed. It should resume.
-    pub const TOO_SLOW: u16 = crate::hub::CLOSE_TOO_SLOW;
-    /// A frame above `ws.max_frame_bytes`.
-    pub const FRAME_TOO_BIG: u16 = 4009;
-    /// No frame or pong within `ws.client_timeout_ms`.
-    pub const HEARTBEAT_TIMEOUT: u16 = 4000;
-    /// The server is shutting down: reconnect (elsewhere) and resume.
-    pub const GOING_AWAY: u16 = 1001;
-    /// The client broke the websocket protocol (RFC 6455).
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// A text frame that is not UTF-8 (RFC 6455 §8.1).
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    /// The answer to a client's Close without a code.
-    pub const NORMAL: u16 = 1000;
-    /// A dependency (storage, the bus) failed: reconnect later and resume.
-    pub const UNAVAILABLE: u16 = 1011;
-
-    /// The code to answer a client's Close with: its own (RFC 6455 §5.5.1), unless that is
-    /// one an endpoint may not send (1004–1006, 1015, unassigned ones), then 1000.
-    pub fn echo(code: Option<u16>) -> u16 {
-        match code {
-            Some(c @ (1000..=1003 | 1007..=1014 | 3000..=4999)) => c,
-            _ => NORMAL,
-        }
-    }
-}
 
 /// How long a close frame may wait behind a client that does not read.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
@@ -115,9 +87,9 @@ struct Conn {
     deps: Arc<Deps>,
     handle: Arc<SessionHandle>,
     /// The wire queue (`handle.wire`).
-    wire: flume::Sender<Wire>,
-    /// What the hub queued for this task (outside direct mode).
-    queue: flume::Receiver<Outbound>,
+    wire: flume::Sender<Outgoing>,
+    /// What the hub deferred to this task (outside direct mode).
+    queue: flume::Receiver<Deferred>,
     /// The client's frames.
     stream: inbound::Reader,
     /// The log's head when the session opened (`hello.last_event_id`): events after it
@@ -127,37 +99,6 @@ struct Conn {
     exp: u64,
     /// What the client may still ask of the hub (`budget`).
     budget: Budget,
-}
-
-/// The session's unread count, exact as of event `as_of` (the module doc has the argument).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CountAnchor {
-    pub count: u64,
-    pub as_of: u64,
-}
-
-impl CountAnchor {
-    /// The count to write for `unread.count` event `id` carrying `delta`, without a read;
-    /// `None` when it must be read again (then `anchor` it). `stale`: the hub marked the
-    /// session's count stale since the last anchor.
-    pub fn step(&mut self, id: u64, delta: Option<i64>, stale: bool) -> Option<u64> {
-        if stale {
-            return None;
-        }
-        if id <= self.as_of {
-            // Already counted: the anchor was read at or after this event.
-            return Some(self.count);
-        }
-        let d = delta?;
-        self.count = self.count.saturating_add_signed(d);
-        self.as_of = id;
-        Some(self.count)
-    }
-
-    /// A count read together with the log's head `as_of`.
-    pub fn anchor(&mut self, count: u64, as_of: u64) {
-        *self = CountAnchor { count, as_of };
-    }
 }
 
 /// How a `resume` was answered.
@@ -171,17 +112,10 @@ enum Answer {
     Dropped,
 }
 
-/// Why the loop ended.
+/// Why the loop ended: a close to send, or the client is gone.
 enum End {
-    Close(u16, &'static str),
+    Close(Close),
     Gone,
-}
-
-impl End {
-    /// The client fell behind (or the log no longer reaches back to it): it resumes.
-    const TOO_SLOW: End = End::Close(close::TOO_SLOW, "too slow: resume");
-    /// The server is stopping: the client resumes on another node.
-    const GOING_AWAY: End = End::Close(close::GOING_AWAY, "server shutting down: resume elsewhere");
 }
 
 /// Runs a session until it closes. Its frames go to `handle.wire`, which the response body
@@ -192,7 +126,7 @@ impl End {
 pub fn run(
     deps: Arc<Deps>,
     handle: Arc<SessionHandle>,
-    queue: flume::Receiver<Outbound>,
+    queue: flume::Receiver<Deferred>,
     stream: inbound::Reader,
     principal: &Principal,
     resume_from: Option<String>,
@@ -217,7 +151,7 @@ impl Conn {
         let end = match self.deps.bus.join(&tenant).await {
             Err(e) => {
                 tracing::warn!(error = %e, "the bus is unavailable; refusing the session");
-                End::Close(close::UNAVAILABLE, "bus unavailable: reconnect later")
+                End::Close(Close::Unavailable)
             }
             Ok(()) => {
                 // Boxed here and in `serve`: what runs only now and then must not size the
@@ -231,9 +165,9 @@ impl Conn {
             }
         };
         self.deps.hub.unregister(&self.handle);
-        if let End::Close(code, reason) = end {
-            debug!(code, reason, "closing session");
-            let close = self.wire.send_async(Wire::Close(code, reason));
+        if let End::Close(close) = end {
+            debug!(code = close.code(), reason = close.reason(), "closing session");
+            let close = self.wire.send_async(Outgoing::Close(close));
             let _ = tokio::time::timeout(CLOSE_PATIENCE, close).await;
         }
         // Without a close frame, the body ends once the last sender (this one, the handle's) is
@@ -251,7 +185,7 @@ impl Conn {
     }
 
     /// Queues `frame` on the wire, waiting for room, in items and in bytes (or a kick).
-    async fn write(&mut self, frame: Wire) -> Result<(), End> {
+    async fn write(&mut self, frame: Outgoing) -> Result<(), End> {
         let queued = async {
             self.handle.room.take(frame.bytes()).await;
             self.wire.send_async(frame).await
@@ -264,7 +198,7 @@ impl Conn {
 
     /// The next item of the task's queue, if one is there; its room is given back (what the
     /// task writes of it takes room on the wire).
-    fn take_queued(&self) -> Option<Outbound> {
+    fn take_queued(&self) -> Option<Deferred> {
         let out = self.queue.try_recv().ok()?;
         self.handle.room.give(out.bytes());
         Some(out)
@@ -272,23 +206,15 @@ impl Conn {
 
     /// How the session ends when the hub kicked it.
     fn kicked(&self) -> End {
-        match self.handle.kick_code() {
-            Some(close::GOING_AWAY) => End::GOING_AWAY,
-            _ => End::TOO_SLOW,
-        }
+        End::Close(self.handle.kick_code().unwrap_or(Close::TooSlow))
     }
 
     async fn send(&mut self, frame: impl Into<bytestring::ByteString>) -> Result<(), End> {
-        self.write(Wire::Text(frame.into())).await
+        self.write(Outgoing::Text(frame.into())).await
     }
 
-    async fn send_json(&mut self, v: Value) -> Result<(), End> {
-        self.send(v.to_string()).await
-    }
-
-    async fn error(&mut self, code: &str, message: impl Into<String>) -> Result<(), End> {
-        self.send_json(json!({"type": "error", "code": code, "message": message.into()}))
-            .await
+    async fn error(&mut self, code: ErrorCode, message: &str) -> Result<(), End> {
+        self.send(ServerFrame::Error { code, message }.encode()).await
     }
 
     /// Reads the session's starting point and says hello; with `resume_from` (the handshake's
@@ -301,7 +227,7 @@ impl Conn {
             .store
             .session_start(&self.scope())
             .await
-            .map_err(|_| End::Close(close::UNAVAILABLE, "storage unavailable"))?;
+            .map_err(|_| End::Close(Close::Unavailable))?;
         if self.handle.is_service {
             // A service session has no "mine" view.
             start.unread_count = 0;
@@ -312,19 +238,19 @@ impl Conn {
             .open_view(&self.handle, start.subscribe_all, start.last_event_id);
         {
             // Not in direct mode yet: live events wait in the task's queue.
-            let mut state = self.handle.state();
-            state.counts.anchor(start.unread_count, start.last_event_id);
-            state.last_sent = start.last_event_id;
+            self.handle
+                .state()
+                .delivery
+                .counted(start.last_event_id, start.unread_count, start.last_event_id);
         }
         self.opened_at = start.last_event_id;
-        let hello = json!({
-            "type": "hello",
-            "session_id": self.handle.id,
-            "user_id": self.handle.user,
-            "unread_count": start.unread_count,
-            "last_event_id": start.last_event_id.to_string(),
-        });
-        self.send_json(hello).await?;
+        let hello = ServerFrame::Hello {
+            session_id: self.handle.id.as_str(),
+            user_id: self.handle.user.as_str(),
+            unread_count: start.unread_count,
+            last_event_id: start.last_event_id.to_string(),
+        };
+        self.send(hello.encode()).await?;
         // A handshake resume replays everything after its id up to the log's head, which
         // covers what delivery may have passed by (`missed`): it must come first, or those
         // newer events would precede the older ones it replays.
@@ -341,7 +267,7 @@ impl Conn {
     async fn serve(&mut self) -> End {
         if *self.deps.shutdown.borrow() {
             // Opened after the hub's shutdown kick went past it (`Hub::close_all`).
-            return End::GOING_AWAY;
+            return End::Close(Close::GoingAway);
         }
         let interval = Duration::from_millis(self.deps.ws.heartbeat_interval_ms.max(1));
         let timeout = Duration::from_millis(self.deps.ws.client_timeout_ms.max(1));
@@ -373,14 +299,14 @@ impl Conn {
                 () = &mut timer => {
                     let now = Instant::now();
                     if now >= expires {
-                        Err(End::Close(close::TOKEN_EXPIRED, "token expired"))
+                        Err(End::Close(Close::TokenExpired))
                     } else if now < next_ping {
                         Ok(())
                     } else if now.duration_since(last_heard) > timeout {
-                        Err(End::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+                        Err(End::Close(Close::HeartbeatTimeout))
                     } else {
                         next_ping = now + interval;
-                        Box::pin(self.write(Wire::Ping)).await
+                        Box::pin(self.write(Outgoing::Ping)).await
                     }
                 }
             };
@@ -390,83 +316,64 @@ impl Conn {
         }
     }
 
-    /// Sets `last_sent` to `id` if it is newer; false if the client already has it.
-    fn advance(&self, id: u64) -> bool {
-        let mut state = self.handle.state();
-        if id > state.last_sent {
-            state.last_sent = id;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Writes one queued item, unless the client already has it (the hub's
-    /// `direct_frame` does the same in direct mode).
-    async fn outbound(&mut self, out: Outbound) -> Result<(), End> {
-        match out {
-            Outbound::Event { id, frame } if self.advance(id) => self.send(frame).await,
-            Outbound::Count { id, delta } if self.advance(id) => self.count(id, delta).await,
-            _ => Ok(()),
-        }
-    }
-
-    /// Sends `unread.count` with event id `id` and the user's count as of that event (or a
-    /// later one): the anchor plus `delta`, or read again (see the module doc). The store
-    /// routes count events only to users whose count moved, so live and replayed sessions see
-    /// the same ids.
-    async fn count(&mut self, id: u64, delta: Option<i64>) -> Result<(), End> {
-        if self.handle.is_service {
-            return Ok(());
-        }
-        // Outside direct mode: only this task moves the anchor.
-        let stale = self.handle.take_count_stale();
-        let stepped = self.handle.state().counts.step(id, delta, stale);
-        let n = match stepped {
-            Some(n) => n,
-            None => {
-                // The count and the head in one read: exact as of that head.
-                let start = self
-                    .deps
-                    .store
-                    .session_start(&self.scope())
-                    .await
-                    .map_err(|_| End::Close(close::UNAVAILABLE, "storage unavailable: resume later"))?;
-                self.handle
-                    .state()
-                    .counts
-                    .anchor(start.unread_count, start.last_event_id);
-                start.unread_count
+    /// Writes what the hub deferred to this task, decided as the hub decides in direct mode
+    /// (`Delivery::decide`): a count that must be read is read here.
+    async fn outbound(&mut self, item: Deferred) -> Result<(), End> {
+        match self.handle.decide(&item) {
+            Decision::Write(frame) => self.send(frame).await,
+            Decision::WriteCount { id, count } => self.send(protocol::count_frame(id, count)).await,
+            Decision::Skip => Ok(()),
+            Decision::ReadCount => {
+                let Deferred::Count { id, .. } = item else {
+                    unreachable!("only a count is read")
+                };
+                let count = self.read_count(id).await?;
+                self.send(protocol::count_frame(id, count)).await
             }
-        };
-        self.send(hub::count_frame(id, n)).await
+        }
+    }
+
+    /// The user's count as of event `id` or later, read with the log's head and anchored
+    /// there (see the module doc).
+    async fn read_count(&mut self, id: u64) -> Result<u64, End> {
+        let start = self
+            .deps
+            .store
+            .session_start(&self.scope())
+            .await
+            .map_err(|_| End::Close(Close::Unavailable))?;
+        self.handle
+            .state()
+            .delivery
+            .counted(id, start.unread_count, start.last_event_id);
+        Ok(start.unread_count)
     }
 
     async fn inbound(&mut self, msg: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>) -> Result<(), End> {
         match msg {
             None => Err(End::Gone),
-            Some(Err(actix_ws::ProtocolError::Overflow)) => Err(End::Close(close::FRAME_TOO_BIG, "frame too big")),
+            Some(Err(actix_ws::ProtocolError::Overflow)) => Err(End::Close(Close::FrameTooBig)),
             Some(Err(actix_ws::ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-                Err(End::Close(close::INVALID_PAYLOAD, "text frames must be UTF-8"))
+                Err(End::Close(Close::InvalidPayload))
             }
-            Some(Err(_)) => Err(End::Close(close::PROTOCOL_ERROR, "protocol error")),
+            Some(Err(_)) => Err(End::Close(Close::ProtocolError)),
             // RFC 6455 §5.5.1: answer a Close with a Close, echoing its code.
             Some(Ok(AggregatedMessage::Close(reason))) => {
-                Err(End::Close(close::echo(reason.map(|r| u16::from(r.code))), ""))
+                Err(End::Close(Close::echo(reason.map(|r| u16::from(r.code)))))
             }
             // A Ping beyond the budget goes unanswered (control frames get no error frame).
             Some(Ok(AggregatedMessage::Ping(p))) if self.pay(budget::frame_cost(p.len())) => {
-                self.write(Wire::Pong(p)).await
+                self.write(Outgoing::Pong(p)).await
             }
             Some(Ok(AggregatedMessage::Ping(_) | AggregatedMessage::Pong(_))) => Ok(()),
             Some(Ok(AggregatedMessage::Binary(b))) if !self.pay(budget::frame_cost(b.len())) => {
                 self.rate_limited().await
             }
             Some(Ok(AggregatedMessage::Text(t))) if !self.pay(budget::frame_cost(t.len())) => self.rate_limited().await,
-            Some(Ok(AggregatedMessage::Binary(_))) => self.error("bad_frame", "frames are JSON text").await,
-            Some(Ok(AggregatedMessage::Text(text))) => match serde_json::from_str::<Value>(&text) {
-                Ok(v) => self.client_frame(v).await,
-                Err(_) => self.error("bad_frame", "frames are JSON text").await,
+            Some(Ok(AggregatedMessage::Binary(_))) => self.error(ErrorCode::BadFrame, "frames are JSON text").await,
+            Some(Ok(AggregatedMessage::Text(text))) => match ClientFrame::parse(&text) {
+                Ok(frame) => self.client_frame(frame).await,
+                Err(e) => self.error(ErrorCode::BadFrame, &e.0).await,
             },
         }
     }
@@ -484,45 +391,29 @@ impl Conn {
              a resume one more per 100 events it may replay): the frame was dropped",
             rate.per_second, rate.burst
         );
-        self.error("rate_limited", msg).await
+        self.error(ErrorCode::RateLimited, &msg).await
     }
 
-    async fn client_frame(&mut self, v: Value) -> Result<(), End> {
-        match v.get("type").and_then(Value::as_str) {
-            Some("ping") => self.pong().await,
-            Some("resume") => match v.get("last_event_id") {
-                Some(Value::String(s)) => self.resume(s.parse().ok()).await.map(drop),
-                _ => self.error("bad_frame", "resume needs last_event_id (a string)").await,
-            },
-            Some("follow") => match v.get("resource_id") {
-                Some(Value::Null) => {
-                    self.deps.hub.set_follow(&self.handle, None);
-                    Ok(())
-                }
-                Some(Value::String(s)) => match UserId::parse(s) {
-                    Ok(_) if self.handle.is_service => {
-                        self.error("forbidden", "service sessions have no resource view").await
-                    }
-                    Ok(u) => {
-                        self.deps.hub.set_follow(&self.handle, Some(u));
-                        Ok(())
-                    }
-                    Err(e) => self.error("bad_frame", format!("resource_id: {e}")).await,
-                },
-                _ => {
-                    self.error("bad_frame", "follow needs resource_id (a user id or null)")
+    async fn client_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
+        match frame {
+            ClientFrame::Ping => self.pong().await,
+            ClientFrame::Resume { last_event_id } => self.resume(last_event_id.parse().ok()).await.map(drop),
+            ClientFrame::Follow { resource_id: None } => {
+                self.deps.hub.set_follow(&self.handle, None);
+                Ok(())
+            }
+            ClientFrame::Follow { resource_id: Some(raw) } => match UserId::parse(&raw) {
+                Ok(_) if self.handle.is_service => {
+                    self.error(ErrorCode::Forbidden, "service sessions have no resource view")
                         .await
                 }
+                Ok(u) => {
+                    self.deps.hub.set_follow(&self.handle, Some(u));
+                    Ok(())
+                }
+                Err(e) => self.error(ErrorCode::BadFrame, &format!("resource_id: {e}")).await,
             },
-            Some("refresh") => match v.get("token").and_then(Value::as_str) {
-                Some(token) => self.refresh(token).await,
-                None => self.error("bad_frame", "refresh needs token").await,
-            },
-            Some(other) => {
-                let msg = format!("unknown frame type {other:?}");
-                self.error("bad_frame", msg).await
-            }
-            None => self.error("bad_frame", "frames need a string type").await,
+            ClientFrame::Refresh { token } => self.refresh(&token).await,
         }
     }
 
@@ -535,14 +426,14 @@ impl Conn {
         while let Some(out) = self.take_queued() {
             self.outbound(out).await?;
         }
-        self.send_json(json!({"type": "pong"})).await
+        self.send(ServerFrame::Pong.encode()).await
     }
 
     async fn refresh(&mut self, token: &str) -> Result<(), End> {
         match self.deps.verifier.verify(token) {
-            Err(e) => self.error("unauthorized", e.to_string()).await,
+            Err(e) => self.error(ErrorCode::Unauthorized, &e.to_string()).await,
             Ok(p) if p.tenant != self.handle.tenant || p.user != self.handle.user => {
-                self.error("forbidden", "a refresh token must be for the same user")
+                self.error(ErrorCode::Forbidden, "a refresh token must be for the same user")
                     .await
             }
             Ok(p) => {
@@ -566,7 +457,7 @@ impl Conn {
         // settled below with what the log held.
         let rate = self.deps.ws.frame_rate();
         let limit = self.deps.ws.replay_limit as u64;
-        let known = self.opened_at.max(self.handle.state().last_sent);
+        let known = self.opened_at.max(self.handle.state().delivery.last_sent);
         let estimate = budget::replay_cost(known.saturating_sub(after).min(limit), rate);
         if !self.pay(estimate) {
             self.rate_limited().await?;
@@ -580,17 +471,17 @@ impl Conn {
         {
             Ok(Replay::Events(events)) => events,
             Ok(Replay::TooOld) => return self.resync().await,
-            Err(_) => return Err(End::Close(close::UNAVAILABLE, "storage unavailable: resume later")),
+            Err(_) => return Err(End::Close(Close::Unavailable)),
         };
         let cost = budget::replay_cost(events.len() as u64, rate);
         self.budget.charge(cost.saturating_sub(estimate), rate, Instant::now());
         let replayed = self.replay(&events).await?;
-        self.send_json(json!({"type": "resumed", "replayed": replayed})).await?;
+        self.send(ServerFrame::Resumed { replayed }.encode()).await?;
         Ok(Answer::Resumed)
     }
 
     async fn resync(&mut self) -> Result<Answer, End> {
-        self.send_json(json!({"type": "resync"})).await?;
+        self.send(ServerFrame::Resync.encode()).await?;
         Ok(Answer::Resync)
     }
 
@@ -606,8 +497,8 @@ impl Conn {
             .await
         {
             Ok(Replay::Events(events)) => self.replay(&events).await.map(|_| ()),
-            Ok(Replay::TooOld) => Err(End::TOO_SLOW),
-            Err(_) => Err(End::Close(close::UNAVAILABLE, "storage unavailable: resume later")),
+            Ok(Replay::TooOld) => Err(End::Close(Close::TooSlow)),
+            Err(_) => Err(End::Close(Close::Unavailable)),
         }
     }
 
@@ -617,7 +508,7 @@ impl Conn {
         let mut subscribed = self.subscribed_before(events);
         let mut replayed = 0u64;
         // Only this task moves it outside direct mode.
-        let last_sent = self.handle.state().last_sent;
+        let last_sent = self.handle.state().delivery.last_sent;
         for e in events {
             if e.kind == EventKind::SubscriptionChanged {
                 if e.route.users.contains(&self.handle.user) {
@@ -632,18 +523,29 @@ impl Conn {
                 continue;
             }
             if e.kind == EventKind::UnreadCount {
-                // As live: the anchor covers the older ones, deltas move it on.
-                self.count(e.id, event::count_delta(&e.data)).await?;
+                self.replay_count(e.id, event::count_delta(&e.data)).await?;
             } else {
-                self.send(e.frame()).await?;
+                self.send(protocol::event_frame(e.kind, e.id, &e.data)).await?;
             }
             replayed += 1;
         }
         if let Some(last) = events.last() {
             let mut state = self.handle.state();
-            state.last_sent = state.last_sent.max(last.id);
+            state.delivery.last_sent = state.delivery.last_sent.max(last.id);
         }
         Ok(replayed)
+    }
+
+    /// A replayed `unread.count`: as live, the anchor covers the older ones and deltas move it
+    /// on; anything else reads the count again.
+    async fn replay_count(&mut self, id: u64, delta: Option<i64>) -> Result<(), End> {
+        let stale = self.handle.take_count_stale();
+        let stepped = self.handle.state().delivery.counts.step(id, delta, stale);
+        let count = match stepped {
+            Some(n) => n,
+            None => self.read_count(id).await?,
+        };
+        self.send(protocol::count_frame(id, count)).await
     }
 
     /// The user's `subscribe_all` before the first of `events`: the opposite of the first
@@ -661,25 +563,4 @@ impl Conn {
 fn expiry_instant(exp: u64) -> Instant {
     let now = now_secs();
     Instant::now() + Duration::from_secs(exp.saturating_sub(now)).min(Duration::from_secs(365 * 24 * 3600))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::CountAnchor;
-
-    #[test]
-    fn a_count_anchor_adds_deltas_past_it_and_reads_for_anything_else() {
-        let mut a = CountAnchor::default();
-        a.anchor(5, 100);
-        assert_eq!(a.step(90, Some(1), false), Some(5), "counted in the anchor already");
-        assert_eq!(a.step(100, None, false), Some(5), "counted in the anchor already");
-        assert_eq!(a.step(101, Some(1), false), Some(6));
-        assert_eq!(a.step(105, Some(1), false), Some(7));
-        assert_eq!(a, CountAnchor { count: 7, as_of: 105 });
-        assert_eq!(a.step(106, None, false), None, "recompute");
-        assert_eq!(a.step(104, Some(1), true), None, "stale: read whatever the event");
-        a.anchor(2, 110);
-        assert_eq!(a.step(108, Some(1), false), Some(2));
-        assert_eq!(a.step(111, Some(-5), false), Some(0), "never below zero");
-    }
 }

@@ -1,5 +1,5 @@
-//! A session's write side: one bounded FIFO of frames, drained by the websocket's response
-//! body itself.
+//! A session's write side, on HTTP: the websocket's response body drains the session's wire
+//! queue (`hub::outbox::Outgoing` frames) and encodes them onto the socket itself.
 //!
 //! [`OutBody`] is the body of the 101 response. Whenever the HTTP dispatcher polls it, it
 //! takes everything queued (up to [`CHUNK`] bytes) and encodes it into one buffer: a burst
@@ -8,7 +8,7 @@
 //!
 //! Invariants:
 //! - Every frame a session writes goes through its one queue, whoever produces it (the hub
-//!   in direct mode, the session task otherwise, see `session`): the queue's order is the
+//!   in direct mode, the session task otherwise, see `hub::outbox`): the queue's order is the
 //!   order on the wire.
 //! - A `Close` frame is the last frame written: the body closes the queue once it has encoded
 //!   one and ends after flushing it.
@@ -23,13 +23,9 @@
 
 use std::{
     convert::Infallible,
-    future::poll_fn,
     mem,
     pin::Pin,
-    sync::{
-        Weak,
-        atomic::{AtomicU32, Ordering},
-    },
+    sync::Weak,
     task::{Context, Poll},
 };
 
@@ -37,100 +33,9 @@ use actix_web::{
     body::{BodySize, MessageBody},
     web::{BufMut, Bytes, BytesMut},
 };
-use bytestring::ByteString;
-use futures_util::{StreamExt, task::AtomicWaker};
+use futures_util::StreamExt;
 
-/// One frame to write.
-#[derive(Debug, Clone)]
-pub enum Wire {
-    Text(ByteString),
-    /// Several text frames queued at once (one delivery's frames for one session): one
-    /// wake-up of the socket, one write.
-    Texts(Box<[ByteString]>),
-    /// The heartbeat: a Ping without payload.
-    Ping,
-    /// The answer to a client's Ping (payload cut to 125 bytes, the control frame limit).
-    Pong(Bytes),
-    /// The last frame: close code and reason (cut to 123 bytes on a character boundary).
-    Close(u16, &'static str),
-}
-
-impl Wire {
-    /// The bytes this frame holds while queued: its text. Control frames count as nothing, so
-    /// that a heartbeat or the closing frame never waits for room.
-    pub fn bytes(&self) -> usize {
-        match self {
-            Wire::Text(t) => t.len(),
-            Wire::Texts(ts) => ts.iter().map(|t| t.len()).sum(),
-            Wire::Ping | Wire::Pong(_) | Wire::Close(..) => 0,
-        }
-    }
-}
-
-/// A session's room for queued frames, in bytes (`ws.queue_bytes`): taken by whoever queues a
-/// frame, given back when the frame leaves the queue (the body wrote it, or the session task
-/// took it from its own queue). A frame larger than the whole room takes all of it.
-///
-/// A counter and the one waiter there can be (the session task): 32 bytes a session, where a
-/// semaphore would take 48.
-#[derive(Debug)]
-pub struct Room {
-    used: AtomicU32,
-    max: u32,
-    waiter: AtomicWaker,
-}
-
-impl Room {
-    pub fn new(max: usize) -> Room {
-        Room {
-            used: AtomicU32::new(0),
-            max: max.clamp(1, u32::MAX as usize) as u32,
-            waiter: AtomicWaker::new(),
-        }
-    }
-
-    fn cost(&self, bytes: usize) -> u32 {
-        bytes.min(self.max as usize) as u32
-    }
-
-    /// Takes room for `bytes` if there is that much now (delivery, which never waits).
-    pub fn try_take(&self, bytes: usize) -> bool {
-        let cost = self.cost(bytes);
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(cost).filter(|&after| after <= self.max)
-            })
-            .is_ok()
-    }
-
-    /// Waits until there is room for `bytes`, and takes it. Only the session task waits.
-    pub async fn take(&self, bytes: usize) {
-        poll_fn(|cx| {
-            if self.try_take(bytes) {
-                return Poll::Ready(());
-            }
-            self.waiter.register(cx.waker());
-            // Room given back between the first try and the registration woke nobody.
-            if self.try_take(bytes) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
-    /// Gives back the room of `bytes` that left the queue.
-    pub fn give(&self, bytes: usize) {
-        self.used.fetch_sub(self.cost(bytes), Ordering::AcqRel);
-        self.waiter.wake();
-    }
-
-    /// Bytes queued now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire) as usize
-    }
-}
+use crate::hub::outbox::{Outgoing, Room};
 
 /// Encoded bytes one poll hands the dispatcher at most (more stays queued for the next).
 pub const CHUNK: usize = 256 * 1024;
@@ -163,26 +68,29 @@ fn encode_text(text: &str, buf: &mut BytesMut) {
 }
 
 /// Appends `frame`, unmasked (a server's frames are never masked).
-pub fn encode(frame: &Wire, buf: &mut BytesMut) {
+pub fn encode(frame: &Outgoing, buf: &mut BytesMut) {
     match frame {
-        Wire::Text(text) => encode_text(text, buf),
-        Wire::Texts(texts) => texts.iter().for_each(|t| encode_text(t, buf)),
-        Wire::Ping => header(buf, OP_PING, 0),
-        Wire::Pong(payload) => {
+        Outgoing::Text(text) => encode_text(text, buf),
+        Outgoing::Texts(texts) => texts.iter().for_each(|t| encode_text(t, buf)),
+        Outgoing::Ping => header(buf, OP_PING, 0),
+        Outgoing::Pong(payload) => {
             let payload = &payload[..payload.len().min(MAX_CONTROL)];
             header(buf, OP_PONG, payload.len());
             buf.put_slice(payload);
         }
-        Wire::Close(code, reason) => {
-            let mut end = reason.len().min(MAX_CONTROL - 2);
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            header(buf, OP_CLOSE, 2 + end);
-            buf.put_u16(*code);
-            buf.put_slice(&reason.as_bytes()[..end]);
-        }
+        Outgoing::Close(close) => encode_close(close.code(), close.reason(), buf),
     }
+}
+
+/// A Close frame: the code, and the reason cut to 123 bytes on a character boundary.
+fn encode_close(code: u16, reason: &str, buf: &mut BytesMut) {
+    let mut end = reason.len().min(MAX_CONTROL - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    header(buf, OP_CLOSE, 2 + end);
+    buf.put_u16(code);
+    buf.put_slice(&reason.as_bytes()[..end]);
 }
 
 /// What holds a session's [`Room`] (the hub's session handle). The body holds it weakly: it
@@ -192,13 +100,13 @@ pub type RoomOwner = Weak<dyn AsRef<Room> + Send + Sync>;
 /// The websocket's response body (see the module doc).
 pub struct OutBody {
     /// `None` once the body is done: senders then find the queue disconnected.
-    queue: Option<flume::r#async::RecvStream<'static, Wire>>,
+    queue: Option<flume::r#async::RecvStream<'static, Outgoing>>,
     buf: BytesMut,
     room: RoomOwner,
 }
 
 impl OutBody {
-    pub fn new(queue: flume::Receiver<Wire>, room: RoomOwner) -> OutBody {
+    pub fn new(queue: flume::Receiver<Outgoing>, room: RoomOwner) -> OutBody {
         OutBody {
             queue: Some(queue.into_stream()),
             buf: BytesMut::new(),
@@ -224,7 +132,7 @@ impl MessageBody for OutBody {
                 Poll::Ready(Some(frame)) => {
                     freed += frame.bytes();
                     encode(&frame, &mut this.buf);
-                    if matches!(frame, Wire::Close(..)) {
+                    if matches!(frame, Outgoing::Close(..)) {
                         this.queue = None;
                     }
                 }
@@ -251,8 +159,9 @@ impl MessageBody for OutBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Close;
 
-    fn encoded(frame: Wire) -> Vec<u8> {
+    fn encoded(frame: Outgoing) -> Vec<u8> {
         let mut buf = BytesMut::new();
         encode(&frame, &mut buf);
         buf.to_vec()
@@ -260,22 +169,25 @@ mod tests {
 
     #[test]
     fn frames_are_encoded_unmasked_with_the_shortest_length() {
-        assert_eq!(encoded(Wire::Text("hi".into())), b"\x81\x02hi");
+        assert_eq!(encoded(Outgoing::Text("hi".into())), b"\x81\x02hi");
         assert_eq!(
-            encoded(Wire::Texts(["a".into(), "bc".into()].into())),
+            encoded(Outgoing::Texts(["a".into(), "bc".into()].into())),
             b"\x81\x01a\x81\x02bc"
         );
-        assert_eq!(encoded(Wire::Ping), b"\x89\x00");
-        assert_eq!(encoded(Wire::Pong(Bytes::from_static(b"p"))), b"\x8a\x01p");
-        assert_eq!(encoded(Wire::Close(4008, "slow")), b"\x88\x06\x0f\xa8slow");
-        let long = encoded(Wire::Text("x".repeat(300).into()));
+        assert_eq!(encoded(Outgoing::Ping), b"\x89\x00");
+        assert_eq!(encoded(Outgoing::Pong(Bytes::from_static(b"p"))), b"\x8a\x01p");
+        assert_eq!(
+            encoded(Outgoing::Close(Close::TooSlow)),
+            b"\x88\x12\x0f\xa8too slow: resume"
+        );
+        let long = encoded(Outgoing::Text("x".repeat(300).into()));
         assert_eq!(&long[..4], b"\x81\x7e\x01\x2c");
         assert_eq!(long.len(), 304);
-        let huge = encoded(Wire::Text("x".repeat(70_000).into()));
+        let huge = encoded(Outgoing::Text("x".repeat(70_000).into()));
         assert_eq!(&huge[..10], b"\x81\x7f\x00\x00\x00\x00\x00\x01\x11\x70");
-        assert_eq!(encoded(Wire::Pong(Bytes::from(vec![1; 200]))).len(), 2 + 125);
-        let reason: &'static str = "é".repeat(100).leak();
-        let close = encoded(Wire::Close(1000, reason));
+        assert_eq!(encoded(Outgoing::Pong(Bytes::from(vec![1; 200]))).len(), 2 + 125);
+        let mut close = BytesMut::new();
+        encode_close(1000, &"é".repeat(100), &mut close);
         assert_eq!(close[1] as usize, close.len() - 2);
         assert_eq!(close.len() - 4, 122, "cut on a character boundary");
     }
@@ -301,16 +213,16 @@ mod tests {
         let mut body = OutBody::new(rx, room);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(Pin::new(&mut body).poll_next(&mut cx).is_pending());
-        tx.try_send(Wire::Text("a".into())).unwrap();
-        tx.try_send(Wire::Text("b".into())).unwrap();
-        tx.try_send(Wire::Close(1001, "")).unwrap();
-        assert!(tx.try_send(Wire::Text("late".into())).is_ok());
+        tx.try_send(Outgoing::Text("a".into())).unwrap();
+        tx.try_send(Outgoing::Text("b".into())).unwrap();
+        tx.try_send(Outgoing::Close(Close::Normal)).unwrap();
+        assert!(tx.try_send(Outgoing::Text("late".into())).is_ok());
         let Poll::Ready(Some(Ok(bytes))) = Pin::new(&mut body).poll_next(&mut cx) else {
             panic!("one chunk")
         };
-        assert_eq!(&bytes[..], b"\x81\x01a\x81\x01b\x88\x02\x03\xe9");
+        assert_eq!(&bytes[..], b"\x81\x01a\x81\x01b\x88\x02\x03\xe8");
         assert!(matches!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(None)));
-        assert!(tx.try_send(Wire::Text("after".into())).is_err(), "closed");
+        assert!(tx.try_send(Outgoing::Text("after".into())).is_err(), "closed");
     }
 
     #[test]
@@ -322,7 +234,7 @@ mod tests {
         let room = &owner.0;
         for frame in ["abcd", "efgh"] {
             assert!(room.try_take(frame.len()));
-            tx.try_send(Wire::Text(frame.into())).unwrap();
+            tx.try_send(Outgoing::Text(frame.into())).unwrap();
         }
         assert!(!room.try_take(3), "8 of 10 bytes are queued");
         assert!(room.try_take(2));
@@ -337,21 +249,6 @@ mod tests {
         assert!(!room.try_take(1));
         room.give(25);
         assert_eq!(room.used(), 0);
-        assert_eq!(Wire::Ping.bytes() + Wire::Close(1000, "bye").bytes(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_writer_waiting_for_room_is_woken_when_the_body_gives_it_back() {
-        let room = std::sync::Arc::new(Room::new(10));
-        assert!(room.try_take(8));
-        let waiting = {
-            let room = room.clone();
-            tokio::spawn(async move { room.take(5).await })
-        };
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "8 of 10 bytes are queued");
-        room.give(8);
-        waiting.await.unwrap();
-        assert_eq!(room.used(), 5);
+        assert_eq!(Outgoing::Ping.bytes() + Outgoing::Close(Close::Normal).bytes(), 0);
     }
 }

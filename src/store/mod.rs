@@ -4,8 +4,8 @@
 //! `Store` is the boundary handlers and sessions talk to; `embedded` implements it on SQLite
 //! (the single-node default), `postgres` on PostgreSQL (one node, or several sharing the
 //! database) and `redis` on Redis (cluster mode, being retired). All run the same contract
-//! test suite (`tests/api`, `tests/api_postgres` and `tests/api_redis`). Every mutating call is atomic — it commits everything or
-//! nothing — and appends the events it causes to the tenant's log *and* hands them to the bus
+//! test suite (`tests/api`, `tests/api_postgres` and `tests/api_redis`). Every mutating call
+//! is atomic — it commits everything or nothing — and appends the events it causes to the tenant's log *and* hands them to the bus
 //! in the same step, so the order of the log is the order of delivery. A call returns only
 //! once its change is durable.
 //!
@@ -167,9 +167,9 @@ pub enum Replay {
 }
 
 /// A snapshot taken when a session opens, and whenever it reads its count again: one
-/// consistent read (one SQLite read transaction; one Redis script), so `unread_count` is the
-/// count exactly as of event `last_event_id` — it includes every change logged up to it and
-/// none after.
+/// consistent read (one SQLite read transaction; one PostgreSQL REPEATABLE READ transaction;
+/// one Redis script), so `unread_count` is the count exactly as of event `last_event_id` — it
+/// includes every change logged up to it and none after.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionStart {
     pub subscribe_all: bool,
@@ -205,49 +205,100 @@ pub trait EventLog: Send + Sync + 'static {
     async fn events_after(&self, tenant: &TenantId, after: u64, limit: usize) -> StoreResult<Replay>;
 }
 
+/// Durable state. Every mutating call is atomic (all or nothing), returns once its change is
+/// committed (durable: a 2xx means it survives a crash), appends the events it emits to the
+/// tenant's log in the same transaction, in the order listed, and hands them to the bus after
+/// the commit. Which events a change emits, to whom and with what payload is decided by its
+/// plan in `crate::plan`, named on each method. No call changes another tenant's data.
+///
+/// Errors: `NotFound` for an unknown id named in the call, `Invalid` for a reference that does
+/// not hold (the field is named), `Conflict` as documented per call, `Unavailable` when storage
+/// does not answer (nothing was changed, or the change is all there: never a part).
 #[async_trait]
 pub trait Store: EventLog {
     // Directory (role `service`).
+
+    /// Creates or replaces the location (its name and SMS numbers, duplicates dropped).
+    /// `Conflict` when a number belongs to another location of the tenant. Emits nothing.
     async fn upsert_location(&self, tenant: &TenantId, id: &LocationId, input: LocationInput) -> StoreResult<Location>;
+    /// Creates or renames the user. Emits nothing.
     async fn upsert_user(&self, tenant: &TenantId, id: &UserId, name: String) -> StoreResult<User>;
+    /// Creates or replaces the folder; `Invalid("location_id")` for an unknown location.
+    /// Emits `plan::upsert_folder`: an `unread.count` to the resources who joined or left the
+    /// audience of its unread threads.
     async fn upsert_folder(&self, tenant: &TenantId, id: &FolderId, input: FolderInput) -> StoreResult<Folder>;
+    /// The tenant's preferences (both on until set).
     async fn preferences(&self, tenant: &TenantId) -> StoreResult<Preferences>;
+    /// Applies `patch` (a missing key keeps its value). Emits `plan::preference_counts`: an
+    /// `unread.count` to the resources whose notification flipped on folders with unread
+    /// threads.
     async fn set_preferences(&self, tenant: &TenantId, patch: PreferencesPatch) -> StoreResult<Preferences>;
 
     // Ingestion.
+
+    /// Stores an inbound message (`plan::ingest`): the thread for (location of `to`, `from`)
+    /// is created or moved on, auto-assigned, made unread. Emits `message.new` and
+    /// `unread.count` (with the delta when every recipient's count moved by it). The same
+    /// `external_id` again answers the stored message with `created: false` and emits
+    /// nothing. `Invalid("to")` when `to` is no location's SMS number.
     async fn ingest(&self, tenant: &TenantId, input: InboundInput) -> StoreResult<Ingested>;
 
     // The Message Center.
+
+    /// The caller's profile and unread count.
     async fn me(&self, scope: &Scope) -> StoreResult<Me>;
+    /// Turns the caller's `subscribe_all` on or off. Emits `plan::subscribe_all` when it
+    /// changes: `subscription.changed` (the hubs move the user's sessions) and `unread.count`.
     async fn set_subscribe_all(&self, scope: &Scope, on: bool) -> StoreResult<Me>;
+    /// The resources of folders at the scope's locations (the drop-down), by name.
     async fn resources(&self, scope: &Scope) -> StoreResult<Vec<Resource>>;
+    /// A page of the thread list (`rules::listed` decides what is listed), newest first.
     async fn threads(&self, scope: &Scope, query: ThreadQuery) -> StoreResult<ThreadPage>;
+    /// One thread, wherever it is (the caller checks the location).
     async fn thread(&self, tenant: &TenantId, id: &ThreadId) -> StoreResult<Thread>;
     /// A thread's messages, oldest first; none unless the thread is at one of the scope's
     /// locations.
     async fn thread_messages(&self, scope: &Scope, id: &ThreadId, paging: Paging) -> StoreResult<MessagePage>;
+    /// Marks the thread read (`plan::read_state`): `thread.read` and `unread.count` to its
+    /// audience, or nothing when it is read already.
     async fn mark_read(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread>;
+    /// Marks the thread unread (`plan::read_state`): `thread.unread` and `unread.count`, or
+    /// nothing when it is unread already.
     async fn mark_unread(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread>;
+    /// Stores `by`'s reply (`plan::reply`): `message.sent` to the audience and the services;
+    /// on an unread thread also `thread.read` and `unread.count`.
     async fn reply(&self, tenant: &TenantId, id: &ThreadId, by: &UserId, body: String) -> StoreResult<Message>;
-    /// Assigns the thread to `folder`: `NotFound` for either, `Invalid("folder_id")` for a
-    /// folder of another location than the thread's (`rules::assignable`).
+    /// Assigns the thread to `folder` (`plan::assign`): `NotFound` for either,
+    /// `Invalid("folder_id")` for a folder of another location than the thread's; nothing for
+    /// the folder it has; else `thread.assigned` to the old and new audience, and an
+    /// `unread.count` to the resources who joined or left an unread thread's audience.
     async fn assign(&self, tenant: &TenantId, id: &ThreadId, folder: &FolderId, by: &UserId) -> StoreResult<Thread>;
+    /// Folders at the scope's locations whose numbers contain `phone_digits` and whose name
+    /// contains `text` (case-insensitively), by name, at most 200.
     async fn search_folders(
         &self,
         scope: &Scope,
         phone_digits: Option<String>,
         text: Option<String>,
     ) -> StoreResult<Vec<Folder>>;
+    /// One folder, wherever it is (the caller checks the location).
     async fn folder(&self, tenant: &TenantId, id: &FolderId) -> StoreResult<Folder>;
     /// The messages of the threads assigned to the folder, oldest first: only of threads at
     /// the scope's locations, whatever the assignments say.
     async fn folder_messages(&self, scope: &Scope, id: &FolderId, paging: Paging) -> StoreResult<MessagePage>;
+    /// One message, wherever it is (the caller checks its thread's location).
     async fn message(&self, tenant: &TenantId, id: &MessageId) -> StoreResult<Message>;
+    /// Links the message's image attachments to its thread's folder (`plan::link_images`):
+    /// `Conflict` when the thread has no folder; `images.linked` to the audience when any was
+    /// new, nothing otherwise.
     async fn link_images(&self, tenant: &TenantId, message: &MessageId, by: &UserId) -> StoreResult<Linked>;
     /// The folder's linked photos: only of messages in threads at the scope's locations.
     async fn folder_photos(&self, scope: &Scope, id: &FolderId) -> StoreResult<Vec<Photo>>;
 
     // Sessions.
+
+    /// The caller's `subscribe_all`, unread count and the log's head, in one snapshot: the
+    /// count includes every change up to the head and none after (`SessionStart`).
     async fn session_start(&self, scope: &Scope) -> StoreResult<SessionStart>;
     /// The count alone, without the head it is exact as of (sessions read `session_start`).
     async fn unread_count(&self, scope: &Scope) -> StoreResult<u64>;

@@ -458,3 +458,58 @@ async fn on_the_development_secret_on_loopback_the_dev_sign_in_mints_a_working_t
     let (status, problem) = send(&app, Method::POST, "/api/v1/dev/token", None, Some(bad)).await;
     assert_invalid(status, &problem, "roles");
 }
+
+#[tokio::test]
+async fn every_http_response_is_counted_by_its_status_class() {
+    let app = spawn_app().await;
+    let before = ws::metric_total(&app, "http_responses_total{class=\"4xx\"}").await;
+    let r = app.client.get(app.url("/api/v1/me")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app.client.get(app.url("/api/v1/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let after = ws::metric_total(&app, "http_responses_total{class=\"4xx\"}").await;
+    assert_eq!(after - before, 2.0, "the 401 and the 404");
+    assert!(
+        ws::metric_total(&app, "http_responses_total{class=\"2xx\"}").await >= 1.0,
+        "the metrics reads"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_description_lists_exactly_the_routes_the_hub_serves() {
+    let app = spawn_app().await;
+    let r = app.client.get(app.url("/api/v1/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "no token needed");
+    let doc: Value = r.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")),
+        "OpenAPI 3.1: {}",
+        doc["openapi"]
+    );
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .expect("operations")
+                .keys()
+                .map(move |m| (path.clone(), m.to_ascii_uppercase()))
+        })
+        .collect();
+    let served: BTreeSet<(String, String)> = switchboard::routes::served()
+        .into_iter()
+        .flat_map(|(path, methods)| methods.into_iter().map(move |m| (path.clone(), m)))
+        .collect();
+    assert_eq!(documented, served, "documented vs served");
+    // Every reference resolves to a schema of the document.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"").skip(1) {
+        let name = reference
+            .split('"')
+            .next()
+            .unwrap()
+            .trim_start_matches("#/components/schemas/");
+        assert!(doc["components"]["schemas"][name].is_object(), "unresolved {name}");
+    }
+}

@@ -32,6 +32,7 @@ fn settings(url: String) -> RedisSettings {
     RedisSettings {
         url,
         key_prefix: unique_prefix(),
+        cluster_nodes: Vec::new(),
     }
 }
 

@@ -256,6 +256,7 @@ impl Rig {
         let settings = RedisSettings {
             url: url.to_owned(),
             key_prefix: prefix,
+            cluster_nodes: Vec::new(),
         };
         let bus = RedisBus::start(&settings, Arc::new(Recorder(tx)), Arc::new(log.clone()))
             .await

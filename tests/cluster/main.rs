@@ -6,6 +6,9 @@
 //!   read state, subscriptions and preferences cross nodes; resume on another node.
 //! - `faults`: Redis stopped and started under three nodes; the built binary as node
 //!   processes, drained with SIGTERM and killed with SIGKILL mid-stream.
+//! - `pubsub`: the bus's live-event transport (`bus::pubsub`) on a real single Redis and a real
+//!   Redis Cluster (3 primaries, 3 replicas): order, unsubscribe, a restart, a failover, a
+//!   slot migration.
 //! - `nginx`: Debian's nginx with `config/nginx.conf` in front of three nodes: the directory,
 //!   a websocket and an inbound message through nginx only; round-robin; no token in its log.
 
@@ -20,3 +23,4 @@ mod cluster;
 mod faults;
 mod nginx;
 mod nodes;
+mod pubsub;

@@ -7,6 +7,7 @@ pub mod pg_server;
 pub mod plant;
 pub mod postgres;
 pub mod redis;
+pub mod redis_cluster;
 pub mod ws;
 
 use std::time::Duration;

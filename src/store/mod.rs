@@ -5,9 +5,9 @@
 //! (the single-node default), `postgres` on PostgreSQL (one node, or several sharing the
 //! database) and `redis` on Redis (cluster mode, being retired). All run the same contract
 //! test suite (`tests/api`, `tests/api_postgres` and `tests/api_redis`). Every mutating call
-//! is atomic — it commits everything or nothing — and appends the events it causes to the tenant's log *and* hands them to the bus
-//! in the same step, so the order of the log is the order of delivery. A call returns only
-//! once its change is durable.
+//! is atomic — it commits everything or nothing — and appends the events it causes to the
+//! tenant's log *and* hands them to the bus in the same step, so the order of the log is the
+//! order of delivery. A call returns only once its change is durable.
 //!
 //! Unread counts: an `unread.count` event goes to exactly the users whose count its change
 //! moved (`rules::count_route`, `rules::moved`). Its logged data is `{"delta": n}` when the

@@ -16,6 +16,10 @@
 //! head's lock order, which is the id order. A COMMIT whose outcome was lost (the connection
 //! died while it was answered) may have committed ids that were never published; the next
 //! publisher of the tenant sees the gap and reads it from the log first (`Turn::publish`).
+//! That holds for one node (`postgres` with the `local` bus), where every id of the tenant is
+//! committed here. With several nodes the ids of the others fall between ours: the bus that
+//! will carry them reads the log itself (`EventLog::heads`, `events_after`), and this gap fill
+//! should then be left to it.
 
 use std::{
     collections::HashMap,

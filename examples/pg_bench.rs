@@ -275,6 +275,19 @@ macro_rules! measure {
     }};
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's `)`: state is field 3, utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // Linux reports these in clock ticks of 1/100 s (USER_HZ).
+    (ticks(14) + ticks(15)) / 100.0
+}
+
 /// What a plan scans (indexes, or whole tables) and its execution time, in one line.
 fn summary(plan: &str) -> String {
     let mut scans: Vec<String> = Vec::new();
@@ -597,6 +610,41 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
 
+    // CPU per inbound message: this process (the store's side: pool, driver, plan, encoding)
+    // and the server's backends serving the pool, over `cpu_messages` sequential ingests.
+    let cpu_messages = 2000u64;
+    let backends = || async {
+        let rows = connect(&url)
+            .await?
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'switchboard'",
+                &[],
+            )
+            .await?;
+        anyhow::Ok(rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>())
+    };
+    let pids = backends().await?;
+    let (own_before, server_before) = (cpu_of("self"), pids.iter().map(|p| cpu_of(&p.to_string())).sum::<f64>());
+    let started = Instant::now();
+    for _ in 0..cpu_messages {
+        n += 1;
+        let input = InboundInput {
+            external_id: format!("bench-{stamp}-{n}"),
+            from: number(&format!("+1555{}", 1_000_000 + 20 * (n % 1000) + 2))?,
+            to: to.clone(),
+            body: "Is someone coming today?".into(),
+            attachments: Vec::new(),
+            received_at: None,
+        };
+        store.ingest(&tenant, input).await?;
+    }
+    let wall = started.elapsed();
+    let after_pids = backends().await?;
+    anyhow::ensure!(after_pids == pids, "the pool's connections changed during the CPU phase");
+    let own = cpu_of("self") - own_before;
+    let server = pids.iter().map(|p| cpu_of(&p.to_string())).sum::<f64>() - server_before;
+    let per = |secs: f64| secs * 1e6 / cpu_messages as f64;
+
     let version: String = connect(&url).await?.query_one("SHOW server_version", &[]).await?.get(0);
     let counts = connect(&url)
         .await?
@@ -644,6 +692,14 @@ async fn main() -> anyhow::Result<()> {
         "| write: an inbound message to an existing thread | {:.2} ms | {:.2} ms | (a transaction) | |\n\n",
         ingest.median.as_secs_f64() * 1e3,
         ingest.p95.as_secs_f64() * 1e3
+    ));
+    md.push_str(&format!(
+        "CPU per inbound message ({cpu_messages} in a row, {:.2} ms each on average): {:.0} µs in this process (the \
+         store: pool, driver, plan, encoding; no HTTP) and {:.0} µs in the PostgreSQL backends serving it (from \
+         `/proc/<pid>/stat`; WAL flushes by other processes not included).\n\n",
+        wall.as_secs_f64() * 1e3 / cpu_messages as f64,
+        per(own),
+        per(server)
     ));
     md.push_str("## Plans\n");
     for (case, _, plans) in &report {

@@ -640,7 +640,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let wall = started.elapsed();
     let after_pids = backends().await?;
-    anyhow::ensure!(after_pids == pids, "the pool's connections changed during the CPU phase");
+    anyhow::ensure!(
+        after_pids == pids,
+        "the pool's connections changed during the CPU phase"
+    );
     let own = cpu_of("self") - own_before;
     let server = pids.iter().map(|p| cpu_of(&p.to_string())).sum::<f64>() - server_before;
     let per = |secs: f64| secs * 1e6 / cpu_messages as f64;

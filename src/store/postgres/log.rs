@@ -1,7 +1,7 @@
 //! The event log in PostgreSQL (`events`, `event_heads`) and the order events leave in.
 //!
-//! **Appending.** A write's events go in with one statement at the end of its transaction
-//! (`append`): `event_heads.head` is raised by n for the tenant (`INSERT … ON CONFLICT DO
+//! **Appending.** A write's events go in with one statement at the end of its transaction,
+//! pipelined with its COMMIT (`append_and_commit`): `event_heads.head` is raised by n for the tenant (`INSERT … ON CONFLICT DO
 //! UPDATE SET head = head + n RETURNING head`), which takes the row's lock until COMMIT, so the
 //! next write of the tenant gets its ids only after this one committed or rolled back: ids are
 //! gap-free and in commit order per tenant, across every node. The same statement inserts the
@@ -27,6 +27,7 @@ use std::{
 };
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio_postgres::types::ToSql;
 
 use super::{Conn, Fail, Result, Tx, unavailable};
 use crate::{
@@ -58,37 +59,66 @@ const APPEND: &str = "
     )
     SELECT head FROM h";
 
-/// Appends `events` to the tenant's log in the write's transaction; they are returned with
-/// their ids, to be published once the transaction commits.
-pub(super) async fn append(tx: &Tx, tenant: &TenantId, events: Vec<NewEvent>, retention: u64) -> Result<Vec<Event>> {
+/// How appending and committing went (see `append_and_commit`).
+pub(super) enum Appended {
+    /// Committed: the events with their ids, to publish.
+    Committed(Vec<Event>),
+    /// The append failed before COMMIT was sent (the transaction is still open).
+    NotSent(Fail),
+    /// The append failed: the server rolled the transaction back (COMMIT of a failed
+    /// transaction is a ROLLBACK).
+    RolledBack(Fail),
+    /// The COMMIT failed, or the connection went away: the outcome is unknown unless the
+    /// error says otherwise.
+    CommitFailed(Fail),
+}
+
+/// Appends `events` to the tenant's log in the write's transaction and commits it, in one
+/// round trip: the append and the COMMIT are pipelined (sent one after the other, in that
+/// order, before either answer is read).
+pub(super) async fn append_and_commit(tx: &Tx, tenant: &TenantId, events: Vec<NewEvent>, retention: u64) -> Appended {
     let n = events.len() as i64;
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let routes = events
+    let routes = match events
         .iter()
         .map(|e| serde_json::to_string(&e.route))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Fail::Store(unavailable(e)))?;
+    {
+        Ok(routes) => routes,
+        Err(e) => return Appended::NotSent(Fail::Store(unavailable(e))),
+    };
     let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
-    let (retention, every) = (retention as i64, trim_every(retention) as i64);
-    let row = tx
-        .query_one(
-            APPEND,
-            &[&tenant.as_str(), &n, &kinds, &routes, &data, &retention, &every],
-        )
-        .await?;
-    let head: i64 = row.get(0);
-    let first = (head - n + 1) as u64;
-    Ok(events
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| Event {
-            tenant: tenant.clone(),
-            id: first + i as u64,
-            kind: e.kind,
-            route: e.route,
-            data: e.data,
-        })
-        .collect())
+    let (retention_i, every) = (retention as i64, trim_every(retention) as i64);
+    let params: [&(dyn ToSql + Sync); 7] = [&tenant.as_str(), &n, &kinds, &routes, &data, &retention_i, &every];
+    // Prepared (from the cache) before anything is sent: were it prepared in the pipeline,
+    // the COMMIT could reach the server before the append.
+    let statement = match tx.prepare(APPEND, &params).await {
+        Ok(st) => st,
+        Err(fail) => return Appended::NotSent(fail),
+    };
+    let (appended, committed) = tokio::join!(tx.client().query_one(&statement, &params), tx.control("COMMIT"));
+    match (appended, committed) {
+        (Ok(row), Ok(())) => {
+            let head: i64 = row.get(0);
+            let first = (head - n + 1) as u64;
+            Appended::Committed(
+                events
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, e)| Event {
+                        tenant: tenant.clone(),
+                        id: first + i as u64,
+                        kind: e.kind,
+                        route: e.route,
+                        data: e.data,
+                    })
+                    .collect(),
+            )
+        }
+        // The server answered the append with an error: the COMMIT after it rolled back.
+        (Err(e), Ok(())) => Appended::RolledBack(Fail::Db(e)),
+        (_, Err(fail)) => Appended::CommitFailed(fail),
+    }
 }
 
 pub(super) async fn head(c: &Conn, tenant: &TenantId) -> Result<u64> {

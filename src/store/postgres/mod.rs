@@ -18,9 +18,9 @@
 //! # A write
 //! BEGIN (READ COMMITTED); the op reads its facts (`FOR SHARE` / `FOR UPDATE`, always in the
 //! order preferences → thread → folders → log head, so that writes never wait in a cycle) and
-//! writes its rows; the runner appends the plan's events last (the tenant's head row is the
-//! last lock taken and is held only until COMMIT); COMMIT; then, still in id order for the
-//! tenant, `Bus::publish`; then the caller's answer. A unique violation (two first messages
+//! writes its rows; the runner appends the plan's events last, pipelined with the COMMIT (the
+//! tenant's head row is the last lock taken and is held only until COMMIT); then, still in id
+//! order for the tenant, `Bus::publish`; then the caller's answer. A unique violation (two first messages
 //! racing to create a thread, one `external_id` posted twice at once, a number claimed twice),
 //! a serialization failure or a deadlock rolls the whole write back and runs it again from
 //! its first read, where it finds what the other write committed: the racer's thread, the
@@ -47,7 +47,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio::runtime::Handle;
 use tokio_postgres::{NoTls, Row, Statement, error::SqlState, types::ToSql};
 
-use self::log::Publisher;
+use self::log::{Appended, Publisher};
 use super::*;
 use crate::{
     bus::Bus,
@@ -114,7 +114,11 @@ impl Fail {
     fn into_store(self) -> StoreError {
         match self {
             Fail::Store(e) => e,
-            Fail::Db(e) => unavailable(e),
+            // The driver's own text is only "db error": the server's code and message say why.
+            Fail::Db(e) => match e.as_db_error() {
+                Some(db) => unavailable(format!("{} ({})", db.message(), db.code().code())),
+                None => unavailable(e),
+            },
         }
     }
 
@@ -401,17 +405,7 @@ impl Inner {
     async fn finish<R>(&self, tenant: &TenantId, mut tx: Tx, out: Result<R>) -> Finished<R> {
         let out = match out {
             Ok(r) => r,
-            Err(fail) => {
-                let retry = fail.collided() || matches!(&fail, Fail::Db(e) if e.is_closed());
-                if tx.conn.control("ROLLBACK").await.is_ok() {
-                    tx.conn.clean = true;
-                }
-                return if retry {
-                    Finished::Retry
-                } else {
-                    Finished::Done(Err(fail.into_store()))
-                };
-            }
+            Err(fail) => return self.abandon(tx, fail).await,
         };
         if tx.events.is_empty() {
             return match tx.conn.control("COMMIT").await {
@@ -427,28 +421,46 @@ impl Inner {
         // are handed to the bus.
         let turn = self.publisher.turn(tenant).await;
         let events = std::mem::take(&mut tx.events);
-        let appended = match log::append(&tx, tenant, events, self.retention).await {
-            Ok(appended) => appended,
-            Err(fail) => {
+        match log::append_and_commit(&tx, tenant, events, self.retention).await {
+            Appended::Committed(events) => {
+                tx.conn.clean = true;
+                turn.publish(&tx, tenant, events).await;
+                Finished::Done(Ok(out))
+            }
+            Appended::NotSent(fail) => {
                 drop(turn);
-                let retry = fail.collided() || matches!(&fail, Fail::Db(e) if e.is_closed());
-                if tx.conn.control("ROLLBACK").await.is_ok() {
-                    tx.conn.clean = true;
-                }
-                return if retry {
+                self.abandon(tx, fail).await
+            }
+            Appended::RolledBack(fail) => {
+                drop(turn);
+                // The transaction is over: the connection is clean.
+                tx.conn.clean = true;
+                if fail.collided() {
                     Finished::Retry
                 } else {
                     Finished::Done(Err(fail.into_store()))
-                };
+                }
             }
-        };
-        if let Err(fail) = tx.conn.control("COMMIT").await {
-            drop(turn);
-            return self.failed_commit(tx, fail).await;
+            Appended::CommitFailed(fail) => {
+                drop(turn);
+                self.failed_commit(tx, fail).await
+            }
         }
-        tx.conn.clean = true;
-        turn.publish(&tx, tenant, appended).await;
-        Finished::Done(Ok(out))
+    }
+
+    /// Rolls back an attempt that failed before COMMIT: run again after a collision or a lost
+    /// connection (the server rolled back), else the failure is the answer.
+    async fn abandon<R>(&self, tx: Tx, fail: Fail) -> Finished<R> {
+        let retry = fail.collided() || matches!(&fail, Fail::Db(e) if e.is_closed());
+        let mut tx = tx;
+        if tx.conn.control("ROLLBACK").await.is_ok() {
+            tx.conn.clean = true;
+        }
+        if retry {
+            Finished::Retry
+        } else {
+            Finished::Done(Err(fail.into_store()))
+        }
     }
 
     /// A COMMIT that failed: rolled back (a conflict found at commit: run again), or of

@@ -28,7 +28,7 @@
 use std::collections::BTreeSet;
 
 use super::{
-    Result, Tx,
+    Fail, Result, Tx,
     reads::{self, ThreadRow},
 };
 use crate::{
@@ -288,15 +288,19 @@ async fn resources_of(tx: &Tx, tenant: &TenantId, thread: &Thread) -> Result<Res
 }
 
 pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) -> Result<Ingested> {
-    let existing = tx
-        .query_opt(
-            "SELECT id FROM messages WHERE tenant = $1 AND external_id = $2",
-            &[&tenant.as_str(), &input.external_id],
+    // One statement for three facts: a message with this external_id already, the location
+    // of `to`, and the preferences (locked FOR SHARE: the first lock taken, as everywhere).
+    let first = tx
+        .query_one(
+            "SELECT (SELECT id FROM messages WHERE tenant = $1 AND external_id = $2),
+                    (SELECT location_id FROM location_numbers WHERE tenant = $1 AND number = $3),
+                    (SELECT ARRAY[notify_sales, notify_service] FROM preferences WHERE tenant = $1 FOR SHARE)",
+            &[&tenant.as_str(), &input.external_id, &input.to.as_str()],
         )
         .await?;
-    if let Some(r) = existing {
+    if let Some(id) = first.get::<_, Option<String>>(0) {
         // The same message again: answered as it is, nothing changes.
-        let message = reads::message(tx, tenant, &MessageId::trusted(r.get::<_, String>(0))).await?;
+        let message = reads::message(tx, tenant, &MessageId::trusted(id)).await?;
         let thread = reads::thread(tx, tenant, &message.thread_id).await?;
         return Ok(Ingested {
             message,
@@ -304,15 +308,20 @@ pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) 
             created: false,
         });
     }
-    let prefs = preferences_shared(tx, tenant).await?;
-    let location = tx
-        .query_opt(
-            "SELECT location_id FROM location_numbers WHERE tenant = $1 AND number = $2",
-            &[&tenant.as_str(), &input.to.as_str()],
-        )
-        .await?
-        .map(|r| LocationId::trusted(r.get::<_, String>(0)))
+    let location = first
+        .get::<_, Option<String>>(1)
+        .map(LocationId::trusted)
         .ok_or_else(|| StoreError::invalid("to", format!("{} is not an SMS number of any location", input.to)))?;
+    let prefs = first
+        .get::<_, Option<Vec<bool>>>(2)
+        .and_then(|p| match p[..] {
+            [sales, service] => Some(Preferences {
+                notify_sales_resource: sales,
+                notify_service_resource: service,
+            }),
+            _ => None,
+        })
+        .unwrap_or_default();
     let row = tx
         .query_opt(
             "SELECT id, location_id, customer_number, folder_id, unread_count, last_message_id, last_message_at FROM threads
@@ -324,10 +333,8 @@ pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) 
         Some(row) => Some(with_last_message(tx, tenant, ThreadRow::from_row(&row)).await?),
         None => None,
     };
-    let current = folder_resources_shared(tx, tenant, thread.as_ref().and_then(|t| t.folder_id.as_ref()))
-        .await?
-        .unwrap_or_default();
-    let listing = folders_listing(tx, tenant, &input.from).await?;
+    let current_folder = thread.as_ref().and_then(|t| t.folder_id.as_ref());
+    let (current, listing) = ingest_folders(tx, tenant, current_folder, &input.from).await?;
     let ids = plan::NewIds {
         thread: ThreadId::generate(),
         message: MessageId::generate(),
@@ -343,8 +350,7 @@ pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) 
     let planned = plan::ingest(facts, input, ids, Timestamp::now());
     // A new thread collides here with a racer's (threads_by_key), a repeated external_id
     // with the racer's message (messages_by_external_id): the runner runs this again.
-    insert_message(tx, tenant, &planned.message).await?;
-    save_thread(tx, tenant, &planned.thread).await?;
+    save_message_and_thread(tx, tenant, &planned.message, &planned.thread).await?;
     tx.emit_all(planned.events);
     Ok(Ingested {
         message: planned.message,
@@ -353,25 +359,59 @@ pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) 
     })
 }
 
-/// Every folder that lists `number`, with its location and resources (auto-assignment's
-/// facts), locked: the one the thread may be assigned to routes its events.
-async fn folders_listing(tx: &Tx, tenant: &TenantId, number: &PhoneNumber) -> Result<Vec<plan::FolderFacts>> {
+/// An inbound message's folders, in one statement, locked FOR SHARE: the resources of the
+/// thread's folder (`current`; default when none), and every folder that lists `number`
+/// with its location and resources (auto-assignment's facts; the one the thread may be
+/// assigned to routes its events).
+async fn ingest_folders(
+    tx: &Tx,
+    tenant: &TenantId,
+    current: Option<&FolderId>,
+    number: &PhoneNumber,
+) -> Result<(Resources, Vec<plan::FolderFacts>)> {
     let rows = tx
         .query(
-            "SELECT f.id, f.location_id, f.sales_resource_id, f.service_resource_id FROM folders f
-             WHERE f.tenant = $1 AND f.id IN (SELECT n.folder_id FROM folder_numbers n WHERE n.tenant = $1 AND n.number = $2)
+            // The folders listing the number, twice, as the same uncorrelated sub-select (run
+            // once each, on folder_numbers_by_number): a correlated EXISTS here got a generic
+            // plan that probed the trigram index instead, at 1 ms a message.
+            "SELECT f.id, f.location_id, f.sales_resource_id, f.service_resource_id,
+                    f.id = ANY(ARRAY(SELECT n.folder_id FROM folder_numbers n WHERE n.tenant = $1 AND n.number = $2))
+             FROM folders f
+             WHERE f.tenant = $1
+               AND f.id = ANY(ARRAY(SELECT n.folder_id FROM folder_numbers n WHERE n.tenant = $1 AND n.number = $2) || $3::text)
              ORDER BY f.id FOR SHARE",
-            &[&tenant.as_str(), &number.as_str()],
+            &[&tenant.as_str(), &number.as_str(), &current.map(|f| f.as_str())],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| plan::FolderFacts {
-            id: FolderId::trusted(r.get::<_, String>(0)),
-            location_id: LocationId::trusted(r.get::<_, String>(1)),
-            resources: reads::resources_at(r, 2),
-        })
-        .collect())
+    let mut resources = Resources::default();
+    let mut listing = Vec::new();
+    for r in &rows {
+        let id = FolderId::trusted(r.get::<_, String>(0));
+        if Some(&id) == current {
+            resources = reads::resources_at(r, 2);
+        }
+        if r.get::<_, bool>(4) {
+            listing.push(plan::FolderFacts {
+                id,
+                location_id: LocationId::trusted(r.get::<_, String>(1)),
+                resources: reads::resources_at(r, 2),
+            });
+        }
+    }
+    Ok((resources, listing))
+}
+
+/// Stores a new message and the thread it moved, in one round trip (the two statements are
+/// pipelined; a failure of either aborts the transaction). When one fails, the other's error
+/// may only be "the transaction is aborted": the cause (a collision, say) is the other one's.
+async fn save_message_and_thread(tx: &Tx, tenant: &TenantId, m: &Message, t: &Thread) -> Result<()> {
+    let aborted = |r: &Result<()>| matches!(r, Err(Fail::Db(e)) if e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION));
+    let (message, thread) = tokio::join!(insert_message(tx, tenant, m), save_thread(tx, tenant, t));
+    match (message, thread) {
+        (Ok(()), Ok(())) => Ok(()),
+        (m, t) if aborted(&m) => t.and(m),
+        (m, t) => m.and(t),
+    }
 }
 
 async fn insert_message(tx: &Tx, tenant: &TenantId, m: &Message) -> Result<()> {
@@ -451,8 +491,7 @@ pub(super) async fn reply(tx: &mut Tx, tenant: &TenantId, id: &ThreadId, by: &Us
         MessageId::generate(),
         Timestamp::now(),
     );
-    insert_message(tx, tenant, &replied.message).await?;
-    save_thread(tx, tenant, &replied.thread).await?;
+    save_message_and_thread(tx, tenant, &replied.message, &replied.thread).await?;
     tx.emit_all(replied.events);
     Ok(replied.message)
 }

@@ -26,18 +26,25 @@ fuzz_target!(|text: &str| {
         assert_eq!(id.as_str(), text);
     }
     if let Ok(url) = AttachmentUrl::parse(text) {
-        assert_eq!(AttachmentUrl::parse(url.as_str()).as_ref(), Ok(&url), "a normal URL parses to itself");
+        assert_eq!(
+            AttachmentUrl::parse(url.as_str()).as_ref(),
+            Ok(&url),
+            "a normal URL parses to itself"
+        );
     }
     if let Ok(m) = MediaType::parse(text) {
-        assert_eq!(MediaType::parse(m.as_str()).as_ref(), Ok(&m), "a normal media type parses to itself");
+        assert_eq!(
+            MediaType::parse(m.as_str()).as_ref(),
+            Ok(&m),
+            "a normal media type parses to itself"
+        );
     }
     let _ = Timestamp::parse_reported(text, Timestamp::now());
     let cursors = &*CURSORS;
     let tenant = TenantId::parse("acme").unwrap();
     let thread = ThreadId::parse("t_1").unwrap();
     assert!(
-        cursors.open::<ThreadPosition>(&tenant, List::Threads, text).is_err()
-            || text.len() <= 256,
+        cursors.open::<ThreadPosition>(&tenant, List::Threads, text).is_err() || text.len() <= 256,
         "a cursor longer than any this hub hands out"
     );
     let _ = cursors.open::<MessagePosition>(&tenant, List::ThreadMessages(&thread), text);

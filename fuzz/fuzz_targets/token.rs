@@ -14,5 +14,8 @@ static VERIFIER: LazyLock<Verifier> = LazyLock::new(|| {
 });
 
 fuzz_target!(|text: &str| {
-    assert!(VERIFIER.verify(text).is_err(), "a token the fuzzer made up verified: {text:?}");
+    assert!(
+        VERIFIER.verify(text).is_err(),
+        "a token the fuzzer made up verified: {text:?}"
+    );
 });

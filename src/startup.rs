@@ -89,7 +89,7 @@ impl Application {
         let hub = Arc::new(Hub::new(metrics.clone()));
         let (store, bus): (Arc<dyn Store>, Arc<dyn Bus>) = match (settings.storage.backend, settings.bus.backend) {
             (StorageBackend::Embedded, BusBackend::Local) => {
-                let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(hub.clone()));
+                let bus = Arc::new(LocalBus::new(hub.clone()));
                 let store = Embedded::open(&settings.storage.path, bus.clone(), settings.events.retention)?;
                 (Arc::new(store), bus)
             }

@@ -23,15 +23,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_trait::async_trait;
 use clap::Parser;
 use switchboard::{
-    bus::Bus,
     config::{PostgresSettings, Settings},
     domain::{FolderId, Id, LocationId, PhoneNumber, PhoneParser, TenantId, ThreadId},
     event::Event,
     store::{
-        EventLog, InboundInput, Paging, Scope, Store, ThreadQuery, ThreadView,
+        EventLog, InboundInput, Paging, Publisher, Scope, Store, ThreadQuery, ThreadView,
         postgres::{Explained, PgStore},
     },
 };
@@ -59,19 +57,11 @@ struct Args {
     out: Option<std::path::PathBuf>,
 }
 
-/// A bus for a store nobody listens to.
+/// Where a store nobody listens to publishes.
 struct Nowhere;
 
-#[async_trait]
-impl Bus for Nowhere {
+impl Publisher for Nowhere {
     fn publish(&self, _: Vec<Event>) {}
-    async fn join(&self, _: &TenantId) -> Result<(), String> {
-        Ok(())
-    }
-    fn leave(&self, _: &TenantId) {}
-    async fn ping(&self) -> Result<(), String> {
-        Ok(())
-    }
 }
 
 fn url_of(maintenance: &str, db: &str) -> String {

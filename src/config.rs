@@ -131,16 +131,6 @@ pub struct WsSettings {
     pub frame_burst: u32,
 }
 
-impl WsSettings {
-    /// The budget of a session's client frames (`session::budget`).
-    pub fn frame_rate(&self) -> crate::session::budget::Rate {
-        crate::session::budget::Rate {
-            per_second: self.frame_rate,
-            burst: self.frame_burst,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 pub struct EventSettings {
     pub retention: u64,

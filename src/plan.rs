@@ -15,14 +15,25 @@
 use serde_json::json;
 
 use crate::{
+    domain::input::{InboundInput, PreferencesPatch},
     domain::{
         AttachmentId, FolderId, LocationId, MessageId, ThreadId, UserId,
         model::{Attachment, Direction, Message, Photo, Preferences, Thread, Timestamp},
     },
     event::{self, EventKind, NewEvent, Route},
     rules::{self, ReadChange, Resources},
-    store::{InboundInput, PreferencesPatch, StoreError},
 };
+
+/// A change the rules refuse (stores answer it as their own error: `StoreError: From<Refused>`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// A folder offered to a thread at another location (`rules::assignable`).
+    #[error("the folder is at location {folder}, the thread at {thread}: a thread takes a folder of its own location")]
+    OtherLocation { thread: LocationId, folder: LocationId },
+    /// Linking images of a thread without a folder.
+    #[error("the message's thread has no folder; assign one first")]
+    NoFolder,
+}
 
 /// The route of events about a thread at `location` whose folder has `resources`.
 fn thread_route(location: &LocationId, resources: &Resources, prefs: Preferences) -> Route {
@@ -355,7 +366,7 @@ pub fn reply(
 }
 
 /// `by` assigns a thread (on a folder with `current` resources, or none) to `target`:
-/// refused for a folder of another location (`rules::assignable`), nothing for the folder it
+/// refused for a folder of another location (`rules::assignable`); nothing for the folder it
 /// has; else the old and the new audience hear of it, and the counts of the resources who
 /// joined or left an unread thread's audience move.
 pub fn assign(
@@ -364,9 +375,12 @@ pub fn assign(
     target: &FolderFacts,
     prefs: Preferences,
     by: &UserId,
-) -> Result<Option<Changed>, StoreError> {
+) -> Result<Option<Changed>, Refused> {
     if !rules::assignable(&thread.location_id, &target.location_id) {
-        return Err(StoreError::not_assignable(&thread.location_id, &target.location_id));
+        return Err(Refused::OtherLocation {
+            thread: thread.location_id.clone(),
+            folder: target.location_id.clone(),
+        });
     }
     if thread.folder_id.as_ref() == Some(&target.id) {
         return Ok(None);
@@ -414,11 +428,8 @@ pub fn link_images(
     already: &[AttachmentId],
     by: &UserId,
     now: Timestamp,
-) -> Result<Linking, StoreError> {
-    let folder = thread
-        .folder_id
-        .clone()
-        .ok_or_else(|| StoreError::Conflict("the message's thread has no folder; assign one first".into()))?;
+) -> Result<Linking, Refused> {
+    let folder = thread.folder_id.clone().ok_or(Refused::NoFolder)?;
     let new_photos: Vec<Photo> = message
         .attachments
         .iter()
@@ -452,10 +463,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::{
-        domain::{Id, PhoneNumber, model::Attachment},
-        store::AttachmentInput,
-    };
+    use crate::domain::{Id, PhoneNumber, input::AttachmentInput, model::Attachment};
 
     fn id<T: Id>(s: &str) -> T {
         T::parse(s).unwrap()
@@ -792,7 +800,7 @@ mod tests {
         let sam = res(Some("sam"), None);
 
         let err = assign(&thread(Some("F1"), 1), &sam, &elsewhere, BOTH, &by).unwrap_err();
-        assert!(matches!(err, StoreError::Invalid { field: "folder_id", .. }), "{err:?}");
+        assert!(matches!(err, Refused::OtherLocation { .. }), "{err:?}");
 
         let same = folder("F1", "L1", sam.clone());
         assert_eq!(assign(&thread(Some("F1"), 1), &sam, &same, BOTH, &by).unwrap(), None);
@@ -829,7 +837,7 @@ mod tests {
         let sam = res(Some("sam"), None);
 
         let err = link_images(&m, &thread(None, 0), &sam, BOTH, &[], &by, at(9)).unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert_eq!(err, Refused::NoFolder);
 
         let first = link_images(&m, &thread(Some("F1"), 0), &sam, BOTH, &[], &by, at(9)).unwrap();
         let linked: Vec<&str> = first.new_photos.iter().map(|p| p.attachment_id.as_str()).collect();

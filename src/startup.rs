@@ -89,7 +89,7 @@ impl Application {
         let hub = Arc::new(Hub::new(metrics.clone()));
         let (store, bus): (Arc<dyn Store>, Arc<dyn Bus>) = match (settings.storage.backend, settings.bus.backend) {
             (StorageBackend::Embedded, BusBackend::Local) => {
-                let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(hub.clone()));
+                let bus = Arc::new(LocalBus::new(hub.clone()));
                 let store = Embedded::open(&settings.storage.path, bus.clone(), settings.events.retention)?;
                 (Arc::new(store), bus)
             }
@@ -104,7 +104,7 @@ impl Application {
             }
             (StorageBackend::Postgres, BusBackend::Local) => {
                 // One node on PostgreSQL: the store publishes each commit to this node's hub.
-                let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(hub.clone()));
+                let bus = Arc::new(LocalBus::new(hub.clone()));
                 let store = PgStore::connect(&settings.postgres, bus.clone(), settings.events.retention).await?;
                 (Arc::new(store), bus)
             }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{Bus, EventSink};
-use crate::{domain::TenantId, event::Event};
+use crate::{domain::TenantId, event::Event, store::Publisher};
 
 pub struct LocalBus {
     sink: Arc<dyn EventSink>,
@@ -17,13 +17,15 @@ impl LocalBus {
     }
 }
 
-#[async_trait]
-impl Bus for LocalBus {
+impl Publisher for LocalBus {
     fn publish(&self, events: Vec<Event>) {
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         self.sink.deliver(&events);
     }
+}
 
+#[async_trait]
+impl Bus for LocalBus {
     async fn join(&self, _tenant: &TenantId) -> Result<(), String> {
         // One node: every committed event is delivered here already.
         Ok(())

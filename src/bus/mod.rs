@@ -1,8 +1,11 @@
 //! Cross-node fan-out of committed events.
 //!
-//! The store hands every committed batch to `Bus::publish` in log order; the bus brings it to
-//! the `EventSink` (the hub) of every node. `local` is the in-process bus of a single node:
-//! publishing *is* delivering to this node's hub. `pubsub` is the live-event transport of the
+//! The store hands every committed batch to its `store::Publisher` (a bus) in log order; the
+//! bus brings it to the `EventSink` (the hub) of every node. `local` is the in-process bus of
+//! one embedded node: publishing *is* delivering to this node's hub. `relay` carries events
+//! between nodes over a `pubsub` transport, in log order, filling holes from the log. The bus
+//! reads storage only through `store::EventLog`, and never the hub's insides: it hands events
+//! to an `EventSink`. `pubsub` is the live-event transport of the
 //! cluster bus (partitioned pub/sub on a single Redis or a Redis Cluster).
 
 pub mod local;
@@ -15,6 +18,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{domain::TenantId, event::Event};
+
+// `publish` lives in `store::Publisher`, which the buses that carry committed events implement.
 
 /// Receives committed events on one node (implemented by the hub). Must not block: it only
 /// queues frames for sessions.
@@ -29,10 +34,6 @@ pub trait EventSink: Send + Sync + 'static {
 
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Delivers `events` (one committed batch, in log order) to every node. Called by the
-    /// store right after the commit, before the callers are answered.
-    fn publish(&self, events: Vec<Event>);
-
     /// Makes sure this node receives `tenant`'s events from now on (a session of that tenant
     /// is opening here). Resolves once that holds, so that a session which reads the log's
     /// head afterwards misses nothing between the head and its first live event.

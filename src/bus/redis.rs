@@ -63,7 +63,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::{Bus, EventSink};
-use crate::{config::RedisSettings, domain::TenantId, event::Event, store::EventLog, store::redis::keys};
+use crate::{config::RedisSettings, domain::TenantId, store::EventLog, store::redis::keys};
 
 use tenant::{Input, TenantTask};
 
@@ -182,10 +182,6 @@ impl Drop for RedisBus {
 
 #[async_trait]
 impl Bus for RedisBus {
-    fn publish(&self, _events: Vec<Event>) {
-        // The Redis store publishes in the same script that appends to the log.
-    }
-
     async fn join(&self, tenant: &TenantId) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
         self.shared.send(tenant, Input::Join(reply), true);

@@ -145,6 +145,10 @@ impl MediaType {
         let mut out = m.essence_str().to_owned();
         for (name, value) in m.params() {
             let value = value.as_str();
+            if value.is_empty() {
+                // `mime` takes `a=` but not `a=""`: a parameter without a value is no parameter.
+                return Err(InvalidMediaType::Malformed);
+            }
             out.push_str("; ");
             out.push_str(name.as_str());
             out.push('=');
@@ -156,6 +160,10 @@ impl MediaType {
                 out.push_str(value);
                 out.push('"');
             }
+        }
+        // The normal form must read back as itself (the fuzz target `inputs` holds it to that).
+        if out.parse::<mime::Mime>().is_err() {
+            return Err(InvalidMediaType::Malformed);
         }
         Ok(Self(out))
     }
@@ -265,6 +273,8 @@ mod tests {
             ("image", Err(Malformed)),
             ("image/", Err(Malformed)),
             ("/png", Err(Malformed)),
+            // Found by fuzzing: a parameter without a value normalized to one that did not parse.
+            ("a+/+; ++=", Err(Malformed)),
             ("image/png/x", Err(Malformed)),
             ("image png", Err(Malformed)),
             ("image/png; charset", Err(Malformed)),

@@ -4,6 +4,7 @@
 
 mod attachment;
 mod ids;
+pub mod input;
 pub mod model;
 mod phone;
 

@@ -77,15 +77,22 @@ impl PhoneParser {
         if !(4..=17).contains(&digits) {
             return Err(InvalidPhone);
         }
-        let parsed = phonenumber::parse(Some(self.default_country), trimmed).map_err(|_| InvalidPhone)?;
-        let e164 = parsed.format().mode(Mode::E164).to_string();
+        let e164 = to_e164(phonenumber::parse(Some(self.default_country), trimmed))?;
         let n = e164.len() - 1;
-        if e164.starts_with('+') && (8..=15).contains(&n) && e164[1..].bytes().all(|b| b.is_ascii_digit()) {
-            Ok(PhoneNumber(e164))
-        } else {
-            Err(InvalidPhone)
+        if !(e164.starts_with('+') && (8..=15).contains(&n) && e164[1..].bytes().all(|b| b.is_ascii_digit())) {
+            return Err(InvalidPhone);
         }
+        // A number whose E.164 form reads back as another one (the library drops a national
+        // prefix from `+1 1…`) is ambiguous: the stored form must be what it parses to.
+        if to_e164(phonenumber::parse(Some(self.default_country), &e164))? != e164 {
+            return Err(InvalidPhone);
+        }
+        Ok(PhoneNumber(e164))
     }
+}
+
+fn to_e164(parsed: Result<phonenumber::PhoneNumber, phonenumber::ParseError>) -> Result<String, InvalidPhone> {
+    Ok(parsed.map_err(|_| InvalidPhone)?.format().mode(Mode::E164).to_string())
 }
 
 #[cfg(test)]
@@ -123,8 +130,19 @@ mod tests {
             "12",
             "++15551234567",
             "1+5551234567",
+            // Found by fuzzing (fuzz/fuzz_targets/inputs.rs): it read as +114987887, which
+            // reads back as +14987887.
+            "11114987887",
         ] {
             assert!(us().parse(input).is_err(), "{input}");
+        }
+    }
+
+    #[test]
+    fn a_stored_number_parses_back_to_itself() {
+        for input in ["555-123-4567", "+44 20 7946 0958", "+15550001111", "+14987887"] {
+            let n = us().parse(input).unwrap_or_else(|_| panic!("{input}"));
+            assert_eq!(us().parse(n.as_str()), Ok(n.clone()), "{input}");
         }
     }
 

@@ -11,6 +11,8 @@
 
 use tokio::time::Instant;
 
+use crate::config::WsSettings;
+
 /// How fast a budget refills, and how much it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
@@ -18,6 +20,15 @@ pub struct Rate {
     pub per_second: u32,
     /// The most units a session may have saved.
     pub burst: u32,
+}
+
+impl From<&WsSettings> for Rate {
+    fn from(ws: &WsSettings) -> Rate {
+        Rate {
+            per_second: ws.frame_rate,
+            burst: ws.frame_burst,
+        }
+    }
 }
 
 /// Bytes of a frame that cost one more unit.

@@ -380,12 +380,13 @@ impl Conn {
 
     /// Takes `cost` units from the client's budget if it holds them (see `budget`).
     fn pay(&mut self, cost: u32) -> bool {
-        self.budget.try_take(cost, self.deps.ws.frame_rate(), Instant::now())
+        self.budget
+            .try_take(cost, budget::Rate::from(&self.deps.ws), Instant::now())
     }
 
     /// The answer to a frame the budget could not pay for: it was dropped unread.
     async fn rate_limited(&mut self) -> Result<(), End> {
-        let rate = self.deps.ws.frame_rate();
+        let rate = budget::Rate::from(&self.deps.ws);
         let msg = format!(
             "over this session's budget ({} units a second, {} at once; a frame costs one unit per 4 KiB begun, \
              a resume one more per 100 events it may replay): the frame was dropped",
@@ -455,7 +456,7 @@ impl Conn {
         };
         // Paid for before the log is read: the events up to the newest this session knows of,
         // settled below with what the log held.
-        let rate = self.deps.ws.frame_rate();
+        let rate = budget::Rate::from(&self.deps.ws);
         let limit = self.deps.ws.replay_limit as u64;
         let known = self.opened_at.max(self.handle.state().delivery.last_sent);
         let estimate = budget::replay_cost(known.saturating_sub(after).min(limit), rate);

@@ -16,6 +16,8 @@
 //! (see `session`); what they read is `session_start`, the count together with the log's head
 //! it is exact as of.
 
+pub use crate::domain::input::{AttachmentInput, FolderInput, InboundInput, LocationInput, PreferencesPatch};
+
 pub mod embedded;
 pub mod postgres;
 pub mod redis;
@@ -26,10 +28,10 @@ use async_trait::async_trait;
 
 use crate::{
     domain::{
-        AttachmentUrl, FolderId, LocationId, MediaType, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
+        FolderId, LocationId, MessageId, TenantId, ThreadId, UserId,
         model::{
             Folder, Ingested, Linked, Location, Me, Message, MessagePage, MessagePosition, Photo, Preferences,
-            Resource, Thread, ThreadPage, ThreadPosition, Timestamp, User,
+            Resource, Thread, ThreadPage, ThreadPosition, User,
         },
     },
     event::Event,
@@ -54,19 +56,18 @@ impl StoreError {
             detail: detail.into(),
         }
     }
-
-    /// A folder at `folder` offered to a thread at `thread` (`rules::assignable` said no).
-    pub fn not_assignable(thread: &LocationId, folder: &LocationId) -> Self {
-        StoreError::invalid(
-            "folder_id",
-            format!(
-                "the folder is at location {folder}, the thread at {thread}: a thread takes a folder of its own location"
-            ),
-        )
-    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl From<crate::plan::Refused> for StoreError {
+    fn from(r: crate::plan::Refused) -> StoreError {
+        match r {
+            crate::plan::Refused::OtherLocation { .. } => StoreError::invalid("folder_id", r.to_string()),
+            crate::plan::Refused::NoFolder => StoreError::Conflict(r.to_string()),
+        }
+    }
+}
 
 /// 32 bytes from the operating system's CSPRNG: a candidate for `Store::cursor_key` (the
 /// store keeps it only if no key exists yet).
@@ -82,44 +83,6 @@ pub struct Scope {
     pub tenant: TenantId,
     pub user: UserId,
     pub locations: Arc<[LocationId]>,
-}
-
-#[derive(Debug, Clone)]
-pub struct LocationInput {
-    pub name: String,
-    pub sms_numbers: Vec<PhoneNumber>,
-}
-
-#[derive(Debug, Clone)]
-pub struct FolderInput {
-    pub name: String,
-    pub location_id: LocationId,
-    pub phone_numbers: Vec<PhoneNumber>,
-    pub sales_resource_id: Option<UserId>,
-    pub service_resource_id: Option<UserId>,
-}
-
-/// A partial preferences update: `None` keeps the current value.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PreferencesPatch {
-    pub notify_sales_resource: Option<bool>,
-    pub notify_service_resource: Option<bool>,
-}
-
-#[derive(Debug, Clone)]
-pub struct AttachmentInput {
-    pub url: AttachmentUrl,
-    pub content_type: MediaType,
-}
-
-#[derive(Debug, Clone)]
-pub struct InboundInput {
-    pub external_id: String,
-    pub from: PhoneNumber,
-    pub to: PhoneNumber,
-    pub body: String,
-    pub attachments: Vec<AttachmentInput>,
-    pub received_at: Option<Timestamp>,
 }
 
 /// Which threads a list shows.
@@ -214,6 +177,12 @@ pub trait EventLog: Send + Sync + 'static {
 /// Errors: `NotFound` for an unknown id named in the call, `Invalid` for a reference that does
 /// not hold (the field is named), `Conflict` as documented per call, `Unavailable` when storage
 /// does not answer (nothing was changed, or the change is all there: never a part).
+/// Where a store hands each committed batch of events (the bus implements it): called right
+/// after the commit, in log order, before the callers are answered. Must not block.
+pub trait Publisher: Send + Sync + 'static {
+    fn publish(&self, events: Vec<Event>);
+}
+
 #[async_trait]
 pub trait Store: EventLog {
     // Directory (role `service`).

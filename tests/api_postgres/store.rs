@@ -10,15 +10,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_trait::async_trait;
 use futures_util::future::join_all;
 use switchboard::{
-    bus::Bus,
     config::{PostgresSettings, Settings},
     domain::{FolderId, Id, LocationId, MessageId, PhoneNumber, PhoneParser, TenantId, ThreadId, UserId},
     event::{Event, EventKind},
     store::{
-        EventLog, FolderInput, InboundInput, LocationInput, Paging, PreferencesPatch, Replay, Scope, Store, StoreError,
+        EventLog, FolderInput, InboundInput, LocationInput, Paging, PreferencesPatch, Publisher, Replay, Scope, Store,
+        StoreError,
         postgres::{MIGRATIONS_TABLE, PgStore},
     },
 };
@@ -61,17 +60,9 @@ impl Recorder {
     }
 }
 
-#[async_trait]
-impl Bus for Recorder {
+impl Publisher for Recorder {
     fn publish(&self, events: Vec<Event>) {
         self.published.lock().unwrap().extend(events);
-    }
-    async fn join(&self, _: &TenantId) -> Result<(), String> {
-        Ok(())
-    }
-    fn leave(&self, _: &TenantId) {}
-    async fn ping(&self) -> Result<(), String> {
-        Ok(())
     }
 }
 
@@ -526,7 +517,7 @@ async fn the_log_keeps_the_newest_events_up_to_the_retention() {
 #[tokio::test]
 async fn stores_connecting_at_once_to_a_fresh_database_apply_the_schema_once() {
     let db = fresh_database();
-    let bus: Arc<dyn Bus> = Arc::new(Recorder::default());
+    let bus: Arc<dyn Publisher> = Arc::new(Recorder::default());
     let s = settings(&db.url);
     let stores = join_all((0..6).map(|_| PgStore::connect(&s, bus.clone(), 1000))).await;
     let stores: Vec<PgStore> = stores.into_iter().map(|s| s.expect("every node starts")).collect();
@@ -554,7 +545,7 @@ async fn stores_connecting_at_once_to_a_fresh_database_apply_the_schema_once() {
 #[tokio::test]
 async fn stores_racing_for_the_cursor_key_all_read_the_one_that_was_set_first() {
     let db = fresh_database();
-    let bus: Arc<dyn Bus> = Arc::new(Recorder::default());
+    let bus: Arc<dyn Publisher> = Arc::new(Recorder::default());
     let store = PgStore::connect(&settings(&db.url), bus.clone(), 1000).await.unwrap();
     let s = settings(&db.url);
     let stores: Vec<PgStore> = join_all((0..4).map(|_| PgStore::connect(&s, bus.clone(), 1000)))

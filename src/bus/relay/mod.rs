@@ -49,7 +49,12 @@ use super::{
     Bus, EventSink,
     pubsub::{Gap, PubSub, Receiver, partition_of},
 };
-use crate::{domain::TenantId, event::Event, metrics::Metrics, store::EventLog};
+use crate::{
+    domain::TenantId,
+    event::Event,
+    metrics::Metrics,
+    store::{EventLog, Publisher},
+};
 
 /// How often the log's heads are read for every tenant served here.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(300);
@@ -203,8 +208,7 @@ impl Drop for RelayBus {
     }
 }
 
-#[async_trait]
-impl Bus for RelayBus {
+impl Publisher for RelayBus {
     fn publish(&self, events: Vec<Event>) {
         // A commit's events are one tenant's in the stores that use this bus, but group runs
         // of one tenant anyway.
@@ -223,7 +227,10 @@ impl Bus for RelayBus {
             start = end;
         }
     }
+}
 
+#[async_trait]
+impl Bus for RelayBus {
     async fn join(&self, tenant: &TenantId) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
         self.shared.send(tenant, Input::Join(reply), true);

@@ -23,7 +23,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use crate::{
-    bus::Bus,
     domain::model::{
         Folder, Linked, Location, Me, Message, MessagePage, Photo, Preferences, Resource, Thread, ThreadPage, User,
     },
@@ -42,7 +41,7 @@ pub struct Embedded {
 
 impl Embedded {
     /// Opens (creating if needed) the database in `dir`.
-    pub fn open(dir: &Path, bus: Arc<dyn Bus>, retention: u64) -> anyhow::Result<Embedded> {
+    pub fn open(dir: &Path, publisher: Arc<dyn Publisher>, retention: u64) -> anyhow::Result<Embedded> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("switchboard.sqlite3");
         let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -66,7 +65,7 @@ impl Embedded {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, bus, retention))
+            .spawn(move || writer_loop(conn, rx, publisher, retention))
             .context("starting the writer thread")?;
         Ok(Embedded { writer: tx, readers })
     }
@@ -203,7 +202,7 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, bus: Arc<dyn Bus>, retention: u64) {
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, publisher: Arc<dyn Publisher>, retention: u64) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -247,7 +246,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, bus: Arc<
         match committed {
             Ok(()) => {
                 if !events.is_empty() {
-                    bus.publish(events);
+                    publisher.publish(events);
                 }
                 batch.into_iter().for_each(|j| j.finish(Ok(())));
             }

@@ -11,7 +11,7 @@
 //!
 //! **Publishing.** A tenant's events must reach the bus in id order (the hub skips ids older
 //! than the newest it delivered), yet two writes of one tenant finish their COMMITs on
-//! different tasks. So a write takes the tenant's *turn* (`Publisher::turn`) before it locks
+//! different tasks. So a write takes the tenant's *turn* (`Outbox::turn`) before it locks
 //! the head and publishes before giving it back: within this process, the turn order is the
 //! head's lock order, which is the id order. A COMMIT whose outcome was lost (the connection
 //! died while it was answered) may have committed ids that were never published; the next
@@ -31,10 +31,9 @@ use tokio_postgres::types::ToSql;
 
 use super::{Conn, Fail, Result, Tx, unavailable};
 use crate::{
-    bus::Bus,
     domain::TenantId,
     event::{Event, EventKind, NewEvent},
-    store::{Replay, StoreError},
+    store::{Publisher, Replay, StoreError},
 };
 
 /// How many events apart the trims of a tenant's log are: an eighth of the retention, at most
@@ -204,22 +203,23 @@ fn event_of(tenant: &TenantId, r: &tokio_postgres::Row) -> Result<Event, StoreEr
     })
 }
 
-/// Hands committed events to the bus in id order per tenant (see the module's doc).
-pub(super) struct Publisher {
-    bus: Arc<dyn Bus>,
+/// Hands committed events to the bus (the store's `Publisher`) in id order per tenant (see
+/// the module's doc).
+pub(super) struct Outbox {
+    bus: Arc<dyn Publisher>,
     /// Per tenant: the newest id published from this process (`None` before the first).
     tenants: Mutex<HashMap<TenantId, Arc<AsyncMutex<Option<u64>>>>>,
 }
 
 /// A tenant's turn to append and publish.
 pub(super) struct Turn {
-    bus: Arc<dyn Bus>,
+    bus: Arc<dyn Publisher>,
     last: OwnedMutexGuard<Option<u64>>,
 }
 
-impl Publisher {
-    pub(super) fn new(bus: Arc<dyn Bus>) -> Publisher {
-        Publisher {
+impl Outbox {
+    pub(super) fn new(bus: Arc<dyn Publisher>) -> Outbox {
+        Outbox {
             bus,
             tenants: Mutex::new(HashMap::new()),
         }

@@ -20,7 +20,7 @@
 //! order preferences → thread → folders → log head, so that writes never wait in a cycle) and
 //! writes its rows; the runner appends the plan's events last, pipelined with the COMMIT (the
 //! tenant's head row is the last lock taken and is held only until COMMIT); then, still in id
-//! order for the tenant, `Bus::publish`; then the caller's answer. A unique violation (two first messages
+//! order for the tenant, to the store's `Publisher` (the bus); then the caller's answer. A unique violation (two first messages
 //! racing to create a thread, one `external_id` posted twice at once, a number claimed twice),
 //! a serialization failure or a deadlock rolls the whole write back and runs it again from
 //! its first read, where it finds what the other write committed: the racer's thread, the
@@ -47,10 +47,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio::runtime::Handle;
 use tokio_postgres::{NoTls, Row, Statement, error::SqlState, types::ToSql};
 
-use self::log::{Appended, Publisher};
+use self::log::{Appended, Outbox};
 use super::*;
 use crate::{
-    bus::Bus,
     config::PostgresSettings,
     domain::model::{
         Folder, Ingested, Linked, Location, Me, Message, MessagePage, Photo, Preferences, Resource, Thread, ThreadPage,
@@ -74,8 +73,10 @@ pub struct PgStore {
 /// What every call's task shares.
 struct Inner {
     pool: Pool,
-    bus: Arc<dyn Bus>,
-    publisher: Publisher,
+    /// Where committed events go (the bus).
+    sink: Arc<dyn Publisher>,
+    /// Hands them over in id order per tenant.
+    outbox: Outbox,
     /// Set on a store made by `explaining`: every query is explained first (see `Conn`).
     explain: Option<Explained>,
     retention: u64,
@@ -95,6 +96,12 @@ pub(super) enum Fail {
 impl From<StoreError> for Fail {
     fn from(e: StoreError) -> Self {
         Fail::Store(e)
+    }
+}
+
+impl From<crate::plan::Refused> for Fail {
+    fn from(r: crate::plan::Refused) -> Self {
+        Fail::Store(r.into())
     }
 }
 
@@ -268,7 +275,11 @@ macro_rules! transact {
 impl PgStore {
     /// Opens the pool and creates or upgrades the schema (safe when several nodes start at
     /// once). Fails when the database cannot be reached or migrated: `serve` stops.
-    pub async fn connect(settings: &PostgresSettings, bus: Arc<dyn Bus>, retention: u64) -> anyhow::Result<PgStore> {
+    pub async fn connect(
+        settings: &PostgresSettings,
+        publisher: Arc<dyn Publisher>,
+        retention: u64,
+    ) -> anyhow::Result<PgStore> {
         let config = pg_config(settings)?;
         migrate::run(&config, settings.timeout().max(Duration::from_secs(60)))
             .await
@@ -294,8 +305,8 @@ impl PgStore {
         let store = PgStore {
             inner: Arc::new(Inner {
                 pool,
-                publisher: Publisher::new(bus.clone()),
-                bus,
+                outbox: Outbox::new(publisher.clone()),
+                sink: publisher,
                 explain: None,
                 retention: retention.max(1),
                 timeout: settings.timeout(),
@@ -316,8 +327,8 @@ impl PgStore {
         let store = PgStore {
             inner: Arc::new(Inner {
                 pool: i.pool.clone(),
-                bus: i.bus.clone(),
-                publisher: Publisher::new(i.bus.clone()),
+                sink: i.sink.clone(),
+                outbox: Outbox::new(i.sink.clone()),
                 explain: Some(explained.clone()),
                 retention: i.retention,
                 timeout: i.timeout,
@@ -419,7 +430,7 @@ impl Inner {
         // Publishing in id order: the tenant's turn is taken before its log head is locked
         // (so no write waits for the turn while holding the head) and kept until the events
         // are handed to the bus.
-        let turn = self.publisher.turn(tenant).await;
+        let turn = self.outbox.turn(tenant).await;
         let events = std::mem::take(&mut tx.events);
         match log::append_and_commit(&tx, tenant, events, self.retention).await {
             Appended::Committed(events) => {

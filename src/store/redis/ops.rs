@@ -463,7 +463,11 @@ pub async fn assign(tx: &mut Tx, id: &ThreadId, folder: &FolderId, by: &UserId) 
     let row = thread_record(tx, id).await?;
     let target = folder_record(tx, folder).await?.ok_or(StoreError::NotFound("folder"))?;
     if !rules::assignable(&row.location_id, &target.location_id) {
-        return Err(StoreError::not_assignable(&row.location_id, &target.location_id));
+        return Err(crate::plan::Refused::OtherLocation {
+            thread: row.location_id.clone(),
+            folder: target.location_id.clone(),
+        }
+        .into());
     }
     if row.folder_id.as_ref() == Some(folder) {
         return full_thread(tx, id, row).await;

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub publish_failures: IntCounter,
     /// Reads of the event log to fill a hole in live delivery, by what found the hole.
     pub catch_ups: IntCounterVec,
+    /// 1 while the bus's transport is connected (every partition live), 0 during an outage
+    /// (events then come from the log).
+    pub bus_up: IntGauge,
 }
 
 impl Metrics {
@@ -61,6 +64,8 @@ impl Metrics {
             &["reason"],
         )
         .unwrap();
+        let bus_up = IntGauge::new("bus_up", "1 while the bus's transport is connected, 0 during an outage").unwrap();
+        bus_up.set(1);
         // unwrap: the names above are valid and registered once on a fresh registry.
         registry.register(Box::new(sessions.clone())).unwrap();
         registry.register(Box::new(handshakes.clone())).unwrap();
@@ -72,6 +77,7 @@ impl Metrics {
         registry.register(Box::new(http_responses.clone())).unwrap();
         registry.register(Box::new(publish_failures.clone())).unwrap();
         registry.register(Box::new(catch_ups.clone())).unwrap();
+        registry.register(Box::new(bus_up.clone())).unwrap();
         Metrics {
             registry,
             sessions,
@@ -84,6 +90,7 @@ impl Metrics {
             http_responses,
             publish_failures,
             catch_ups,
+            bus_up,
         }
     }
 

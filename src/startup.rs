@@ -15,7 +15,13 @@ use tracing::{info, warn};
 
 use crate::{
     auth::Verifier,
-    bus::{Bus, local::LocalBus, redis::RedisBus},
+    bus::{
+        Bus,
+        local::LocalBus,
+        pubsub,
+        redis::RedisBus,
+        relay::{self, RelayBus},
+    },
     config::{BusBackend, DEV_SECRET, Settings, StorageBackend},
     cursor::Cursors,
     domain::PhoneParser,
@@ -103,16 +109,45 @@ impl Application {
                 (store, bus)
             }
             (StorageBackend::Postgres, BusBackend::Local) => {
-                // One node on PostgreSQL: the store publishes each commit to this node's hub.
-                let bus = Arc::new(LocalBus::new(hub.clone()));
-                let store = PgStore::connect(&settings.postgres, bus.clone(), settings.events.retention).await?;
-                (Arc::new(store), bus)
+                // One node on PostgreSQL: the relay bus on the loopback transport, so that
+                // a commit whose publish was lost still reaches the sessions from the log.
+                let router = RelayBus::router();
+                let (publisher, queue) = relay::publisher(metrics.clone());
+                let store = Arc::new(
+                    PgStore::connect(&settings.postgres, Arc::new(publisher), settings.events.retention).await?,
+                );
+                let transport = Arc::new(pubsub::Loopback::new(router.clone()));
+                let bus = Arc::new(RelayBus::start(
+                    router,
+                    transport,
+                    store.clone(),
+                    hub.clone(),
+                    metrics.clone(),
+                    queue,
+                ));
+                (store, bus)
             }
-            (StorageBackend::Postgres, BusBackend::Redis) => bail!(
-                "storage.backend = \"postgres\" with bus.backend = \"redis\" (several nodes) needs the bus \
-                 that reads PostgreSQL's log, which this build does not have yet: run one node with \
-                 bus.backend = \"local\", or several on storage.backend = \"redis\""
-            ),
+            (StorageBackend::Postgres, BusBackend::Redis) => {
+                // Several nodes: the store publishes through the relay bus, which reads the
+                // store's log to fill holes and to deliver while Redis is away.
+                let router = RelayBus::router();
+                let (publisher, queue) = relay::publisher(metrics.clone());
+                let store = Arc::new(
+                    PgStore::connect(&settings.postgres, Arc::new(publisher), settings.events.retention).await?,
+                );
+                let transport = pubsub::connect(&settings.redis, router.clone())
+                    .await
+                    .context("starting the bus's Redis transport")?;
+                let bus = Arc::new(RelayBus::start(
+                    router,
+                    transport,
+                    store.clone(),
+                    hub.clone(),
+                    metrics.clone(),
+                    queue,
+                ));
+                (store, bus)
+            }
             // The log's order is the delivery order only when the log and the bus are one
             // system: embedded storage with the in-process bus, or Redis with Redis.
             (storage, bus) => bail!(

@@ -642,18 +642,25 @@ async fn a_server_that_hangs_answers_503_within_the_deadline_and_the_store_recov
     assert_eq!(store.head(&tenant()).await.unwrap(), 4, "two messages, two events each");
 }
 
-#[tokio::test]
-async fn serve_refuses_postgres_with_the_redis_bus_for_now_and_names_what_to_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = crate::helpers::test_settings(dir.path());
-    settings.bus.backend = switchboard::config::BusBackend::Redis;
-    let err = switchboard::startup::Application::build(settings)
-        .await
-        .err()
-        .expect("the pair is refused");
-    let message = format!("{err:#}");
-    assert!(
-        message.contains("bus.backend = \"local\"") && message.contains("storage.backend = \"redis\""),
-        "{message}"
-    );
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_on_one_database_and_redis_deliver_what_either_commits_to_the_others_sessions() {
+    use crate::helpers::{redis as redis_server, start, test_settings, ws::*};
+    let redis = redis_server::RedisServer::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = test_settings(dir_a.path());
+    a.bus.backend = switchboard::config::BusBackend::Redis;
+    a.redis.url = redis.url();
+    a.redis.key_prefix = redis_server::unique_prefix();
+    let mut b = a.clone();
+    b.storage.path = dir_b.path().to_path_buf();
+    let (a, b) = (start(a, dir_a).await, start(b, dir_b).await);
+    a.seed().await;
+    let (mut sam_b, _) = open(&b, &member("sam")).await;
+    let posted = inbound_ok(&a, "SM1", F1_PHONE).await;
+    let frame = sam_b.next_of_type("message.new").await;
+    assert_eq!(frame["data"]["message"]["id"], posted["message"]["id"]);
+    let (mut sue_a, _) = open(&a, &member("sue")).await;
+    let again = inbound_ok(&b, "SM2", F1_PHONE).await;
+    let frame = sue_a.next_of_type("message.new").await;
+    assert_eq!(frame["data"]["message"]["id"], again["message"]["id"]);
 }

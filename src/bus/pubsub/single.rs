@@ -62,7 +62,9 @@ impl SinglePubSub {
             .set_response_timeout(Some(tuning.command_timeout))
             .set_number_of_retries(2)
             .set_max_delay(tuning.max_backoff);
-        let publisher = ConnectionManager::new_with_config(client, config).await?;
+        // Lazy: a node starts while Redis is away (its events then come from the log, see
+        // `bus::relay`); the first publish connects.
+        let publisher = ConnectionManager::new_lazy_with_config(client, config)?;
         let engine = Handle::start(
             Source::Single { info },
             Topology::single(node),

@@ -2,11 +2,12 @@
 //! in log order, with the log as the truth.
 //!
 //! # What it owns
-//! - **Publishing**: the store hands every committed batch to `Bus::publish`; the batch is
-//!   encoded once per tenant (`Batch`) and queued for one publisher task, which publishes it on
-//!   the tenant's partition channel (`Transport`). Publishing never blocks a write: a full
-//!   queue drops the batch (counted), and the receivers' head check brings it from the log.
-//!   The transport is `bus::pubsub` (Redis, Redis Cluster, or the loopback of one node).
+//! - **Publishing**: the store hands every committed batch to its `RelayPublisher` (a
+//!   `store::Publisher`); the batch is encoded once per tenant (`Batch`) and queued for the
+//!   bus's publisher task, which publishes it on the tenant's partition channel. Publishing
+//!   never blocks a write: a full queue drops the batch (counted), and the receivers' head
+//!   check brings it from the log. The transport is a `bus::pubsub::PubSub` (Redis, Redis
+//!   Cluster, or the `Loopback` of one node).
 //! - **Receiving**: one task per tenant with a session on this node (`tenant`), fed by the
 //!   transport's messages for that tenant, owning the tenant's delivery order: the hub gets
 //!   every event of the tenant once, in increasing id order, with no hole. A batch that does
@@ -117,7 +118,6 @@ struct Shared {
     sink: Arc<dyn EventSink>,
     transport: Arc<dyn PubSub>,
     router: Arc<Router>,
-    publish: mpsc::Sender<(u16, String)>,
     metrics: Arc<Metrics>,
     /// Per partition, the tenants here that need it subscribed; its lock is held across the
     /// transport's SUBSCRIBE/UNSUBSCRIBE, so the two never race for one channel.
@@ -168,29 +168,46 @@ impl Receiver for Router {
     }
 }
 
+/// The publishing side of a relay bus, which the store holds (`store::Publisher`): it encodes
+/// each committed batch and queues it for the bus's publisher task. Made before the bus,
+/// because the bus reads the store's log and the store publishes through this.
+pub struct RelayPublisher {
+    queue: mpsc::Sender<(u16, String)>,
+    metrics: Arc<Metrics>,
+}
+
+/// The other end: what the bus publishes from (`RelayBus::start`).
+pub struct PublishQueue(mpsc::Receiver<(u16, String)>);
+
+/// A publisher and the queue it feeds.
+pub fn publisher(metrics: Arc<Metrics>) -> (RelayPublisher, PublishQueue) {
+    let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
+    (RelayPublisher { queue, metrics }, PublishQueue(rx))
+}
+
 impl RelayBus {
     /// Starts the bus on `transport`, whose messages must reach `router` (the same one:
-    /// make it with `RelayBus::router()` first and hand it to the transport).
+    /// make it with `RelayBus::router()` first and hand it to the transport), publishing what
+    /// `queue`'s publisher was handed.
     pub fn start(
         router: Arc<Router>,
         transport: Arc<dyn PubSub>,
         log: Arc<dyn EventLog>,
         sink: Arc<dyn EventSink>,
         metrics: Arc<Metrics>,
+        queue: PublishQueue,
     ) -> RelayBus {
-        let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
         let shared = Arc::new(Shared {
             log,
             sink,
             transport,
             router,
-            publish,
             metrics,
             partitions: tokio::sync::Mutex::new(HashMap::new()),
             runtime: Handle::current(),
         });
         let tasks = vec![
-            tokio::spawn(publisher(shared.clone(), queue)),
+            tokio::spawn(publish_all(shared.clone(), queue.0)),
             tokio::spawn(check_heads(shared.clone())),
         ];
         RelayBus { shared, tasks }
@@ -208,7 +225,7 @@ impl Drop for RelayBus {
     }
 }
 
-impl Publisher for RelayBus {
+impl Publisher for RelayPublisher {
     fn publish(&self, events: Vec<Event>) {
         // A commit's events are one tenant's in the stores that use this bus, but group runs
         // of one tenant anyway.
@@ -220,8 +237,8 @@ impl Publisher for RelayBus {
                 .position(|e| &e.tenant != tenant)
                 .map_or(events.len(), |n| start + n);
             let payload = Batch::encode(tenant, &events[start..end]);
-            if self.shared.publish.try_send((partition_of(tenant), payload)).is_err() {
-                self.shared.metrics.publish_failures.inc();
+            if self.queue.try_send((partition_of(tenant), payload)).is_err() {
+                self.metrics.publish_failures.inc();
                 debug!(%tenant, "the publish queue is full: the head check brings the batch");
             }
             start = end;
@@ -363,7 +380,7 @@ impl Shared {
 
 /// Publishes queued batches one after another, so one node's publishes of a partition leave
 /// in the order they were queued.
-async fn publisher(shared: Arc<Shared>, mut queue: mpsc::Receiver<(u16, String)>) {
+async fn publish_all(shared: Arc<Shared>, mut queue: mpsc::Receiver<(u16, String)>) {
     while let Some((partition, payload)) = queue.recv().await {
         if let Err(e) = shared.transport.publish(partition, payload.as_bytes()).await {
             shared.metrics.publish_failures.inc();
@@ -378,6 +395,8 @@ async fn check_heads(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let transport_up = shared.transport.connected();
+        shared.metrics.bus_up.set(i64::from(transport_up));
         let tenants: Vec<TenantId> = {
             // unwrap: the lock is only held for short, non-panicking sections.
             let tasks = shared.router.tasks.lock().unwrap();
@@ -397,7 +416,6 @@ async fn check_heads(shared: Arc<Shared>) {
                 continue;
             }
         };
-        let transport_up = shared.transport.connected();
         for (tenant, head) in tenants.iter().zip(heads) {
             shared.send(tenant, Input::Head { head, transport_up }, false);
         }
@@ -538,6 +556,7 @@ mod tests {
 
     struct Rig {
         bus: RelayBus,
+        publisher: RelayPublisher,
         router: Arc<Router>,
         transport: Arc<Manual>,
         log: Arc<MemLog>,
@@ -554,16 +573,19 @@ mod tests {
             Arc::new(Hub::default()),
             Arc::new(Metrics::new()),
         );
+        let (publisher, queue) = publisher(metrics.clone());
         let bus = RelayBus::start(
             router.clone(),
             transport.clone(),
             log.clone(),
             hub.clone(),
             metrics.clone(),
+            queue,
         );
         bus.join(&acme()).await.expect("joined");
         Rig {
             bus,
+            publisher,
             router,
             transport,
             log,
@@ -607,8 +629,8 @@ mod tests {
     async fn published_batches_reach_the_hub_once_each_in_order() {
         let rig = rig(100).await;
         let (a, b) = (rig.log.commit(2), rig.log.commit(1));
-        rig.bus.publish(a.clone());
-        rig.bus.publish(b.clone());
+        rig.publisher.publish(a.clone());
+        rig.publisher.publish(b.clone());
         tokio::task::yield_now().await;
         let published = rig.transport.published.lock().unwrap().clone();
         assert_eq!(published.len(), 2, "one message per commit");

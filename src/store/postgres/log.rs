@@ -9,17 +9,13 @@
 //! out of retention: one write in every `trim_every` deletes a batch, the others pay nothing.
 //! The log holds between `retention` and `retention + trim_every - 1` events per tenant.
 //!
-//! **Publishing.** A tenant's events must reach the bus in id order (the hub skips ids older
-//! than the newest it delivered), yet two writes of one tenant finish their COMMITs on
-//! different tasks. So a write takes the tenant's *turn* (`Outbox::turn`) before it locks
-//! the head and publishes before giving it back: within this process, the turn order is the
-//! head's lock order, which is the id order. A COMMIT whose outcome was lost (the connection
-//! died while it was answered) may have committed ids that were never published; the next
-//! publisher of the tenant sees the gap and reads it from the log first (`Turn::publish`).
-//! That holds for one node (`postgres` with the `local` bus), where every id of the tenant is
-//! committed here. With several nodes the ids of the others fall between ours: the bus that
-//! will carry them reads the log itself (`EventLog::heads`, `events_after`), and this gap fill
-//! should then be left to it.
+//! **Publishing.** A tenant's events should reach the bus in id order, yet two writes of one
+//! tenant finish their COMMITs on different tasks. So a write takes the tenant's *turn*
+//! (`Outbox::turn`) before it locks the head and publishes before giving it back: within this
+//! process, the turn order is the head's lock order, which is the id order. What still arrives
+//! out of order (another node's ids between ours, a COMMIT whose answer was lost and so never
+//! published) is the bus's to mend: `bus::relay` orders what it receives, and reads the log
+//! itself (`EventLog::heads`, `events_after`) for whatever was never published.
 
 use std::{
     collections::HashMap,
@@ -178,20 +174,6 @@ pub(super) async fn events_after(c: &Conn, tenant: &TenantId, after: u64, limit:
     Ok(Replay::Events(events))
 }
 
-/// The events strictly between two ids.
-async fn between(c: &Conn, tenant: &TenantId, after: u64, before: u64) -> Result<Vec<Event>> {
-    let rows = c
-        .query(
-            "SELECT NULL, id, kind, route, data FROM events WHERE tenant = $1 AND id > $2 AND id < $3 ORDER BY id",
-            &[&tenant.as_str(), &(after as i64), &(before as i64)],
-        )
-        .await?;
-    rows.iter()
-        .map(|r| event_of(tenant, r))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Fail::Store)
-}
-
 fn event_of(tenant: &TenantId, r: &tokio_postgres::Row) -> Result<Event, StoreError> {
     let kind: &str = r.get(2);
     Ok(Event {
@@ -207,14 +189,14 @@ fn event_of(tenant: &TenantId, r: &tokio_postgres::Row) -> Result<Event, StoreEr
 /// the module's doc).
 pub(super) struct Outbox {
     bus: Arc<dyn Publisher>,
-    /// Per tenant: the newest id published from this process (`None` before the first).
-    tenants: Mutex<HashMap<TenantId, Arc<AsyncMutex<Option<u64>>>>>,
+    /// Per tenant: whose turn it is (one per tenant that wrote through this process).
+    tenants: Mutex<HashMap<TenantId, Arc<AsyncMutex<()>>>>,
 }
 
-/// A tenant's turn to append and publish.
+/// A tenant's turn to append and publish: held until the events are handed over.
 pub(super) struct Turn {
     bus: Arc<dyn Publisher>,
-    last: OwnedMutexGuard<Option<u64>>,
+    _held: OwnedMutexGuard<()>,
 }
 
 impl Outbox {
@@ -234,35 +216,14 @@ impl Outbox {
         };
         Turn {
             bus: self.bus.clone(),
-            last: slot.lock_owned().await,
+            _held: slot.lock_owned().await,
         }
     }
 }
 
 impl Turn {
-    /// Publishes a committed batch, after whatever committed before it that this process
-    /// has not published (read from the log on `conn`).
-    pub(super) async fn publish(mut self, conn: &Conn, tenant: &TenantId, events: Vec<Event>) {
-        let Some(first) = events.first().map(|e| e.id) else {
-            return;
-        };
-        if let Some(last) = *self.last {
-            if first > last + 1 {
-                match between(conn, tenant, last, first).await {
-                    Ok(missed) if missed.len() as u64 == first - last - 1 => {
-                        tracing::warn!(%tenant, count = missed.len(), "publishing events whose commit was not confirmed");
-                        self.bus.publish(missed);
-                    }
-                    _ => tracing::error!(
-                        %tenant,
-                        from = last + 1,
-                        to = first - 1,
-                        "events committed here were never published and the log no longer holds them all"
-                    ),
-                }
-            }
-        }
-        *self.last = events.last().map(|e| e.id);
+    /// Publishes a committed batch.
+    pub(super) fn publish(self, events: Vec<Event>) {
         self.bus.publish(events);
     }
 }

@@ -435,7 +435,7 @@ impl Inner {
         match log::append_and_commit(&tx, tenant, events, self.retention).await {
             Appended::Committed(events) => {
                 tx.conn.clean = true;
-                turn.publish(&tx, tenant, events).await;
+                turn.publish(events);
                 Finished::Done(Ok(out))
             }
             Appended::NotSent(fail) => {

@@ -27,6 +27,18 @@ pub enum ClientFrame {
     },
     /// A fresher token for the same user.
     Refresh { token: String },
+    /// Where this session is: viewing or typing in a thread, or idle.
+    Presence { thread_id: String, state: PresenceState },
+}
+
+/// What a session says it does in a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceState {
+    Viewing,
+    Typing,
+    /// In no thread (the thread id is then ignored).
+    Idle,
 }
 
 /// A field that must be present, possibly `null` (serde takes a missing `Option` for `None`
@@ -68,6 +80,8 @@ pub enum ErrorCode {
     Forbidden,
     /// Over the session's frame budget: the frame was dropped.
     RateLimited,
+    /// Storage did not answer: try again.
+    Unavailable,
 }
 
 /// A frame the hub sends that is not an event.
@@ -116,6 +130,30 @@ pub fn event_frame(kind: EventKind, id: u64, data: &str) -> ByteString {
 /// The `unread.count` frame of event `id` carrying a session's `count`.
 pub fn count_frame(id: u64, count: u64) -> ByteString {
     event_frame(EventKind::UnreadCount, id, &format!(r#"{{"count":{count}}}"#))
+}
+
+/// The presence frame of a thread: who is there now (`users` serialize as
+/// `[{"user_id", "name", "state"}]`; empty when nobody is).
+pub fn presence_frame(thread_id: &str, users: &impl Serialize) -> ByteString {
+    #[derive(Serialize)]
+    struct Data<'a, U> {
+        thread_id: &'a str,
+        users: &'a U,
+    }
+    #[derive(Serialize)]
+    struct Frame<'a, U> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        data: Data<'a, U>,
+    }
+    // unwrap: plain data.
+    ByteString::from(
+        serde_json::to_string(&Frame {
+            kind: "presence",
+            data: Data { thread_id, users },
+        })
+        .unwrap(),
+    )
 }
 
 /// What a close code asks the client to do.
@@ -256,6 +294,13 @@ mod tests {
                 ClientFrame::Refresh { token: "t".into() },
             ),
             (r#"{"type":"ping","sent_at":1}"#, ClientFrame::Ping),
+            (
+                r#"{"type":"presence","thread_id":"t1","state":"typing"}"#,
+                ClientFrame::Presence {
+                    thread_id: "t1".into(),
+                    state: PresenceState::Typing,
+                },
+            ),
         ];
         for (text, want) in ok {
             assert_eq!(ClientFrame::parse(text), Ok(want), "{text}");
@@ -269,6 +314,8 @@ mod tests {
             (r#"{"type":"resume","last_event_id":42}"#, "string"),
             (r#"{"type":"follow"}"#, "resource_id"),
             (r#"{"type":"refresh","token":7}"#, "string"),
+            (r#"{"type":"presence","thread_id":"t1","state":"asleep"}"#, "asleep"),
+            (r#"{"type":"presence","state":"viewing"}"#, "thread_id"),
         ];
         for (text, says) in bad {
             let err = ClientFrame::parse(text).expect_err(text);
@@ -308,6 +355,12 @@ mod tests {
         );
         let c: Value = serde_json::from_str(&count_frame(8, 5)).unwrap();
         assert_eq!(c, json!({"type": "unread.count", "id": "8", "data": {"count": 5}}));
+        let users = json!([{"user_id": "dana", "name": "Dana", "state": "typing"}]);
+        let p: Value = serde_json::from_str(&presence_frame("t1", &users)).unwrap();
+        assert_eq!(
+            p,
+            json!({"type": "presence", "data": {"thread_id": "t1", "users": users}})
+        );
     }
 
     #[test]

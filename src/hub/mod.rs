@@ -49,10 +49,13 @@ use dashmap::DashMap;
 use flume::TrySendError;
 use tokio::sync::{Notify, watch};
 
-use self::outbox::{Decision, Deferred, Delivery, Outgoing, Room};
+use self::{
+    outbox::{Decision, Deferred, Delivery, Outgoing, Room},
+    presence::{Board, Due, Origin, Place, UserPresence},
+};
 use crate::{
     bus::EventSink,
-    domain::{LocationId, SessionId, TenantId, UserId},
+    domain::{LocationId, SessionId, TenantId, ThreadId, UserId},
     event::{self, Event, EventKind},
     metrics::Metrics,
     protocol::{self, Close},
@@ -60,6 +63,7 @@ use crate::{
 };
 
 pub mod outbox;
+pub mod presence;
 
 /// Room in a session's wire queue beyond `ws.queue_capacity`: what actix-ws's writer channel
 /// used to hold behind the hub's queue, so that a client is closed as slow at the same point.
@@ -247,6 +251,14 @@ pub struct Hub {
     services: DashMap<TenantId, Sessions>,
     /// Per tenant, the newest event id delivery has looked at (see `open_view`).
     delivered: DashMap<TenantId, AtomicU64>,
+    /// Every member (user, admin) session of a tenant, for presence frames; kept only for
+    /// tenants that have used presence on this node (built from `by_user` at the first use),
+    /// so that a tenant that never does costs nothing here.
+    members: DashMap<TenantId, Sessions>,
+    /// Who is where (`presence`), this node's sessions and what other nodes announced.
+    board: Mutex<Board>,
+    /// This node's name in `presence::Origin`: random, one per process.
+    node: String,
     count: watch::Sender<usize>,
     metrics: Arc<Metrics>,
 }
@@ -284,9 +296,17 @@ impl Hub {
             followers: DashMap::new(),
             services: DashMap::new(),
             delivered: DashMap::new(),
+            members: DashMap::new(),
+            board: Mutex::new(Board::default()),
+            node: uuid::Uuid::now_v7().simple().to_string(),
             count: watch::channel(0).0,
             metrics,
         }
+    }
+
+    /// This node's name in presence (`presence::Origin::node`).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Sessions open on this node.
@@ -359,13 +379,19 @@ impl Hub {
         }
         if is_service {
             insert(&self.services, tenant, &h);
+        } else if let Some(mut members) = self.members.get_mut(&tenant) {
+            members.insert(&h);
         }
         self.count.send_modify(|n| *n += 1);
         self.metrics.sessions.inc();
         Ok((h, rx, wire_rx))
     }
 
-    pub fn unregister(&self, h: &Arc<SessionHandle>) {
+    pub fn unregister(self: &Arc<Self>, h: &Arc<SessionHandle>) {
+        if !h.is_service {
+            // A closed session is in no thread.
+            self.set_presence(&h.tenant, self.origin(h), None);
+        }
         let state = h.state();
         if state.subscribe_all {
             for l in state.locations.iter() {
@@ -379,6 +405,8 @@ impl Hub {
         remove(&self.by_user, (h.tenant.clone(), h.user.clone()), h.key);
         if h.is_service {
             remove(&self.services, h.tenant.clone(), h.key);
+        } else {
+            remove(&self.members, h.tenant.clone(), h.key);
         }
         self.count.send_modify(|n| *n = n.saturating_sub(1));
         self.metrics.sessions.dec();
@@ -474,7 +502,7 @@ impl Hub {
 
     /// Swaps in the locations of a refreshed token; other locations mark the session's count
     /// stale (it covers other threads).
-    pub fn set_locations(&self, h: &Arc<SessionHandle>, locations: Arc<[LocationId]>) {
+    pub fn set_locations(self: &Arc<Self>, h: &Arc<SessionHandle>, locations: Arc<[LocationId]>) {
         let mut state = h.state();
         if state.locations[..] != locations[..] {
             h.mark_count_stale();
@@ -487,7 +515,124 @@ impl Hub {
                 insert(&self.subscribed, (h.tenant.clone(), l.clone()), h);
             }
         }
+        let place = self.board().place_of(&h.tenant, &self.origin(h));
+        let left = place.is_some_and(|(_, at)| !locations.contains(&at));
         state.locations = locations;
+        drop(state);
+        if left {
+            // The session may no longer see where it was: it leaves at once (after the swap,
+            // so that it does not see that frame either).
+            self.set_presence(&h.tenant, self.origin(h), None);
+        }
+    }
+
+    fn board(&self) -> std::sync::MutexGuard<'_, Board> {
+        // unwrap: the lock is only held for short, non-panicking sections.
+        self.board.lock().unwrap()
+    }
+
+    /// The presence name of this node's session `h`.
+    pub fn origin(&self, h: &SessionHandle) -> Origin {
+        Origin {
+            node: self.node.clone(),
+            session: h.key,
+        }
+    }
+
+    /// `origin` (a session here or on another node) is now at `place`, or nowhere: the threads
+    /// whose users this changes get their frame now, or at the end of their interval
+    /// (`presence`). Never waits: a later frame is sent by a task of its own.
+    pub fn set_presence(self: &Arc<Self>, tenant: &TenantId, origin: Origin, place: Option<Place>) {
+        let now = tokio::time::Instant::now();
+        let due = self.board().set(tenant, origin, place, now);
+        self.send_due(tenant, due, now);
+    }
+
+    /// Every session of another node is gone (it stopped announcing itself).
+    pub fn forget_node(self: &Arc<Self>, node: &str) {
+        let now = tokio::time::Instant::now();
+        let due = self.board().forget_node(node, now);
+        for (tenant, d) in due {
+            self.send_due(&tenant, vec![d], now);
+        }
+    }
+
+    /// This node's sessions' places, by tenant (what it announces to the others).
+    pub fn local_places(&self) -> Vec<(TenantId, Origin, Place)> {
+        self.board().places_of(&self.node)
+    }
+
+    /// The threads of `tenant` at `locations` where someone is, with their users (`GET
+    /// /api/v1/presence` on one node).
+    pub fn presence_snapshot(&self, tenant: &TenantId, locations: &[LocationId]) -> Vec<(ThreadId, Vec<UserPresence>)> {
+        self.board().snapshot(tenant, locations)
+    }
+
+    fn send_due(self: &Arc<Self>, tenant: &TenantId, due: Vec<Due>, now: tokio::time::Instant) {
+        for d in due {
+            if d.at <= now {
+                self.send_presence(tenant, &d.thread);
+            } else {
+                let (hub, tenant) = (self.clone(), tenant.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(d.at).await;
+                    hub.send_presence(&tenant, &d.thread);
+                });
+            }
+        }
+    }
+
+    /// Sends `thread`'s presence frame to every member session of the tenant here that is
+    /// granted its location.
+    fn send_presence(&self, tenant: &TenantId, thread: &ThreadId) {
+        let now = tokio::time::Instant::now();
+        let Some((location, users)) = self.board().send(tenant, thread, now) else {
+            return;
+        };
+        let frame = protocol::presence_frame(thread.as_str(), &users);
+        for h in self.members_of(tenant) {
+            let state = h.state();
+            if !state.locations.contains(&location) {
+                continue;
+            }
+            let item = Deferred::Presence { frame: frame.clone() };
+            let sent = if state.delivery.direct {
+                let mut wire = vec![frame.clone()];
+                push_wire(&h, &mut wire)
+            } else {
+                to_task(&h, item)
+            };
+            drop(state);
+            if let Err(TrySendError::Full(())) = sent {
+                self.metrics.queue_overflows.inc();
+                h.kick(Close::TooSlow);
+            }
+        }
+    }
+
+    /// The member sessions of `tenant` here, building the tenant's index at its first use.
+    fn members_of(&self, tenant: &TenantId) -> Vec<Arc<SessionHandle>> {
+        let mut out = Vec::new();
+        if !collect(&self.members, tenant, &mut out) {
+            // Built under the entry's lock: a session registering meanwhile waits for it and
+            // then adds itself (an insert is idempotent).
+            if let dashmap::Entry::Vacant(v) = self.members.entry(tenant.clone()) {
+                let mut all: Option<Sessions> = None;
+                for sessions in self.by_user.iter().filter(|e| &e.key().0 == tenant) {
+                    for h in sessions.values().filter(|h| !h.is_service) {
+                        match &mut all {
+                            Some(s) => s.insert(h),
+                            None => all = Some(Sessions::One(h.clone())),
+                        }
+                    }
+                }
+                if let Some(all) = all {
+                    out.extend(all.values().cloned());
+                    v.insert(all);
+                }
+            }
+        }
+        out
     }
 
     /// The sessions that may receive an event, before the rules look at each; each once.
@@ -778,8 +923,8 @@ mod tests {
         T::parse(s).unwrap()
     }
 
-    fn hub() -> Hub {
-        Hub::new(Arc::new(Metrics::new()))
+    fn hub() -> Arc<Hub> {
+        Arc::new(Hub::new(Arc::new(Metrics::new())))
     }
 
     const BOUNDS: QueueBounds = QueueBounds {
@@ -1040,6 +1185,7 @@ mod tests {
         let got: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|o| match o {
                 Deferred::Event { id, .. } | Deferred::Count { id, .. } => id,
+                Deferred::Presence { .. } => panic!("no presence here"),
             })
             .collect();
         assert_eq!(got, [13], "11 went to subscribers only; 13 came after olga subscribed");

@@ -128,20 +128,16 @@ pub enum Deferred {
     /// `unread.count` with this event id: the session writes its own number. `delta`: the
     /// amount every recipient's count moved by (an inbound message), or `None`: read it again.
     Count { id: u64, delta: Option<i64> },
+    /// A presence frame: state, not an event (no id); written as it comes.
+    Presence { frame: ByteString },
 }
 
 impl Deferred {
     /// The bytes it holds while queued (the session's `Room` counts them).
     pub fn bytes(&self) -> usize {
         match self {
-            Deferred::Event { frame, .. } => frame.len(),
+            Deferred::Event { frame, .. } | Deferred::Presence { frame } => frame.len(),
             Deferred::Count { .. } => COUNT_FRAME_BYTES,
-        }
-    }
-
-    fn id(&self) -> u64 {
-        match self {
-            Deferred::Event { id, .. } | Deferred::Count { id, .. } => *id,
         }
     }
 }
@@ -211,12 +207,15 @@ impl Delivery {
     /// stale, asked only for a count, so that a mark is never consumed by another event).
     /// `is_service`: a service session has no count (its ids count as written).
     pub fn decide(&mut self, item: &Deferred, is_service: bool, stale: impl FnOnce() -> bool) -> Decision {
-        let id = item.id();
+        let id = match item {
+            Deferred::Presence { frame } => return Decision::Write(frame.clone()),
+            Deferred::Event { id, .. } | Deferred::Count { id, .. } => *id,
+        };
         if id <= self.last_sent {
             return Decision::Skip;
         }
         match item {
-            Deferred::Event { frame, .. } => {
+            Deferred::Presence { frame } | Deferred::Event { frame, .. } => {
                 self.last_sent = id;
                 Decision::Write(frame.clone())
             }

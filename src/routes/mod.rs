@@ -13,6 +13,7 @@ mod me;
 pub mod openapi;
 pub mod origin;
 pub mod paging;
+mod presence;
 mod threads;
 mod ws;
 
@@ -84,6 +85,7 @@ fn endpoints() -> Vec<Endpoint> {
         resource("/api/v1/me").get(me::get),
         resource("/api/v1/me/subscriptions").put(me::put_subscriptions),
         resource("/api/v1/resources").get(me::resources),
+        resource("/api/v1/presence").get(presence::list),
         resource("/api/v1/threads").get(threads::list),
         resource("/api/v1/threads/{id}").get(threads::get),
         resource("/api/v1/threads/{id}/messages").get(threads::messages),

@@ -14,7 +14,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{dev, directory, folders, health, ingest, me, paging, threads, ws};
+use super::{dev, directory, folders, health, ingest, me, paging, presence, threads, ws};
 use crate::domain::{
     FolderId, LocationId, MessageId, PhoneNumber, UserId,
     model::{
@@ -166,6 +166,7 @@ impl Modify for BearerAuth {
         me::get,
         me::put_subscriptions,
         me::resources,
+        presence::list,
         threads::list,
         threads::get,
         threads::messages,
@@ -206,6 +207,9 @@ impl Modify for BearerAuth {
         Linked,
         paging::ThreadList,
         paging::MessageList,
+        presence::ThreadPresence,
+        crate::hub::presence::UserPresence,
+        crate::hub::presence::Activity,
         MessageId,
         PhoneNumber,
         Timestamp,

@@ -58,14 +58,15 @@ use crate::{
     auth::{Principal, Verifier, now_secs},
     bus::Bus,
     config::WsSettings,
-    domain::{Id, UserId},
+    domain::{Id, LocationId, ThreadId, UserId},
     event::{self, Event, EventKind},
     hub::{
         Hub, SessionHandle,
         outbox::{Decision, Deferred, Outgoing},
+        presence::{Activity, Place, Present},
     },
-    protocol::{self, ClientFrame, Close, ErrorCode, ServerFrame},
-    store::{Replay, Scope, Store},
+    protocol::{self, ClientFrame, Close, ErrorCode, PresenceState, ServerFrame},
+    store::{Replay, Scope, Store, StoreError},
 };
 use budget::Budget;
 
@@ -99,6 +100,15 @@ struct Conn {
     exp: u64,
     /// What the client may still ask of the hub (`budget`).
     budget: Budget,
+    /// What presence needs once the client uses it: allocated then, so that a session that
+    /// never does costs nothing for it.
+    presence: Option<Box<PresenceMemo>>,
+}
+
+/// A session's presence: the name it shows, and the last thread it was allowed into.
+struct PresenceMemo {
+    name: Option<String>,
+    checked: Option<(ThreadId, LocationId)>,
 }
 
 /// How a `resume` was answered.
@@ -141,6 +151,7 @@ pub fn run(
         opened_at: 0,
         exp: principal.exp,
         budget,
+        presence: None,
     };
     conn.run(resume_from)
 }
@@ -415,7 +426,79 @@ impl Conn {
                 Err(e) => self.error(ErrorCode::BadFrame, &format!("resource_id: {e}")).await,
             },
             ClientFrame::Refresh { token } => self.refresh(&token).await,
+            ClientFrame::Presence { thread_id, state } => self.presence(&thread_id, state).await,
         }
+    }
+
+    /// Where the client says it is. A thread the caller may not read (or that does not
+    /// exist) is `forbidden`; the thread's location is read once per thread.
+    async fn presence(&mut self, raw: &str, state: PresenceState) -> Result<(), End> {
+        if self.handle.is_service {
+            return self
+                .error(ErrorCode::Forbidden, "service sessions have no presence")
+                .await;
+        }
+        let origin = self.deps.hub.origin(&self.handle);
+        let tenant = self.handle.tenant.clone();
+        let activity = match state {
+            PresenceState::Idle => {
+                self.deps.hub.set_presence(&tenant, origin, None);
+                return Ok(());
+            }
+            PresenceState::Viewing => Activity::Viewing,
+            PresenceState::Typing => Activity::Typing,
+        };
+        let thread = match ThreadId::parse(raw) {
+            Ok(t) => t,
+            Err(e) => return self.error(ErrorCode::BadFrame, &format!("thread_id: {e}")).await,
+        };
+        if self.presence.is_none() {
+            let name = match self.deps.store.user_name(&tenant, &self.handle.user).await {
+                Ok(name) => name,
+                Err(_) => {
+                    return self
+                        .error(ErrorCode::Unavailable, "storage is unavailable; try again")
+                        .await;
+                }
+            };
+            self.presence = Some(Box::new(PresenceMemo { name, checked: None }));
+        }
+        let known = self
+            .presence
+            .as_ref()
+            .and_then(|p| p.checked.clone())
+            .filter(|(t, _)| *t == thread)
+            .map(|(_, l)| l);
+        let location = match known {
+            Some(l) => Some(l),
+            None => match self.deps.store.thread(&tenant, &thread).await {
+                Ok(t) => Some(t.location_id),
+                // As for one at a location the token lacks: nothing says which it is.
+                Err(StoreError::NotFound(_)) => None,
+                Err(_) => {
+                    return self
+                        .error(ErrorCode::Unavailable, "storage is unavailable; try again")
+                        .await;
+                }
+            },
+        };
+        let Some(location) = location.filter(|l| self.handle.state().locations.contains(l)) else {
+            return self.error(ErrorCode::Forbidden, "you may not read this thread").await;
+        };
+        // unwrap: made above.
+        let memo = self.presence.as_mut().unwrap();
+        memo.checked = Some((thread.clone(), location.clone()));
+        let place = Place {
+            thread,
+            location,
+            present: Present {
+                user: self.handle.user.clone(),
+                name: memo.name.clone(),
+                activity,
+            },
+        };
+        self.deps.hub.set_presence(&tenant, origin, Some(place));
+        Ok(())
     }
 
     /// Answers `ping` once every event committed before it reached this session has been

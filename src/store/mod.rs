@@ -216,6 +216,8 @@ pub trait Store: EventLog {
 
     /// The caller's profile and unread count.
     async fn me(&self, scope: &Scope) -> StoreResult<Me>;
+    /// The directory's name for a user, if it has one (presence shows it).
+    async fn user_name(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Option<String>>;
     /// Turns the caller's `subscribe_all` on or off. Emits `plan::subscribe_all` when it
     /// changes: `subscription.changed` (the hubs move the user's sessions) and `unread.count`.
     async fn set_subscribe_all(&self, scope: &Scope, on: bool) -> StoreResult<Me>;

@@ -15,6 +15,7 @@ mod errors;
 mod ingestion;
 mod message_center;
 mod operations;
+mod presence;
 mod process;
 mod resume;
 mod websocket;

@@ -24,6 +24,8 @@ mod errors;
 mod ingestion;
 #[path = "../api/message_center.rs"]
 mod message_center;
+#[path = "../api/presence.rs"]
+mod presence;
 #[path = "../api/resume.rs"]
 mod resume;
 #[path = "../api/websocket.rs"]

@@ -316,6 +316,11 @@ impl Store for Embedded {
         self.read(move |c| ops::me(c, &scope)).await
     }
 
+    async fn user_name(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Option<String>> {
+        let (tenant, user) = (tenant.clone(), user.clone());
+        self.read(move |c| ops::user_name(c, &tenant, &user)).await
+    }
+
     async fn set_subscribe_all(&self, scope: &Scope, on: bool) -> StoreResult<Me> {
         let scope = scope.clone();
         self.write(move |tx| ops::set_subscribe_all(tx, &scope, on)).await

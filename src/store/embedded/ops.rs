@@ -763,15 +763,18 @@ pub(super) fn unread_count(c: &Connection, scope: &Scope) -> StoreResult<u64> {
     Ok(total)
 }
 
+pub(super) fn user_name(c: &Connection, tenant: &TenantId, user: &UserId) -> StoreResult<Option<String>> {
+    c.row_cached(
+        "SELECT name FROM users WHERE tenant = ?1 AND id = ?2",
+        params![tenant.as_str(), user.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db)
+}
+
 pub(super) fn me(c: &Connection, scope: &Scope) -> StoreResult<Me> {
-    let name: Option<String> = c
-        .row_cached(
-            "SELECT name FROM users WHERE tenant = ?1 AND id = ?2",
-            params![scope.tenant.as_str(), scope.user.as_str()],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db)?;
+    let name = user_name(c, &scope.tenant, &scope.user)?;
     Ok(Me {
         user_id: scope.user.clone(),
         tenant: scope.tenant.clone(),

@@ -576,6 +576,12 @@ impl Store for PgStore {
             .await
     }
 
+    async fn user_name(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Option<String>> {
+        let (tenant, user) = (tenant.clone(), user.clone());
+        self.run(|i| async move { i.read(async |c| reads::user_name(c, &tenant, &user).await).await })
+            .await
+    }
+
     async fn set_subscribe_all(&self, scope: &Scope, on: bool) -> StoreResult<Me> {
         let (writer, tenant) = (scope.clone(), scope.tenant.clone());
         self.run(|i| async move { transact!(i, &tenant, |tx| ops::set_subscribe_all(&mut tx, &writer, on).await) })

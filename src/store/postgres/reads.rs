@@ -455,6 +455,16 @@ pub(super) async fn unread_count(c: &Conn, scope: &Scope) -> Result<u64> {
     count(c, scope, &facts).await
 }
 
+pub(super) async fn user_name(c: &Conn, tenant: &TenantId, user: &UserId) -> Result<Option<String>> {
+    let row = c
+        .query_opt(
+            "SELECT name FROM users WHERE tenant = $1 AND id = $2",
+            &[&tenant.as_str(), &user.as_str()],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 pub(super) async fn me(c: &Conn, scope: &Scope) -> Result<Me> {
     let facts = facts(c, scope).await?;
     let unread_count = count(c, scope, &facts).await?;

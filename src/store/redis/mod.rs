@@ -192,6 +192,12 @@ impl Store for RedisStore {
         reads::me(&mut self.conn(), &self.keys(&scope.tenant), scope).await
     }
 
+    async fn user_name(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Option<String>> {
+        ::redis::AsyncCommands::hget(&mut self.conn(), self.keys(tenant).users(), user.as_str())
+            .await
+            .map_err(unavailable)
+    }
+
     async fn set_subscribe_all(&self, scope: &Scope, on: bool) -> StoreResult<Me> {
         transact!(self, &scope.tenant, |tx| ops::set_subscribe_all(&mut tx, scope, on)
             .await)?;

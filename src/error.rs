@@ -23,6 +23,9 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// A guarded reply to a thread that moved on: the newer messages, oldest first.
+    #[error("the thread holds {} message(s) newer than after_message_id; nothing was sent", .0.len())]
+    ThreadChanged(Vec<crate::domain::model::Message>),
     #[error("the body is over the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("the body must be JSON (Content-Type: application/json)")]
@@ -60,6 +63,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::ThreadChanged(_) => "thread-changed",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::Invalid { .. } => "invalid-field",
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::NotFound(_) => "Not found",
             ApiError::Conflict(_) => "Conflict",
+            ApiError::ThreadChanged(_) => "Thread changed",
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::Invalid { .. } => "Invalid field",
@@ -113,7 +118,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::ThreadChanged(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -132,8 +137,10 @@ impl ResponseError for ApiError {
             "status": status.as_u16(),
             "detail": self.to_string(),
         });
-        if let ApiError::Invalid { field, .. } = self {
-            body["field"] = json!(field);
+        match self {
+            ApiError::Invalid { field, .. } => body["field"] = json!(field),
+            ApiError::ThreadChanged(newer) => body["newer"] = json!(newer),
+            _ => {}
         }
         let mut res = HttpResponse::build(status);
         res.content_type("application/problem+json");
@@ -161,6 +168,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::NotFound(what),
             StoreError::Conflict(msg) => ApiError::Conflict(msg),
+            StoreError::ThreadChanged(newer) => ApiError::ThreadChanged(newer),
             StoreError::Invalid { field, detail } => ApiError::Invalid {
                 field: field.into(),
                 detail,

@@ -16,6 +16,8 @@
 //! - [`bus`]: the `Bus` trait (committed events to every node): in-process, or Redis pub/sub
 //!   with catch-up from the log.
 //! - [`hub`]: this node's sessions and the fan-out of events to their bounded queues.
+//! - [`presence`]: who is viewing or typing in which thread (state, never logged), pure;
+//!   the hub keeps it for this node, `bus::presence` shares it between nodes.
 //! - [`protocol`]: the websocket protocol as types: client frames, server frames, close codes.
 //! - [`session`]: one websocket connection's protocol (hello, resume, follow, heartbeat).
 //! - [`routes`]: the HTTP API, one file per area; [`error`] maps failures to problem+json;
@@ -37,6 +39,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod plan;
+pub mod presence;
 pub mod protocol;
 pub mod routes;
 pub mod rules;

@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// A change the rules refuse (stores answer it as their own error: `StoreError: From<Refused>`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Refused {
     /// A folder offered to a thread at another location (`rules::assignable`).
     #[error("the folder is at location {folder}, the thread at {thread}: a thread takes a folder of its own location")]
@@ -33,6 +33,10 @@ pub enum Refused {
     /// Linking images of a thread without a folder.
     #[error("the message's thread has no folder; assign one first")]
     NoFolder,
+    /// A guarded reply to a thread that holds messages newer than the one the replier saw
+    /// (`newer`, oldest first): nothing is sent.
+    #[error("the thread holds {} message(s) newer than after_message_id; nothing was sent", newer.len())]
+    ThreadChanged { newer: Vec<Message> },
 }
 
 /// The route of events about a thread at `location` whose folder has `resources`.
@@ -316,6 +320,12 @@ pub struct Replied {
 /// `by` replies `body` on a thread (whose folder has `resources`): the message is sent (its
 /// audience and the tenant's services hear of it) and the thread becomes read. The reply is
 /// never older than the thread's newest message, whatever the clock says.
+///
+/// `newer`: for a guarded reply, the thread's messages newer than the one the replier saw
+/// (the store reads them; empty for an unguarded one). Any at all refuse the reply
+/// (`Refused::ThreadChanged`, carrying them), so nobody answers a customer blind to what was
+/// said since.
+#[allow(clippy::too_many_arguments)]
 pub fn reply(
     thread: &Thread,
     resources: &Resources,
@@ -324,7 +334,11 @@ pub fn reply(
     body: String,
     id: MessageId,
     now: Timestamp,
-) -> Replied {
+    newer: Vec<Message>,
+) -> Result<Replied, Refused> {
+    if !newer.is_empty() {
+        return Err(Refused::ThreadChanged { newer });
+    }
     let at = now.max(thread.last_message_at);
     let message = Message {
         id,
@@ -358,11 +372,11 @@ pub fn reply(
         ));
         events.push(recount(rules::count_route(&route)));
     }
-    Replied {
+    Ok(Replied {
         message,
         thread: after,
         events,
-    }
+    })
 }
 
 /// `by` assigns a thread (on a folder with `current` resources, or none) to `target`:
@@ -764,7 +778,9 @@ mod tests {
             "on our way".into(),
             id("m5"),
             at(50),
-        );
+            Vec::new(),
+        )
+        .unwrap();
         assert_eq!(unread.message.created_at, at(100), "the clock was behind the thread");
         assert_eq!(unread.message.author_id, Some(by.clone()));
         assert_eq!(
@@ -787,9 +803,30 @@ mod tests {
             "more".into(),
             id("m6"),
             at(700),
-        );
+            Vec::new(),
+        )
+        .unwrap();
         assert_eq!(read.message.created_at, at(700));
         assert_eq!(brief(&read.events).len(), 1, "a read thread: message.sent only");
+    }
+
+    #[test]
+    fn a_guarded_reply_to_a_thread_with_newer_messages_is_refused_with_them_and_plans_nothing() {
+        let sam = res(Some("sam"), None);
+        let by: UserId = id("sam");
+        let t = thread(Some("F1"), 1);
+        let newer = vec![t.last_message.clone()];
+        let refused = reply(
+            &t,
+            &sam,
+            BOTH,
+            &by,
+            "on our way".into(),
+            id("m7"),
+            at(900),
+            newer.clone(),
+        );
+        assert_eq!(refused, Err(Refused::ThreadChanged { newer }));
     }
 
     #[test]

@@ -146,6 +146,8 @@ impl Application {
                     metrics.clone(),
                     queue,
                 ));
+                // Presence travels between the nodes over the same transport.
+                hub.announce_to(bus.share_presence(hub.clone(), &settings.redis.key_prefix));
                 (store, bus)
             }
             // The log's order is the delivery order only when the log and the bus are one

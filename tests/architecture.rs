@@ -72,6 +72,11 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
             "tokio_postgres",
         ],
     ),
+    (
+        "presence",
+        &["domain"],
+        &["actix_web", "actix_http", "redis", "rusqlite", "tokio_postgres"],
+    ),
     ("config", &[], &["actix_web", "actix_http"]),
     ("metrics", &[], &["actix_web", "actix_http"]),
     ("cursor", &["domain"], &["actix_web", "actix_http", "tokio"]),
@@ -84,17 +89,19 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
     ),
     (
         "bus",
-        &["config", "domain", "event", "metrics", "store"],
+        &["config", "domain", "event", "metrics", "presence", "store"],
         &["actix_web", "actix_http", "actix_ws"],
     ),
     (
         "hub",
-        &["bus", "domain", "event", "metrics", "protocol", "rules"],
+        &["bus", "domain", "event", "metrics", "presence", "protocol", "rules"],
         &["actix_web", "actix_http", "actix_ws"],
     ),
     (
         "session",
-        &["auth", "bus", "config", "domain", "event", "hub", "protocol", "store"],
+        &[
+            "auth", "bus", "config", "domain", "event", "hub", "presence", "protocol", "store",
+        ],
         &[],
     ),
     ("telemetry", &["metrics"], &[]),
@@ -102,8 +109,8 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
     (
         "routes",
         &[
-            "auth", "bus", "config", "cursor", "domain", "error", "event", "hub", "limits", "metrics", "protocol",
-            "session", "store",
+            "auth", "bus", "config", "cursor", "domain", "error", "event", "hub", "limits", "metrics", "presence",
+            "protocol", "session", "store",
         ],
         &[],
     ),
@@ -120,6 +127,7 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
             "hub",
             "limits",
             "metrics",
+            "presence",
             "protocol",
             "routes",
             "session",

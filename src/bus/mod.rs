@@ -6,9 +6,12 @@
 //! between nodes over a `pubsub` transport, in log order, filling holes from the log. The bus
 //! reads storage only through `store::EventLog`, and never the hub's insides: it hands events
 //! to an `EventSink`. `pubsub` is the live-event transport of the
-//! cluster bus (partitioned pub/sub on a single Redis or a Redis Cluster).
+//! cluster bus (partitioned pub/sub on a single Redis or a Redis Cluster). `presence` shares
+//! who is viewing or typing where between nodes over the same transport (state in expiring
+//! Redis hashes, never the log).
 
 pub mod local;
+pub mod presence;
 pub mod pubsub;
 pub mod redis;
 pub mod relay;
@@ -17,7 +20,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{domain::TenantId, event::Event};
+use crate::{domain::TenantId, event::Event, presence::Place};
+
+/// Other nodes' presence in a tenant: each node with its sessions' places (by session key).
+pub type Elsewhere = Vec<(String, Vec<(u64, Place)>)>;
 
 // `publish` lives in `store::Publisher`, which the buses that carry committed events implement.
 
@@ -51,4 +57,11 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus answers (for `/readyz`).
     async fn ping(&self) -> Result<(), String>;
+
+    /// What the other nodes last told of their presence in `tenant` (`bus::presence`), for
+    /// `GET /api/v1/presence`; the hub adds this node's own. Empty where there is no other
+    /// node (the in-process bus, a single node's loopback).
+    async fn presence_elsewhere(&self, _tenant: &TenantId) -> Result<Elsewhere, String> {
+        Ok(Vec::new())
+    }
 }

@@ -39,7 +39,7 @@ use std::{
     collections::{HashMap, HashSet},
     mem,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering},
     },
 };
@@ -49,21 +49,21 @@ use dashmap::DashMap;
 use flume::TrySendError;
 use tokio::sync::{Notify, watch};
 
-use self::{
-    outbox::{Decision, Deferred, Delivery, Outgoing, Room},
-    presence::{Board, Due, Origin, Place, UserPresence},
-};
+use self::outbox::{Decision, Deferred, Delivery, Outgoing, Room};
 use crate::{
-    bus::EventSink,
+    bus::{
+        Elsewhere, EventSink,
+        presence::{Announcer, PresenceSink},
+    },
     domain::{LocationId, SessionId, TenantId, ThreadId, UserId},
     event::{self, Event, EventKind},
     metrics::Metrics,
+    presence::{Board, Due, Origin, Place, UserPresence},
     protocol::{self, Close},
     rules::{self, Recipient, Viewer},
 };
 
 pub mod outbox;
-pub mod presence;
 
 /// Room in a session's wire queue beyond `ws.queue_capacity`: what actix-ws's writer channel
 /// used to hold behind the hub's queue, so that a client is closed as slow at the same point.
@@ -259,6 +259,8 @@ pub struct Hub {
     board: Mutex<Board>,
     /// This node's name in `presence::Origin`: random, one per process.
     node: String,
+    /// Told of every change of this node's presence (`announce_to`).
+    announcer: OnceLock<Arc<dyn Announcer>>,
     count: watch::Sender<usize>,
     metrics: Arc<Metrics>,
 }
@@ -299,6 +301,7 @@ impl Hub {
             members: DashMap::new(),
             board: Mutex::new(Board::default()),
             node: uuid::Uuid::now_v7().simple().to_string(),
+            announcer: OnceLock::new(),
             count: watch::channel(0).0,
             metrics,
         }
@@ -539,33 +542,45 @@ impl Hub {
         }
     }
 
-    /// `origin` (a session here or on another node) is now at `place`, or nowhere: the threads
-    /// whose users this changes get their frame now, or at the end of their interval
-    /// (`presence`). Never waits: a later frame is sent by a task of its own.
+    /// A session of this node is now at `place`, or nowhere: the threads whose users this
+    /// changes get their frame now, or at the end of their interval (`presence`), and the
+    /// other nodes are told (`announce_to`). Never waits: a later frame is sent by a task of
+    /// its own.
     pub fn set_presence(self: &Arc<Self>, tenant: &TenantId, origin: Origin, place: Option<Place>) {
         let now = tokio::time::Instant::now();
         let due = self.board().set(tenant, origin, place, now);
+        if let Some(announcer) = self.announcer.get() {
+            announcer.changed(tenant);
+        }
         self.send_due(tenant, due, now);
     }
 
-    /// Every session of another node is gone (it stopped announcing itself).
-    pub fn forget_node(self: &Arc<Self>, node: &str) {
-        let now = tokio::time::Instant::now();
-        let due = self.board().forget_node(node, now);
-        for (tenant, d) in due {
-            self.send_due(&tenant, vec![d], now);
-        }
-    }
-
-    /// This node's sessions' places, by tenant (what it announces to the others).
-    pub fn local_places(&self) -> Vec<(TenantId, Origin, Place)> {
-        self.board().places_of(&self.node)
+    /// From now on, every change of this node's presence is told to `announcer` (the
+    /// cluster's `bus::presence` relay; a single node has none).
+    pub fn announce_to(&self, announcer: Arc<dyn Announcer>) {
+        let _ = self.announcer.set(announcer);
     }
 
     /// The threads of `tenant` at `locations` where someone is, with their users (`GET
-    /// /api/v1/presence` on one node).
-    pub fn presence_snapshot(&self, tenant: &TenantId, locations: &[LocationId]) -> Vec<(ThreadId, Vec<UserPresence>)> {
-        self.board().snapshot(tenant, locations)
+    /// /api/v1/presence`): this node's own sessions as they are now, and `elsewhere` (what
+    /// the other nodes last told), or what this node heard of them when that is `None`
+    /// (Redis out of reach).
+    pub fn presence_snapshot(
+        &self,
+        tenant: &TenantId,
+        locations: &[LocationId],
+        elsewhere: Option<Elsewhere>,
+    ) -> Vec<(ThreadId, Vec<UserPresence>)> {
+        let Some(elsewhere) = elsewhere else {
+            return self.board().snapshot(tenant, locations);
+        };
+        let now = tokio::time::Instant::now();
+        let mut picture = Board::default();
+        let own = self.board().places_of(tenant, &self.node);
+        for (node, places) in std::iter::once((self.node.clone(), own)).chain(elsewhere) {
+            picture.replace_node(tenant, &node, places, now);
+        }
+        picture.snapshot(tenant, locations)
     }
 
     fn send_due(self: &Arc<Self>, tenant: &TenantId, due: Vec<Due>, now: tokio::time::Instant) {
@@ -884,6 +899,37 @@ fn drop_item<T>(e: TrySendError<T>) -> TrySendError<()> {
     match e {
         TrySendError::Full(_) => TrySendError::Full(()),
         TrySendError::Disconnected(_) => TrySendError::Disconnected(()),
+    }
+}
+
+impl PresenceSink for Hub {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn here(&self, tenant: &TenantId) -> Vec<(u64, Place)> {
+        self.board().places_of(tenant, &self.node)
+    }
+
+    fn tenants_here(&self) -> Vec<TenantId> {
+        self.board().tenants_of(&self.node)
+    }
+
+    fn heard(self: Arc<Self>, tenant: &TenantId, node: &str, places: Vec<(u64, Place)>) {
+        if node == self.node {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let due = self.board().replace_node(tenant, node, places, now);
+        self.send_due(tenant, due, now);
+    }
+
+    fn expire(self: Arc<Self>) {
+        let now = tokio::time::Instant::now();
+        let due = self.board().expire(now);
+        for (tenant, d) in due {
+            self.send_due(&tenant, vec![d], now);
+        }
     }
 }
 

@@ -104,6 +104,11 @@ pub struct InboundBody {
 pub struct ReplyBody {
     /// 1–1600 characters.
     pub body: String,
+    /// The newest message the replier saw: if the thread holds a newer one, 409
+    /// `thread-changed` with `newer` and nothing is sent.
+    pub after_message_id: Option<crate::domain::MessageId>,
+    /// Send even if the thread holds newer messages than `after_message_id`.
+    pub force: Option<bool>,
 }
 
 /// `POST /api/v1/threads/{id}/assign`.
@@ -208,8 +213,8 @@ impl Modify for BearerAuth {
         paging::ThreadList,
         paging::MessageList,
         presence::ThreadPresence,
-        crate::hub::presence::UserPresence,
-        crate::hub::presence::Activity,
+        crate::presence::UserPresence,
+        crate::presence::Activity,
         MessageId,
         PhoneNumber,
         Timestamp,

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     cursor::List,
-    domain::{Id, ThreadId, UserId, model::Thread},
+    domain::{Id, MessageId, ThreadId, UserId, model::Thread},
     error::ApiError,
     store::{ThreadQuery, ThreadView},
 };
@@ -118,10 +118,15 @@ pub async fn reply(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let thread = visible(&state, &caller, &id).await?;
-    let text = Body::new(body)?.text("body", MAX_REPLY)?;
+    let body = Body::new(body)?;
+    let text = body.text("body", MAX_REPLY)?;
+    let after: Option<MessageId> = body.opt_id("after_message_id")?;
+    // `force`: the replier saw the newer messages and answers anyway.
+    let force = body.opt_bool("force")?.unwrap_or(false);
+    let guard = after.filter(|_| !force);
     let message = state
         .store
-        .reply(&caller.0.tenant, &thread.id, &caller.0.user, text)
+        .reply(&caller.0.tenant, &thread.id, &caller.0.user, text, guard.as_ref())
         .await?;
     Ok(HttpResponse::Created().json(message))
 }

@@ -63,8 +63,8 @@ use crate::{
     hub::{
         Hub, SessionHandle,
         outbox::{Decision, Deferred, Outgoing},
-        presence::{Activity, Place, Present},
     },
+    presence::{Activity, Place, Present},
     protocol::{self, ClientFrame, Close, ErrorCode, PresenceState, ServerFrame},
     store::{Replay, Scope, Store, StoreError},
 };

@@ -37,7 +37,7 @@ use crate::{
     event::Event,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -47,7 +47,14 @@ pub enum StoreError {
     Invalid { field: &'static str, detail: String },
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A guarded reply refused: the thread's messages newer than the one the replier saw,
+    /// oldest first (at most `NEWER_LIMIT`, the newest ones).
+    #[error("the thread holds {} newer message(s)", .0.len())]
+    ThreadChanged(Vec<crate::domain::model::Message>),
 }
+
+/// How many of a thread's newer messages a refused guarded reply carries back (the newest).
+pub const NEWER_LIMIT: usize = 50;
 
 impl StoreError {
     pub fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
@@ -65,6 +72,7 @@ impl From<crate::plan::Refused> for StoreError {
         match r {
             crate::plan::Refused::OtherLocation { .. } => StoreError::invalid("folder_id", r.to_string()),
             crate::plan::Refused::NoFolder => StoreError::Conflict(r.to_string()),
+            crate::plan::Refused::ThreadChanged { newer } => StoreError::ThreadChanged(newer),
         }
     }
 }
@@ -237,8 +245,18 @@ pub trait Store: EventLog {
     /// nothing when it is unread already.
     async fn mark_unread(&self, tenant: &TenantId, id: &ThreadId, by: &UserId) -> StoreResult<Thread>;
     /// Stores `by`'s reply (`plan::reply`): `message.sent` to the audience and the services;
-    /// on an unread thread also `thread.read` and `unread.count`.
-    async fn reply(&self, tenant: &TenantId, id: &ThreadId, by: &UserId, body: String) -> StoreResult<Message>;
+    /// on an unread thread also `thread.read` and `unread.count`. With `after` (the newest
+    /// message the replier saw), in the same transaction: `Invalid("after_message_id")` if it
+    /// is not a message of this thread, `ThreadChanged` with the newer ones (nothing stored,
+    /// no event) if the thread holds any.
+    async fn reply(
+        &self,
+        tenant: &TenantId,
+        id: &ThreadId,
+        by: &UserId,
+        body: String,
+        after: Option<&MessageId>,
+    ) -> StoreResult<Message>;
     /// Assigns the thread to `folder` (`plan::assign`): `NotFound` for either,
     /// `Invalid("folder_id")` for a folder of another location than the thread's; nothing for
     /// the folder it has; else `thread.assigned` to the old and new audience, and an

@@ -7,6 +7,7 @@ mod helpers;
 pub const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 
 mod auth;
+mod collision;
 mod counts;
 mod cursors;
 mod directory;

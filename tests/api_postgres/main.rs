@@ -12,6 +12,8 @@ pub const BACKEND: helpers::Backend = helpers::Backend::Postgres;
 
 #[path = "../api/auth.rs"]
 mod auth;
+#[path = "../api/collision.rs"]
+mod collision;
 #[path = "../api/counts.rs"]
 mod counts;
 #[path = "../api/cursors.rs"]

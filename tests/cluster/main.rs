@@ -9,6 +9,7 @@
 //! - `pubsub`: the bus's live-event transport (`bus::pubsub`) on a real single Redis and a real
 //!   Redis Cluster (3 primaries, 3 replicas): order, unsubscribe, a restart, a failover, a
 //!   slot migration.
+//! - `presence`: presence across three nodes on PostgreSQL + Redis, and a node gone quiet.
 //! - `nginx`: Debian's nginx with `config/nginx.conf` in front of three nodes: the directory,
 //!   a websocket and an inbound message through nginx only; round-robin; no token in its log.
 
@@ -23,4 +24,5 @@ mod cluster;
 mod faults;
 mod nginx;
 mod nodes;
+mod presence;
 mod pubsub;

@@ -132,6 +132,16 @@ impl PubSub for ClusterPubSub {
         Ok(())
     }
 
+    async fn run(&self, _key: &str, pipe: &redis::Pipeline) -> Result<redis::Value, PubSubError> {
+        let mut conn = self.publisher.clone();
+        // redis-rs routes a pipeline by its commands' keys (one slot here).
+        within(
+            self.tuning.command_timeout * 2,
+            pipe.query_async::<redis::Value>(&mut conn),
+        )
+        .await
+    }
+
     async fn ping(&self) -> Result<(), PubSubError> {
         let mut conn = self.publisher.clone();
         // Sent to every primary by redis-rs; fails unless all answer.

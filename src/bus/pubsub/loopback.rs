@@ -32,6 +32,10 @@ impl PubSub for Loopback {
         Ok(())
     }
 
+    async fn run(&self, _key: &str, _pipe: &redis::Pipeline) -> Result<redis::Value, PubSubError> {
+        Err(PubSubError::Config("one node keeps no state in Redis".into()))
+    }
+
     async fn ping(&self) -> Result<(), PubSubError> {
         Ok(())
     }

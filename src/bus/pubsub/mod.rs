@@ -149,6 +149,11 @@ pub trait PubSub: Send + Sync {
     /// subscriber got it; an error means it may or may not have been delivered.
     async fn publish(&self, partition: u16, payload: &[u8]) -> Result<(), PubSubError>;
 
+    /// Runs `pipe`, whose commands all name `key` (or keys of its hash tag), on the server
+    /// that owns `key`: the expiring state kept beside the channels (`bus::presence`). Fails
+    /// with `Config` on a transport without Redis (`Loopback`).
+    async fn run(&self, key: &str, pipe: &redis::Pipeline) -> Result<redis::Value, PubSubError>;
+
     /// Whether Redis answers (on a cluster: every primary), within [`Tuning::command_timeout`].
     async fn ping(&self) -> Result<(), PubSubError>;
 

@@ -103,6 +103,11 @@ impl PubSub for SinglePubSub {
         Ok(())
     }
 
+    async fn run(&self, _key: &str, pipe: &redis::Pipeline) -> Result<redis::Value, PubSubError> {
+        let mut conn = self.publisher.clone();
+        within(self.tuning.command_timeout, pipe.query_async::<redis::Value>(&mut conn)).await
+    }
+
     async fn ping(&self) -> Result<(), PubSubError> {
         let mut conn = self.publisher.clone();
         within(

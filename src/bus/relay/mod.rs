@@ -32,7 +32,7 @@ mod tenant;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -47,7 +47,8 @@ use tracing::{debug, warn};
 
 use self::tenant::{Input, TenantTask};
 use super::{
-    Bus, EventSink,
+    Bus, Elsewhere, EventSink,
+    presence::{PresenceRelay, PresenceSink, State},
     pubsub::{Gap, PubSub, Receiver, partition_of},
 };
 use crate::{
@@ -133,6 +134,8 @@ struct Shared {
 pub struct Router {
     tasks: Mutex<HashMap<TenantId, Entry>>,
     next_generation: std::sync::atomic::AtomicU64,
+    /// Where presence messages go, once presence is shared (`RelayBus::share_presence`).
+    presence: OnceLock<Arc<PresenceRelay>>,
 }
 
 /// A tenant task's inbox, and how far it delivered. `generation` tells a task apart from a
@@ -146,7 +149,11 @@ struct Entry {
 impl Receiver for Router {
     fn message(&self, _partition: u16, payload: Vec<u8>) {
         let Some((tenant, events)) = Batch::decode(&payload) else {
-            warn!("an unreadable message on an event channel");
+            match (State::decode(&payload), self.presence.get()) {
+                (Some(state), Some(presence)) => presence.heard(state),
+                (Some(_), None) => {}
+                (None, _) => warn!("an unreadable message on an event channel"),
+            }
             return;
         };
         // unwrap: the lock is only held for short, non-panicking sections.
@@ -217,6 +224,14 @@ impl RelayBus {
     pub fn router() -> Arc<Router> {
         Arc::new(Router::default())
     }
+
+    /// Shares this node's presence with the other nodes over the transport (`bus::presence`)
+    /// and hands theirs to `sink`; returns the relay, which the hub announces its changes to.
+    pub fn share_presence(&self, sink: Arc<dyn PresenceSink>, key_prefix: &str) -> Arc<PresenceRelay> {
+        let relay = PresenceRelay::start(sink, self.shared.transport.clone(), key_prefix);
+        let _ = self.shared.router.presence.set(relay.clone());
+        relay
+    }
 }
 
 impl Drop for RelayBus {
@@ -284,6 +299,13 @@ impl Bus for RelayBus {
 
     async fn ping(&self) -> Result<(), String> {
         self.shared.transport.ping().await.map_err(|e| e.to_string())
+    }
+
+    async fn presence_elsewhere(&self, tenant: &TenantId) -> Result<Elsewhere, String> {
+        match self.shared.router.presence.get() {
+            Some(relay) => relay.elsewhere(tenant).await,
+            None => Ok(Vec::new()),
+        }
     }
 }
 
@@ -525,6 +547,9 @@ mod tests {
                 .unwrap()
                 .push(String::from_utf8(payload.to_vec()).unwrap());
             Ok(())
+        }
+        async fn run(&self, _: &str, _: &redis::Pipeline) -> Result<redis::Value, PubSubError> {
+            Err(PubSubError::Stopped)
         }
         async fn ping(&self) -> Result<(), PubSubError> {
             Ok(())

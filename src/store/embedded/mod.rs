@@ -358,9 +358,17 @@ impl Store for Embedded {
             .await
     }
 
-    async fn reply(&self, tenant: &TenantId, id: &ThreadId, by: &UserId, body: String) -> StoreResult<Message> {
-        let (tenant, id, by) = (tenant.clone(), id.clone(), by.clone());
-        self.write(move |tx| ops::reply(tx, &tenant, &id, &by, body)).await
+    async fn reply(
+        &self,
+        tenant: &TenantId,
+        id: &ThreadId,
+        by: &UserId,
+        body: String,
+        after: Option<&MessageId>,
+    ) -> StoreResult<Message> {
+        let (tenant, id, by, after) = (tenant.clone(), id.clone(), by.clone(), after.cloned());
+        self.write(move |tx| ops::reply(tx, &tenant, &id, &by, body, after.as_ref()))
+            .await
     }
 
     async fn assign(&self, tenant: &TenantId, id: &ThreadId, folder: &FolderId, by: &UserId) -> StoreResult<Thread> {

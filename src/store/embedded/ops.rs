@@ -543,11 +543,16 @@ pub(super) fn reply(
     id: &ThreadId,
     by: &UserId,
     body: String,
+    after: Option<&MessageId>,
 ) -> StoreResult<Message> {
     let c = tx.conn;
     let thread = load_thread(c, tenant, id)?;
     let resources = resources_of(c, tenant, &thread)?;
     let prefs = preferences(c, tenant)?;
+    let newer = match after {
+        Some(after) => newer_than(c, tenant, id, after)?,
+        None => Vec::new(),
+    };
     let replied = plan::reply(
         &thread,
         &resources,
@@ -556,11 +561,49 @@ pub(super) fn reply(
         body,
         MessageId::generate(),
         Timestamp::now(),
-    );
+        newer,
+    )?;
     insert_message(c, tenant, &replied.message)?;
     save_thread(c, tenant, &ThreadRow::from(&replied.thread))?;
     tx.emit_all(tenant, replied.events)?;
     Ok(replied.message)
+}
+
+/// The thread's messages after `after` (the newest `NEWER_LIMIT`, oldest first);
+/// `Invalid("after_message_id")` when `after` is not one of the thread's.
+fn newer_than(c: &Connection, tenant: &TenantId, thread: &ThreadId, after: &MessageId) -> StoreResult<Vec<Message>> {
+    let (at, seq): (i64, i64) = c
+        .prepare_cached("SELECT created_at, seq FROM messages WHERE tenant = ?1 AND id = ?2 AND thread_id = ?3")
+        .map_err(db)?
+        .query_row(params![tenant.as_str(), after.as_str(), thread.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(db)?
+        .ok_or_else(|| StoreError::invalid("after_message_id", "is not a message of this thread"))?;
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.tenant = ?1 AND m.thread_id = ?2
+               AND (m.created_at, m.seq) > (?3, ?4)
+             ORDER BY m.created_at DESC, m.seq DESC LIMIT ?5"
+        ))
+        .map_err(db)?;
+    let mut rows: Vec<(Message, i64)> = stmt
+        .query_map(
+            params![
+                tenant.as_str(),
+                thread.as_str(),
+                at,
+                seq,
+                crate::store::NEWER_LIMIT as i64
+            ],
+            message_row,
+        )
+        .map_err(db)?
+        .collect::<Result<_, _>>()
+        .map_err(db)?;
+    rows.reverse();
+    rows.into_iter().map(|(m, _)| with_attachments(c, tenant, m)).collect()
 }
 
 pub(super) fn assign(

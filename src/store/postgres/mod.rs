@@ -647,11 +647,25 @@ impl Store for PgStore {
         .await
     }
 
-    async fn reply(&self, tenant: &TenantId, id: &ThreadId, by: &UserId, body: String) -> StoreResult<Message> {
-        let (tenant, id, by) = (tenant.clone(), id.clone(), by.clone());
+    async fn reply(
+        &self,
+        tenant: &TenantId,
+        id: &ThreadId,
+        by: &UserId,
+        body: String,
+        after: Option<&MessageId>,
+    ) -> StoreResult<Message> {
+        let (tenant, id, by, after) = (tenant.clone(), id.clone(), by.clone(), after.cloned());
         self.run(|i| async move {
-            transact!(i, &tenant, |tx| ops::reply(&mut tx, &tenant, &id, &by, body.clone())
-                .await)
+            transact!(i, &tenant, |tx| ops::reply(
+                &mut tx,
+                &tenant,
+                &id,
+                &by,
+                body.clone(),
+                after.as_ref()
+            )
+            .await)
         })
         .await
     }

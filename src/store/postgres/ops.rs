@@ -478,10 +478,23 @@ async fn apply(tx: &mut Tx, tenant: &TenantId, changed: plan::Changed) -> Result
     Ok(changed.thread)
 }
 
-pub(super) async fn reply(tx: &mut Tx, tenant: &TenantId, id: &ThreadId, by: &UserId, body: String) -> Result<Message> {
+pub(super) async fn reply(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    id: &ThreadId,
+    by: &UserId,
+    body: String,
+    after: Option<&MessageId>,
+) -> Result<Message> {
     let prefs = preferences_shared(tx, tenant).await?;
+    // Locked first: a message stored after this read waits for the reply, and the reply is
+    // then the older of the two (the guard saw everything before it).
     let thread = lock_thread(tx, tenant, id, false).await?;
     let resources = resources_of(tx, tenant, &thread).await?;
+    let newer = match after {
+        Some(after) => reads::newer_than(tx, tenant, id, after).await?,
+        None => Vec::new(),
+    };
     let replied = plan::reply(
         &thread,
         &resources,
@@ -490,7 +503,8 @@ pub(super) async fn reply(tx: &mut Tx, tenant: &TenantId, id: &ThreadId, by: &Us
         body,
         MessageId::generate(),
         Timestamp::now(),
-    );
+        newer,
+    )?;
     save_message_and_thread(tx, tenant, &replied.message, &replied.thread).await?;
     tx.emit_all(replied.events);
     Ok(replied.message)

@@ -579,6 +579,46 @@ async fn message_page(c: &Conn, scope: &Scope, sql: &str, key: &str, paging: &Pa
     })
 }
 
+/// The thread's messages after `after` (the newest `NEWER_LIMIT`, oldest first);
+/// `Invalid("after_message_id")` when `after` is not one of the thread's.
+pub(super) async fn newer_than(
+    c: &Conn,
+    tenant: &TenantId,
+    thread: &ThreadId,
+    after: &MessageId,
+) -> Result<Vec<Message>> {
+    let at = c
+        .query_opt(
+            "SELECT created_at, seq FROM messages WHERE tenant = $1 AND id = $2 AND thread_id = $3",
+            &[&tenant.as_str(), &after.as_str(), &thread.as_str()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::invalid("after_message_id", "is not a message of this thread"))?;
+    let (at, seq): (i64, i64) = (at.get(0), at.get(1));
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.tenant = $1 AND m.thread_id = $2
+                   AND (m.created_at, m.seq) > ($3, $4)
+                 ORDER BY m.created_at DESC, m.seq DESC LIMIT $5"
+            ),
+            &[
+                &tenant.as_str(),
+                &thread.as_str(),
+                &at,
+                &seq,
+                &(crate::store::NEWER_LIMIT as i64),
+            ],
+        )
+        .await?;
+    let mut newer = rows
+        .iter()
+        .map(|r| message_at(r, 0).map(|(m, _)| m))
+        .collect::<Result<Vec<_>>>()?;
+    newer.reverse();
+    Ok(newer)
+}
+
 pub(super) async fn thread_messages(c: &Conn, scope: &Scope, id: &ThreadId, paging: &Paging) -> Result<MessagePage> {
     // The location check is a one-time condition, so the scan is the thread's index in
     // order, stopping after a page.

@@ -240,7 +240,22 @@ impl Store for RedisStore {
         .await)
     }
 
-    async fn reply(&self, tenant: &TenantId, id: &ThreadId, by: &UserId, body: String) -> StoreResult<Message> {
+    /// No guard here (this store is on its way out): a guarded reply is refused, never sent
+    /// unguarded.
+    async fn reply(
+        &self,
+        tenant: &TenantId,
+        id: &ThreadId,
+        by: &UserId,
+        body: String,
+        after: Option<&MessageId>,
+    ) -> StoreResult<Message> {
+        if after.is_some() {
+            return Err(StoreError::invalid(
+                "after_message_id",
+                "not supported on the Redis store; use storage.backend = \"postgres\"",
+            ));
+        }
         transact!(self, tenant, |tx| ops::reply(&mut tx, id, by, &body).await)
     }
 

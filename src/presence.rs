@@ -90,7 +90,16 @@ struct Tenant {
 #[derive(Debug, Default)]
 pub struct Board {
     tenants: HashMap<TenantId, Tenant>,
+    /// When each other node last told its picture of a tenant (`replace_node`); its
+    /// sessions there are forgotten `NODE_TTL` after that.
+    heard: HashMap<(TenantId, String), Instant>,
 }
+
+/// How long another node's picture of a tenant holds without being told again: a node that
+/// died is gone from every thread this long after its last word (plus up to a second until
+/// the next expiry check and half a second of frame interval: within the 15 s the protocol
+/// promises). Nodes repeat theirs at a third of it (`bus::presence`).
+pub const NODE_TTL: Duration = Duration::from_secs(12);
 
 impl Board {
     /// `origin` is now at `place` (`None`: nowhere). Returns the frames this makes due: the
@@ -149,17 +158,58 @@ impl Board {
         due
     }
 
-    /// Every session of `node` is gone (the node died): as `set` to nowhere for each.
-    pub fn forget_node(&mut self, node: &str, now: Instant) -> Vec<(TenantId, Due)> {
+    /// Another node's whole picture of `tenant`: its sessions there are at `places` (by
+    /// session key) and nowhere else. As `set` for each session that moved, came or went;
+    /// it holds for `NODE_TTL` unless told again.
+    pub fn replace_node(&mut self, tenant: &TenantId, node: &str, places: Vec<(u64, Place)>, now: Instant) -> Vec<Due> {
+        let key = (tenant.clone(), node.to_owned());
+        if places.is_empty() {
+            self.heard.remove(&key);
+        } else {
+            self.heard.insert(key, now);
+        }
+        let kept: Vec<u64> = places.iter().map(|(session, _)| *session).collect();
+        let gone: Vec<Origin> = self
+            .tenants
+            .get(tenant)
+            .map(|t| {
+                t.at.keys()
+                    .filter(|o| o.node == node && !kept.contains(&o.session))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut due = Vec::new();
+        for origin in gone {
+            due.extend(self.set(tenant, origin, None, now));
+        }
+        for (session, place) in places {
+            let origin = Origin {
+                node: node.to_owned(),
+                session,
+            };
+            due.extend(self.set(tenant, origin, Some(place), now));
+        }
+        due
+    }
+
+    /// Forgets the sessions of every node whose picture of a tenant is older than `NODE_TTL`
+    /// (the node died or lost its way to this one): as `set` to nowhere for each.
+    pub fn expire(&mut self, now: Instant) -> Vec<(TenantId, Due)> {
+        let stale: Vec<(TenantId, String)> = self
+            .heard
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(**at) >= NODE_TTL)
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut out = Vec::new();
-        let tenants: Vec<TenantId> = self.tenants.keys().cloned().collect();
-        for tenant in tenants {
-            let gone: Vec<Origin> = self.tenants[&tenant]
-                .at
-                .keys()
-                .filter(|o| o.node == node)
-                .cloned()
-                .collect();
+        for (tenant, node) in stale {
+            self.heard.remove(&(tenant.clone(), node.clone()));
+            let gone: Vec<Origin> = self
+                .tenants
+                .get(&tenant)
+                .map(|t| t.at.keys().filter(|o| o.node == node).cloned().collect())
+                .unwrap_or_default();
             for origin in gone {
                 out.extend(
                     self.set(&tenant, origin, None, now)
@@ -216,27 +266,39 @@ impl Board {
         Some((thread.clone(), t.threads.get(thread)?.location.clone()))
     }
 
-    /// The places of every session of `node`, by tenant (what the node announces).
-    pub fn places_of(&self, node: &str) -> Vec<(TenantId, Origin, Place)> {
-        let mut out = Vec::new();
-        for (tenant, t) in &self.tenants {
-            for (origin, thread) in t.at.iter().filter(|(o, _)| o.node == node) {
-                if let Some(th) = t.threads.get(thread)
-                    && let Some(present) = th.here.get(origin)
-                {
-                    out.push((
-                        tenant.clone(),
-                        origin.clone(),
+    /// The places of `node`'s sessions in `tenant`, by session key (what the node tells the
+    /// others), in session order.
+    pub fn places_of(&self, tenant: &TenantId, node: &str) -> Vec<(u64, Place)> {
+        let Some(t) = self.tenants.get(tenant) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(u64, Place)> =
+            t.at.iter()
+                .filter(|(o, _)| o.node == node)
+                .filter_map(|(origin, thread)| {
+                    let th = t.threads.get(thread)?;
+                    let present = th.here.get(origin)?;
+                    Some((
+                        origin.session,
                         Place {
                             thread: thread.clone(),
                             location: th.location.clone(),
                             present: present.clone(),
                         },
-                    ));
-                }
-            }
-        }
+                    ))
+                })
+                .collect();
+        out.sort_by_key(|(session, _)| *session);
         out
+    }
+
+    /// The tenants where `node` has a session in some thread.
+    pub fn tenants_of(&self, node: &str) -> Vec<TenantId> {
+        self.tenants
+            .iter()
+            .filter(|(_, t)| t.at.keys().any(|o| o.node == node))
+            .map(|(tenant, _)| tenant.clone())
+            .collect()
     }
 }
 
@@ -388,33 +450,77 @@ mod tests {
         assert!(due.is_empty(), "dana is typing in another session already");
     }
 
+    fn at(thread: &str, location: &str, user: &str, activity: Activity) -> Place {
+        Place {
+            thread: id(thread),
+            location: id(location),
+            present: Present {
+                user: id(user),
+                name: None,
+                activity,
+            },
+        }
+    }
+
     #[test]
-    fn a_dead_node_takes_its_sessions_with_it_and_the_snapshot_filters_by_location() {
+    fn another_nodes_picture_replaces_the_last_one_and_the_snapshot_filters_by_location() {
         let (mut b, t0, acme) = (Board::default(), Instant::now(), id("acme"));
         b.set(&acme, origin("n1", 1), place("t1", "dana", Activity::Viewing), t0);
-        b.set(&acme, origin("n2", 1), place("t1", "sam", Activity::Viewing), t0);
-        b.set(
+        let due = b.replace_node(
             &acme,
-            origin("n2", 2),
-            Some(Place {
-                thread: id("t9"),
-                location: id("L9"),
-                present: Present {
-                    user: id("lee"),
-                    name: None,
-                    activity: Activity::Typing,
-                },
-            }),
+            "n2",
+            vec![
+                (1, at("t1", "L1", "sam", Activity::Viewing)),
+                (2, at("t9", "L9", "lee", Activity::Typing)),
+            ],
             t0,
         );
+        assert_eq!(due.len(), 2, "t1 and t9 changed: {due:?}");
         let snap = b.snapshot(&acme, &[id("L1")]);
         assert_eq!(snap.len(), 1, "t9 is at L9");
         assert_eq!(snap[0].1.len(), 2);
-        assert_eq!(b.places_of("n2").len(), 2);
-        let due = b.forget_node("n2", t0 + Duration::from_secs(1));
-        let threads: Vec<&str> = due.iter().map(|(_, d)| d.thread.as_str()).collect();
-        assert_eq!(threads.len(), 2, "{threads:?}");
-        let snap = b.snapshot(&acme, &[id("L1")]);
-        assert_eq!(snap[0].1.len(), 1, "dana remains");
+        assert_eq!(b.places_of(&acme, "n2").len(), 2);
+        assert_eq!(b.tenants_of("n2"), std::slice::from_ref(&acme));
+        assert_eq!(
+            b.places_of(&acme, "n1"),
+            [(1, place("t1", "dana", Activity::Viewing).unwrap())]
+        );
+
+        // Told again with sam gone and lee unchanged: only t1 changes.
+        let t1 = t0 + Duration::from_secs(1);
+        let due = b.replace_node(&acme, "n2", vec![(2, at("t9", "L9", "lee", Activity::Typing))], t1);
+        assert_eq!(due.iter().map(|d| d.thread.as_str()).collect::<Vec<_>>(), ["t1"]);
+        // Told the same again: nothing.
+        let due = b.replace_node(&acme, "n2", vec![(2, at("t9", "L9", "lee", Activity::Typing))], t1);
+        assert!(due.is_empty(), "{due:?}");
+    }
+
+    #[test]
+    fn a_node_not_heard_for_its_ttl_is_forgotten_and_one_heard_again_is_kept() {
+        let (mut b, t0, acme) = (Board::default(), Instant::now(), id("acme"));
+        b.set(&acme, origin("n1", 1), place("t1", "dana", Activity::Viewing), t0);
+        b.replace_node(&acme, "n2", vec![(1, at("t1", "L1", "sam", Activity::Viewing))], t0);
+        b.replace_node(&acme, "n3", vec![(1, at("t1", "L1", "lee", Activity::Viewing))], t0);
+        assert!(b.expire(t0 + NODE_TTL - Duration::from_millis(1)).is_empty());
+        // n3 speaks again a little later; n2 does not.
+        b.replace_node(
+            &acme,
+            "n3",
+            vec![(1, at("t1", "L1", "lee", Activity::Viewing))],
+            t0 + NODE_TTL / 3,
+        );
+        let due = b.expire(t0 + NODE_TTL);
+        assert_eq!(due.len(), 1, "{due:?}");
+        let users: Vec<String> = b.snapshot(&acme, &[id("L1")])[0]
+            .1
+            .iter()
+            .map(|u| u.user_id.as_str().to_owned())
+            .collect();
+        assert_eq!(
+            users,
+            ["dana", "lee"],
+            "sam's node went quiet; this node's own sessions never expire"
+        );
+        assert!(b.expire(t0 + NODE_TTL * 2).len() == 1, "then n3's turn");
     }
 }

@@ -651,7 +651,10 @@ function wireMenu() {
     if (!menu.hidden && !menu.contains(ev.target)) closeMenu({ restoreFocus: false });
   });
   window.addEventListener('blur', () => closeMenu({ restoreFocus: false }));
-  window.addEventListener('resize', () => closeMenu({ restoreFocus: false }));
+  window.addEventListener('resize', () => {
+    closeMenu({ restoreFocus: false });
+    placeToasts();
+  });
 }
 
 async function runAction(action, id) {
@@ -862,6 +865,7 @@ async function showThread(id, { keepFocus } = {}) {
     replyForm(t),
   );
   renderThreadHeader(t);
+  placeToasts();
   await loadConversation(id);
   if (!keepFocus) $('reply-body')?.focus();
 }
@@ -897,6 +901,7 @@ function closeDetail() {
   state.detail = null;
   $('split').classList.remove('has-detail');
   $('detail').replaceChildren(h('p', { class: 'empty' }, 'Select a message to see the conversation.'));
+  placeToasts();
   if (id && state.threads.has(id)) select(id, { show: false });
 }
 
@@ -1315,9 +1320,22 @@ function toast({ title, text, sub, subLater, kind = 'info', onOpen }) {
     el.remove();
     onOpen();
   });
+  placeToasts();
   box.append(el);
   while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();
   return el;
+}
+
+/**
+ * Pop-ups stack up from just above the status bar (bottom left); on a phone, from just above
+ * the reply box when a conversation is open, so that they cover neither it nor the header.
+ */
+function placeToasts() {
+  const bar = $('statusbar');
+  const reply = $('reply-form');
+  let edge = bar.checkVisibility() ? bar.getBoundingClientRect().top : innerHeight;
+  if (matchMedia('(max-width: 700px)').matches && reply?.checkVisibility()) edge = reply.getBoundingClientRect().top;
+  $('toasts').style.setProperty('--toast-bottom', `${Math.max(0, Math.round(innerHeight - edge + 8))}px`);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -109,6 +109,10 @@ describe('a dispatcher\'s Message Center', () => {
     assert.ok(g.conversation.scrollHeight > g.conversation.clientHeight, 'the conversation scrolls inside its pane');
     await shot(page, '20-laptop-1280x800');
     assert.deepEqual(page.errors, []);
+    // A clean console (the favicon is there), but for the development sign-in's probe, which
+    // this hub (not on the development secret) answers 404 by contract.
+    assert.deepEqual(page.consoleErrors.filter((e) => !/\/api\/v1\/dev\/token$/.test(e)), []);
+    assert.equal(await page.locator('link[rel=icon]').getAttribute('href'), 'favicon-unread.svg');
     await page.context().close();
 
     const phone = await signedInPage(browser, hub, t.sam, { viewport: PHONE });

@@ -218,6 +218,9 @@ export async function signedInPage(browser, hub, tok, { screenshot, viewport, co
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
+  // What the console reports as errors (a missing favicon's 404, a failed request).
+  page.consoleErrors = [];
+  page.on('console', (m) => m.type() === 'error' && page.consoleErrors.push(`${m.text()} ${m.location()?.url ?? ''}`));
   await watchPolicy(page, errors);
   page.errors = errors;
   await page.goto(hub.url);

@@ -31,8 +31,10 @@ enum Command {
     },
     /// Print a token signed with the configured HS256 secret.
     Token {
+        /// The user id the token is for (the `sub` claim), e.g. sam.
         #[arg(long)]
         sub: String,
+        /// The tenant (company) the user belongs to, e.g. acme.
         #[arg(long)]
         tenant: String,
         /// Comma-separated: user, admin, service.
@@ -41,11 +43,14 @@ enum Command {
         /// Comma-separated location ids.
         #[arg(long, value_delimiter = ',', default_value = "")]
         locations: Vec<String>,
+        /// The user's display name (the `name` claim), shown until the directory has one.
         #[arg(long)]
         name: Option<String>,
         /// Lifetime, e.g. 30m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// A TOML file layered over the built-in defaults (for `auth.hs256_secret`,
+        /// `auth.issuer` and `auth.audience`).
         #[arg(long)]
         config: Option<PathBuf>,
     },

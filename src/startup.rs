@@ -199,6 +199,7 @@ impl Application {
         let counted = web::Data::from(state.metrics.clone());
         let limit = settings.server.max_body_bytes;
         let static_dir = settings.server.static_dir.clone();
+        let static_dir = (!static_dir.as_os_str().is_empty()).then_some(static_dir);
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -213,7 +214,7 @@ impl Application {
                 .wrap(edge::headers())
                 .wrap(from_fn(telemetry::access_log))
                 .configure(routes::configure)
-                .service(edge::static_client(&static_dir))
+                .service(edge::static_client(static_dir.as_deref()))
                 .default_service(web::to(edge::unknown_path))
         })
         .disable_signals()

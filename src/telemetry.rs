@@ -2,7 +2,7 @@
 //! (the websocket handshake may carry `access_token` there) or a body, and counts every
 //! response by status class (`switchboard_http_responses_total`).
 
-use std::time::Instant;
+use std::{io::IsTerminal, time::Instant};
 
 use actix_web::{
     Error,
@@ -17,12 +17,15 @@ use tracing_subscriber::EnvFilter;
 use crate::metrics::Metrics;
 
 /// Installs the global subscriber (once; later calls are ignored). `RUST_LOG` wins over
-/// `default_filter`.
+/// `default_filter`. Lines go to stderr, coloured only when stderr is a terminal (a file or a
+/// pipe gets plain text).
 pub fn init(default_filter: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

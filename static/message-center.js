@@ -3,9 +3,16 @@ import { SwitchboardClient, ApiError } from './switchboard-client.js';
 import { h, formatPhone, formatTime, messageSummary, imageAttachments } from './ui.js';
 
 const TOKEN_KEY = 'switchboard.token';
+const SOUND_KEY = 'switchboard.sound'; // localStorage: remembered per browser
 const TITLE = 'Message Center — Switchboard';
-const TOAST_MS = 20000;
-const MAX_TOASTS = 5;
+// How long a pop-up stays (hovering it keeps it): a customer message, an error, anything else.
+const TOAST_MS = { customer: 10000, error: 8000, info: 4000 };
+const MAX_TOASTS = 4;
+// A tab that claimed a message's alert keeps the claim this long (the other tabs get it
+// within milliseconds; a replay after a reconnect may come later).
+const ALERT_HOLD_MS = 120000;
+// A hidden tab lets a visible one claim an alert first.
+const HIDDEN_TAB_DEFER_MS = 300;
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,8 +28,21 @@ const state = {
   loading: false,
   queued: [], // events that arrived while the list was loading
   reloadTimer: null,
+  countTimer: null,
   unread: 0,
+  names: new Map(), // user id -> display name (the resources, and me)
+  drafts: new Map(), // thread id -> a reply being written (kept across switching threads)
+  everConnected: false,
+  countdownTimer: null,
+  sound: localStorage.getItem(SOUND_KEY) === 'on',
+  alerts: 0, // alerts this tab gave (pop-up, sound or desktop notification), for the tests
+  decided: 0, // new messages whose alert this tab has decided on (given or not)
+  sounds: 0, // sounds this tab played
 };
+
+// The tabs of this browser tell each other what one of them did (a thread opened, the sound
+// switched); each tab has its own connection, so read state and the badge come from the hub.
+const channel = 'BroadcastChannel' in window ? new BroadcastChannel('switchboard.message-center') : null;
 
 // ---------------------------------------------------------------------------------------
 // Sign in / out
@@ -40,7 +60,8 @@ function start() {
 function showSignIn(message) {
   $('signin').hidden = false;
   $('workspace').hidden = true;
-  for (const id of ['ops-nav', 'connection', 'whoami', 'sign-out', 'new-messages']) $(id).hidden = true;
+  for (const id of ['ops-nav', 'connection', 'whoami', 'sign-out', 'new-messages', 'statusbar', 'outage']) $(id).hidden = true;
+  setFavicon(0);
   const err = $('signin-error');
   err.hidden = !message;
   err.textContent = message || '';
@@ -107,11 +128,13 @@ async function signIn(token) {
   sessionStorage.setItem(TOKEN_KEY, token);
   state.client = client;
   state.me = me;
+  state.everConnected = false;
+  state.names.set(me.user_id, me.name || me.user_id);
   window.__switchboard = { client, state }; // for the end-to-end tests and debugging
   $('signin').hidden = true;
   $('workspace').hidden = false;
-  for (const id of ['ops-nav', 'connection', 'whoami', 'sign-out', 'new-messages']) $(id).hidden = false;
-  $('whoami').textContent = `${me.name || me.user_id} · ${me.tenant}`;
+  for (const id of ['ops-nav', 'connection', 'whoami', 'sign-out', 'new-messages', 'statusbar']) $(id).hidden = false;
+  $('whoami').replaceChildren(h('span', { class: 'name' }, me.name || me.user_id), h('span', { class: 'tenant' }, ` · ${me.tenant}`));
   $('whoami').title = `Locations: ${me.locations.join(', ')}`;
   setSubscribe(me.subscribe_all);
   setUnread(me.unread_count);
@@ -130,6 +153,7 @@ function signOut() {
   state.selectedId = null;
   $('thread-rows').replaceChildren();
   $('toasts').replaceChildren();
+  closeDetail();
   showSignIn();
 }
 
@@ -140,8 +164,9 @@ function wireClient(client) {
   client.on('state', renderConnection);
   client.on('hello', (hello) => {
     setUnread(hello.unread_count);
-    // Events of a followed resource are not part of this user's replay: reload that view.
-    if (state.view.resourceId && client.hello !== null && state.everConnected) scheduleReload();
+    // Back after an outage: reload what is on screen (the list, the open conversation or
+    // folder); the replay brings the pop-ups of what was missed.
+    if (state.everConnected) reloadOnScreen();
     state.everConnected = true;
   });
   client.on('event', (frame) => {
@@ -160,14 +185,39 @@ function renderConnection(s, detail) {
   el.dataset.state = s;
   const label = {
     idle: 'Not connected',
-    connecting: 'Connecting…',
+    connecting: state.everConnected ? 'Reconnecting…' : 'Connecting…',
     open: 'Live',
-    reconnecting: `Reconnecting${detail?.delayMs ? ` in ${Math.ceil(detail.delayMs / 1000)}s` : ''}…`,
+    reconnecting: 'Offline',
     closed: 'Disconnected',
     unauthorized: 'Signed out',
   }[s];
   el.querySelector('.label').textContent = label || s;
   el.title = s === 'reconnecting' ? `Attempt ${detail.attempt}; missed messages are replayed on reconnect` : '';
+  renderOutage(s, detail);
+}
+
+/** The outage banner: shown while a connection that was up is down, with a live countdown to
+ * the next attempt and "Retry now". */
+function renderOutage(s, detail) {
+  const banner = $('outage');
+  const down = state.everConnected && (s === 'reconnecting' || s === 'connecting');
+  banner.hidden = !down;
+  clearInterval(state.countdownTimer);
+  state.countdownTimer = null;
+  if (!down) return;
+  banner.dataset.attempt = String(detail?.attempt ?? '');
+  const countdown = $('outage-countdown');
+  if (s === 'connecting') {
+    countdown.textContent = 'Reconnecting…';
+    return;
+  }
+  const tick = () => {
+    const left = Math.max(0, Math.ceil(((state.client?.retryAt ?? Date.now()) - Date.now()) / 1000));
+    countdown.textContent = `Retrying in ${left} s.`;
+    countdown.dataset.seconds = String(left);
+  };
+  tick();
+  state.countdownTimer = setInterval(tick, 250);
 }
 
 function applyEvent(frame, live) {
@@ -176,7 +226,7 @@ function applyEvent(frame, live) {
     case 'message.new':
       upsertThread(d.thread, { unknown: 'reload' });
       appendToDetail(d.message);
-      if (live) popUp(d.thread, d.message);
+      if (live) alertFor(d.thread, d.message);
       break;
     case 'message.sent':
       upsertThread(d.thread, { unknown: 'reload' });
@@ -202,14 +252,11 @@ function applyEvent(frame, live) {
       break;
     case 'unread.count':
       setUnread(d.count);
+      scheduleCountCheck();
       break;
     case 'images.linked':
-      if (live) {
-        folderName(d.folder_id).then((name) =>
-          toast({ title: 'Images linked', text: `${d.count} image(s) linked to ${name}.` }),
-        );
-      }
-      if (state.detail?.kind === 'folder' && state.detail.id === d.folder_id) showFolder(d.folder_id);
+      // No pop-up: whoever linked them was told by their own action; an open folder shows them.
+      if (state.detail?.kind === 'folder' && state.detail.id === d.folder_id) showFolder(d.folder_id, state.detail.tab);
       break;
     default:
       break;
@@ -244,7 +291,7 @@ async function loadThreads() {
     // Events that came while the page was on its way are applied again over it.
     for (const frame of state.queued) applyEvent(frame, false);
   } catch (e) {
-    toast({ title: 'Could not load messages', text: e.message, kind: 'error' });
+    if (!isOffline(e)) toast({ title: 'Could not load messages', text: e.detail || e.message, kind: 'error' });
   } finally {
     state.loading = false;
     state.queued = [];
@@ -272,7 +319,40 @@ async function reloadAll() {
   setSubscribe(me.subscribe_all);
   setUnread(me.unread_count);
   await loadThreads();
-  if (state.detail?.kind === 'thread') showThread(state.detail.id, { keepFocus: true });
+  await refreshDetail();
+}
+
+/** After a reconnect: everything on screen again from the hub (a draft reply is kept). */
+async function reloadOnScreen() {
+  try {
+    await Promise.all([reloadAll(), loadResources()]);
+  } catch (e) {
+    if (!isOffline(e)) toast({ title: 'Could not reload', text: e.detail || e.message, kind: 'error' });
+  }
+}
+
+/** Whether an API call failed because the hub could not be reached (not an answer of its). */
+function isOffline(e) {
+  return !(e instanceof ApiError);
+}
+
+function failure(e) {
+  return isOffline(e) ? 'the hub cannot be reached. This reloads by itself when the connection is back.' : e.detail || e.message;
+}
+
+/**
+ * The badge is the hub's count over this user's list: when it disagrees with the list on
+ * screen (a preference or folder change moved threads in or out without an event for each),
+ * the list is reloaded. Checked a moment after the last count, when related events are in.
+ */
+function scheduleCountCheck() {
+  clearTimeout(state.countTimer);
+  state.countTimer = setTimeout(() => {
+    if (state.view.resourceId || state.loading) return;
+    let listed = 0;
+    for (const t of state.threads.values()) listed += t.unread ? t.unread_count : 0;
+    if (state.unread < listed || (state.unread > listed && !state.next)) loadThreads();
+  }, 150);
 }
 
 function upsertThread(thread, { unknown } = {}) {
@@ -311,11 +391,26 @@ function renderList() {
   tbody.replaceChildren(...rows);
   $('thread-list').setAttribute('aria-rowcount', String(threads.length + 1));
   $('list-empty').hidden = threads.length > 0;
+  $('list-empty').textContent = emptyText();
   $('load-more').hidden = !state.next;
   // Roving tabindex: the selected row (or the first) is the one Tab reaches.
   const focusRow = rows.find((r) => r.dataset.threadId === state.selectedId) || rows[0];
   if (focusRow) focusRow.tabIndex = 0;
   if (hadFocus && focusRow) focusRow.focus({ preventScroll: true });
+}
+
+/** What an empty list means, in this view. */
+function emptyText() {
+  const who = state.view.resourceId ? nameOf(state.view.resourceId) : null;
+  if (state.view.unreadOnly) return who ? `No unread messages in ${who}'s list.` : 'No unread messages for you.';
+  if (who) return `No messages in ${who}'s list.`;
+  return state.me?.subscribe_all
+    ? 'No customer messages at your locations yet.'
+    : 'No messages for you yet. You get the threads of folders where you are the sales or service resource; turn on "Subscribe to all" to see every thread of your locations.';
+}
+
+function nameOf(userId) {
+  return state.names.get(userId) || userId;
 }
 
 function renderRow(t) {
@@ -350,8 +445,9 @@ function renderRow(t) {
         'div',
         { class: 'msg-text' },
         m.direction === 'outbound' ? h('span', { class: 'direction outbound', title: 'Our reply' }, '↩ ') : '',
-        ...summary.map((s) => h('span', { class: s.kind }, s.text)),
+        ...summary.filter((s) => s.kind !== 'attachments-note').map((s) => h('span', { class: s.kind }, s.text)),
       ),
+      ...summary.filter((s) => s.kind === 'attachments-note').map((s) => h('span', { class: s.kind }, s.text)),
     ),
     h('td', { class: 'col-number' }, formatPhone(t.customer_number)),
     h('td', { class: 'col-folder' }, folder),
@@ -417,8 +513,13 @@ function select(id, { focus = true, show = true } = {}) {
     if (on && focus) r.focus();
   }
   if (show) showThread(id, { keepFocus: true });
-  // The pop-ups of a conversation the user is looking at have done their job.
-  for (const el of $('toasts').querySelectorAll('.toast.customer')) if (el.dataset.threadId === id) el.remove();
+  // The pop-ups of a conversation the user is looking at have done their job, in every tab.
+  dropPopUps(id);
+  channel?.postMessage({ type: 'opened', user: state.me?.user_id, threadId: id });
+}
+
+function dropPopUps(threadId) {
+  for (const el of $('toasts').querySelectorAll('.toast.customer')) if (el.dataset.threadId === threadId) el.remove();
 }
 
 function wireList() {
@@ -550,7 +651,10 @@ function wireMenu() {
     if (!menu.hidden && !menu.contains(ev.target)) closeMenu({ restoreFocus: false });
   });
   window.addEventListener('blur', () => closeMenu({ restoreFocus: false }));
-  window.addEventListener('resize', () => closeMenu({ restoreFocus: false }));
+  window.addEventListener('resize', () => {
+    closeMenu({ restoreFocus: false });
+    placeToasts();
+  });
 }
 
 async function runAction(action, id) {
@@ -583,7 +687,7 @@ async function runAction(action, id) {
         break;
     }
   } catch (e) {
-    toast({ title: 'That did not work', text: e.detail || e.message, kind: 'error' });
+    toast({ title: 'That did not work', text: failure(e), kind: 'error' });
   }
 }
 
@@ -652,7 +756,7 @@ function openAssign(t) {
   assignPick = null;
   const dlg = $('assign-dialog');
   $('assign-for').textContent = `Customer ${formatPhone(t.customer_number)} — currently ${t.folder_id ? folderLabel(t.folder_id) : 'unassigned'}.`;
-  $('folder-search').value = t.customer_number;
+  $('folder-search').value = formatPhone(t.customer_number);
   $('folder-results').replaceChildren();
   $('assign-confirm').disabled = true;
   dlg.showModal();
@@ -753,6 +857,7 @@ async function showThread(id, { keepFocus } = {}) {
   const t = state.threads.get(id);
   if (!t) return;
   state.detail = { kind: 'thread', id };
+  $('split').classList.add('has-detail');
   const pane = $('detail');
   pane.replaceChildren(
     h('header', { class: 'detail-header', id: 'thread-header' }),
@@ -760,21 +865,55 @@ async function showThread(id, { keepFocus } = {}) {
     replyForm(t),
   );
   renderThreadHeader(t);
+  placeToasts();
+  await loadConversation(id);
+  if (!keepFocus) $('reply-body')?.focus();
+}
+
+/** (Re)loads the open conversation's messages; the header and the reply box stay. */
+async function loadConversation(id) {
   try {
     const { messages } = await state.client.api('GET', `/threads/${encodeURIComponent(id)}/messages?limit=100`);
-    if (state.detail?.id !== id) return;
+    if (state.detail?.id !== id || !$('conversation')) return;
     $('conversation').replaceChildren(...messages.map(renderMessage));
     scrollConversation();
   } catch (e) {
-    $('conversation').replaceChildren(h('li', { class: 'error' }, `Could not load the conversation: ${e.message}`));
+    if (state.detail?.id !== id || !$('conversation')) return;
+    $('conversation').replaceChildren(h('li', { class: 'error' }, `Could not load the conversation: ${failure(e)}`));
   }
-  if (!keepFocus) $('reply-body')?.focus();
+}
+
+/** Reloads what the detail pane shows. */
+async function refreshDetail() {
+  const d = state.detail;
+  if (d?.kind === 'thread') {
+    const t = state.threads.get(d.id);
+    if (t && $('thread-header')) {
+      renderThreadHeader(t);
+      await loadConversation(d.id);
+    } else if (t) await showThread(d.id, { keepFocus: true });
+  } else if (d?.kind === 'folder') await showFolder(d.id, d.tab);
+}
+
+/** Back to the list alone (on a phone the detail pane takes the whole screen). */
+function closeDetail() {
+  const id = state.detail?.kind === 'thread' ? state.detail.id : state.selectedId;
+  state.detail = null;
+  $('split').classList.remove('has-detail');
+  $('detail').replaceChildren(h('p', { class: 'empty' }, 'Select a message to see the conversation.'));
+  placeToasts();
+  if (id && state.threads.has(id)) select(id, { show: false });
+}
+
+function backButton() {
+  return h('button', { type: 'button', class: 'back', id: 'detail-back', onclick: closeDetail }, '← Messages');
 }
 
 function renderThreadHeader(t) {
   const header = $('thread-header');
   if (!header) return;
   header.replaceChildren(
+    backButton(),
     h('h2', {}, formatPhone(t.customer_number)),
     h(
       'p',
@@ -814,7 +953,7 @@ function renderMessage(m) {
     h(
       'p',
       { class: 'meta' },
-      m.direction === 'outbound' ? `Reply${m.author_id ? ` by ${m.author_id}` : ''} · ` : 'Customer · ',
+      m.direction === 'outbound' ? `Reply${m.author_id ? ` by ${nameOf(m.author_id)}` : ''} · ` : 'Customer · ',
       h('time', { datetime: m.created_at }, formatTime(m.created_at, true)),
     ),
   );
@@ -837,6 +976,8 @@ function scrollConversation() {
 function replyForm(t) {
   const status = h('span', { class: 'status', role: 'status' });
   const body = h('textarea', { id: 'reply-body', rows: '3', maxlength: '1600', placeholder: 'Type a reply to the customer…', 'aria-label': 'Reply' });
+  body.value = state.drafts.get(t.id) || '';
+  body.addEventListener('input', () => (body.value ? state.drafts.set(t.id, body.value) : state.drafts.delete(t.id)));
   const form = h(
     'form',
     { class: 'reply', id: 'reply-form' },
@@ -851,10 +992,11 @@ function replyForm(t) {
     try {
       const m = await state.client.api('POST', `/threads/${encodeURIComponent(t.id)}/replies`, { body: text });
       body.value = '';
+      state.drafts.delete(t.id);
       status.textContent = 'Sent.';
       appendToDetail(m);
     } catch (e) {
-      status.textContent = `Not sent: ${e.detail || e.message}`;
+      status.textContent = `Not sent: ${failure(e)}`;
     }
   });
   body.addEventListener('keydown', (ev) => {
@@ -865,9 +1007,10 @@ function replyForm(t) {
 }
 
 async function showFolder(id, tab = 'communications') {
-  state.detail = { kind: 'folder', id };
+  state.detail = { kind: 'folder', id, tab };
+  $('split').classList.add('has-detail');
   const pane = $('detail');
-  pane.replaceChildren(h('p', { class: 'empty' }, 'Loading the folder…'));
+  if (!pane.querySelector(`[data-folder-id="${CSS.escape(id)}"]`)) pane.replaceChildren(h('p', { class: 'empty' }, 'Loading the folder…'));
   try {
     const enc = encodeURIComponent(id);
     const [folder, msgs, photos] = await Promise.all([
@@ -897,13 +1040,14 @@ async function showFolder(id, tab = 'communications') {
             'ul',
             { class: 'photos', id: 'folder-photos', 'aria-label': 'Photos' },
             ...(photos.length
-              ? photos.map((p) => h('li', {}, h('a', { href: p.url, target: '_blank', rel: 'noopener' }, h('img', { src: p.url, alt: `Photo linked by ${p.linked_by}`, loading: 'lazy' }))))
+              ? photos.map((p) => h('li', {}, h('a', { href: p.url, target: '_blank', rel: 'noopener' }, h('img', { src: p.url, alt: `Photo linked by ${nameOf(p.linked_by)}`, loading: 'lazy' }))))
               : [h('li', { class: 'empty' }, 'No photos linked yet.')]),
           );
     pane.replaceChildren(
       h(
         'header',
-        { class: 'detail-header' },
+        { class: 'detail-header', 'data-folder-id': id },
+        backButton(),
         h('h2', {}, `Folder: ${folder.name}`),
         h(
           'p',
@@ -913,14 +1057,18 @@ async function showFolder(id, tab = 'communications') {
         h(
           'p',
           { class: 'meta' },
-          `Sales: ${folder.sales_resource_id || '—'} · Service: ${folder.service_resource_id || '—'}`,
+          `Sales: ${folder.sales_resource_id ? nameOf(folder.sales_resource_id) : '—'} · Service: ${folder.service_resource_id ? nameOf(folder.service_resource_id) : '—'}`,
         ),
       ),
       h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Folder' }, tabBtn('communications', 'Communications'), tabBtn('photos', `Photos (${photos.length})`)),
       body,
     );
   } catch (e) {
-    pane.replaceChildren(h('p', { class: 'error' }, `Could not open the folder: ${e.detail || e.message}`));
+    if (state.detail?.id !== id) return;
+    pane.replaceChildren(
+      h('header', { class: 'detail-header' }, backButton()),
+      h('p', { class: 'error' }, `Could not open the folder: ${failure(e)}`),
+    );
   }
 }
 
@@ -945,7 +1093,7 @@ function wireToolbar() {
       setUnread(me.unread_count);
       if (!state.view.resourceId) await loadThreads();
     } catch (e) {
-      toast({ title: 'Could not change the subscription', text: e.detail || e.message, kind: 'error' });
+      toast({ title: 'Could not change the subscription', text: failure(e), kind: 'error' });
     } finally {
       b.disabled = false;
     }
@@ -972,6 +1120,29 @@ function wireToolbar() {
     });
   }
   $('image-viewer-close').addEventListener('click', () => ($('image-viewer').hidden = true));
+  $('retry-now').addEventListener('click', () => state.client?.reconnectNow());
+  const sound = $('sound-toggle');
+  sound.checked = state.sound;
+  sound.addEventListener('change', () => {
+    setSound(sound.checked);
+    channel?.postMessage({ type: 'sound', on: sound.checked });
+    if (sound.checked) beep(); // a sample, and the browser lets a page play after a click
+  });
+  channel?.addEventListener('message', (ev) => {
+    const m = ev.data || {};
+    if (m.type === 'sound') setSound(!!m.on);
+    if (m.type === 'opened' && m.user === state.me?.user_id) dropPopUps(m.threadId);
+  });
+  // Another tab changed the setting while this one was closed or asleep.
+  window.addEventListener('storage', (ev) => {
+    if (ev.key === SOUND_KEY) setSound(ev.newValue === 'on');
+  });
+}
+
+function setSound(on) {
+  state.sound = on;
+  localStorage.setItem(SOUND_KEY, on ? 'on' : 'off');
+  $('sound-toggle').checked = on;
 }
 
 async function loadResources() {
@@ -982,6 +1153,7 @@ async function loadResources() {
     sel.replaceChildren(
       h('option', { value: '' }, 'My messages'),
       ...resources
+        .map((r) => (state.names.set(r.user_id, r.name || r.user_id), r))
         .sort((a, b) => (a.name || a.user_id).localeCompare(b.name || b.user_id))
         .map((r) => h('option', { value: r.user_id }, `Resource: ${r.name || r.user_id}`)),
     );
@@ -1011,6 +1183,87 @@ function setUnread(count) {
   b.classList.toggle('has-new', count > 0);
   b.setAttribute('aria-label', `New messages: ${count}. Open the Message Center`);
   document.title = count > 0 ? `(${count}) ${TITLE}` : TITLE;
+  setFavicon(count);
+}
+
+/** The tab's icon carries a red dot while there are new messages. */
+function setFavicon(count) {
+  const icon = count > 0 ? 'favicon-unread.svg' : 'favicon.svg';
+  const link = $('favicon');
+  if (link.getAttribute('href') !== icon) link.setAttribute('href', icon);
+}
+
+/**
+ * One alert per message per browser: every tab of this user gets the message on its own
+ * connection; the first to take the message's Web Lock gives the alert (a visible tab goes
+ * first) and keeps the lock a while, so the others stay quiet. Nobody is alerted for a
+ * thread viewed in another resource's list unless the thread is also in their own list, or
+ * for the conversation open on screen.
+ */
+async function alertFor(thread, message) {
+  try {
+    if (!(await isMine(thread.id))) return;
+    if (!(await claimAlert(message.id))) return;
+    const watching =
+      document.visibilityState === 'visible' && !$('message-center').hidden &&
+      state.detail?.kind === 'thread' && state.detail.id === thread.id;
+    if (watching) return;
+    state.alerts += 1;
+    if (state.sound && beep()) state.sounds += 1;
+    popUp(thread, message);
+  } finally {
+    state.decided += 1;
+  }
+}
+
+/** Whether a thread is in this user's own list (their audience), not only in a followed one. */
+async function isMine(threadId) {
+  if (!state.client?.followed) return true; // then the hub sends only the audience's events
+  try {
+    const page = await state.client.api('GET', '/threads?view=mine&limit=20');
+    return page.threads.some((t) => t.id === threadId);
+  } catch {
+    return false;
+  }
+}
+
+async function claimAlert(messageId) {
+  if (!navigator.locks) return true;
+  if (document.visibilityState !== 'visible') await new Promise((r) => setTimeout(r, HIDDEN_TAB_DEFER_MS));
+  const name = `switchboard.alert/${state.me?.tenant}/${state.me?.user_id}/${messageId}`;
+  return new Promise((resolve) => {
+    navigator.locks
+      .request(name, { ifAvailable: true }, (lock) => {
+        resolve(!!lock);
+        return lock ? new Promise((r) => setTimeout(r, ALERT_HOLD_MS)) : undefined;
+      })
+      .catch(() => resolve(true));
+  });
+}
+
+let audio = null;
+
+/** A short two-tone chime (Web Audio: nothing to download); false when it cannot play. */
+function beep() {
+  try {
+    audio ||= new AudioContext();
+    audio.resume?.();
+    const t0 = audio.currentTime;
+    for (const [i, f] of [880, 1320].entries()) {
+      const osc = audio.createOscillator();
+      const gain = audio.createGain();
+      osc.frequency.value = f;
+      gain.gain.setValueAtTime(0.0001, t0 + i * 0.12);
+      gain.gain.exponentialRampToValueAtTime(0.15, t0 + i * 0.12 + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, t0 + i * 0.12 + 0.18);
+      osc.connect(gain).connect(audio.destination);
+      osc.start(t0 + i * 0.12);
+      osc.stop(t0 + i * 0.12 + 0.2);
+    }
+    return true;
+  } catch {
+    return false; // no sound on this browser
+  }
 }
 
 function popUp(thread, message) {
@@ -1058,17 +1311,31 @@ function toast({ title, text, sub, subLater, kind = 'info', onOpen }) {
     const el2 = el.querySelector('.toast-sub');
     if (el2) el2.textContent = v;
   });
-  let timer = setTimeout(() => el.remove(), TOAST_MS);
+  const ms = TOAST_MS[kind] ?? TOAST_MS.info;
+  let timer = setTimeout(() => el.remove(), ms);
   el.addEventListener('mouseenter', () => clearTimeout(timer));
-  el.addEventListener('mouseleave', () => (timer = setTimeout(() => el.remove(), TOAST_MS / 2)));
+  el.addEventListener('mouseleave', () => (timer = setTimeout(() => el.remove(), ms / 2)));
   close.addEventListener('click', () => el.remove());
   el.querySelector('.open')?.addEventListener('click', () => {
     el.remove();
     onOpen();
   });
+  placeToasts();
   box.append(el);
   while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();
   return el;
+}
+
+/**
+ * Pop-ups stack up from just above the status bar (bottom left); on a phone, from just above
+ * the reply box when a conversation is open, so that they cover neither it nor the header.
+ */
+function placeToasts() {
+  const bar = $('statusbar');
+  const reply = $('reply-form');
+  let edge = bar.checkVisibility() ? bar.getBoundingClientRect().top : innerHeight;
+  if (matchMedia('(max-width: 700px)').matches && reply?.checkVisibility()) edge = reply.getBoundingClientRect().top;
+  $('toasts').style.setProperty('--toast-bottom', `${Math.max(0, Math.round(innerHeight - edge + 8))}px`);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -22,8 +22,11 @@
  *   the newest event id it has seen (`lastEventId`).
  * - When the socket drops for any reason other than `close()` or an expired/revoked token
  *   (close code 4001), it reconnects by itself with exponential backoff and jitter
- *   (`backoff.initialMs`, doubling up to `backoff.maxMs`; reset after a successful `hello`).
- *   A browser `online` event, or `reconnectNow()`, skips the wait.
+ *   (`backoff.initialMs`, doubling up to `backoff.maxMs`, 5 s, while the page is visible, or
+ *   `backoff.hiddenMaxMs`, 30 s, while it is hidden; each wait ±`backoff.jitter`; reset after
+ *   a successful `hello`). `retryAt` is when the next attempt starts (for a countdown). A
+ *   browser `online` event, the page becoming visible again, or `reconnectNow()` (a "Retry
+ *   now" button) skips the wait.
  * - It resumes **in the handshake**: `GET /ws?access_token=…&last_event_id=ID`, so the hub
  *   replays every missed event, in order, before any live event; then emits `resumed`
  *   (`{replayed}`). If the hub answers `resync` (its log no longer reaches back), the
@@ -42,7 +45,7 @@
  *   `close` ({code, reason}), `auth` (the token was refused: 401 or close 4001; no reconnect);
  * - `state` (`fn(state, detail)`): `idle` → `connecting` → `open` → (`reconnecting` →
  *   `connecting` → `open`)* → `closed` | `unauthorized`. `client.state` holds the current one;
- *   `detail` carries `{attempt, delayMs}` while reconnecting.
+ *   `detail` carries `{attempt, delayMs, retryAt}` while reconnecting.
  *
  * REST
  * - `api(method, path, body?)` calls `/api/v1` + path with the bearer token and JSON; it
@@ -63,7 +66,7 @@ export class ApiError extends Error {
 }
 
 const DEFAULTS = {
-  backoff: { initialMs: 500, maxMs: 15000, factor: 2, jitter: 0.3 },
+  backoff: { initialMs: 500, maxMs: 5000, hiddenMaxMs: 30000, factor: 2, jitter: 0.3 },
   pingIntervalMs: 20000,
   pongTimeoutMs: 10000,
 };
@@ -74,7 +77,7 @@ export class SwitchboardClient {
    * @param {string|(() => string)} opts.token  the JWT, or a function returning the current one
    * @param {string} [opts.baseUrl]  the hub's origin (default: the page's)
    * @param {() => (void|Promise<void>)} [opts.onResync]  reload everything over REST
-   * @param {{initialMs?: number, maxMs?: number, factor?: number, jitter?: number}} [opts.backoff]
+   * @param {{initialMs?: number, maxMs?: number, hiddenMaxMs?: number, factor?: number, jitter?: number}} [opts.backoff]
    * @param {number} [opts.pingIntervalMs]  keep-alive ping period (0 disables)
    * @param {number} [opts.pongTimeoutMs]  how long a ping may go unanswered
    * @param {typeof WebSocket} [opts.WebSocket]  a WebSocket implementation (default: global)
@@ -98,7 +101,12 @@ export class SwitchboardClient {
     this._seen = new Set();
     this._seenOrder = [];
     this._stopped = true;
+    /** When the next reconnection attempt starts (ms since the epoch), while reconnecting. */
+    this.retryAt = null;
     this._onOnline = () => this.reconnectNow();
+    this._onVisible = () => {
+      if (globalThis.document?.visibilityState === 'visible') this.reconnectNow();
+    };
   }
 
   get token() {
@@ -131,6 +139,7 @@ export class SwitchboardClient {
   connect() {
     this._stopped = false;
     globalThis.addEventListener?.('online', this._onOnline);
+    globalThis.document?.addEventListener?.('visibilitychange', this._onVisible);
     this._open();
   }
 
@@ -138,6 +147,7 @@ export class SwitchboardClient {
   close() {
     this._stopped = true;
     globalThis.removeEventListener?.('online', this._onOnline);
+    globalThis.document?.removeEventListener?.('visibilitychange', this._onVisible);
     clearTimeout(this._timer);
     this._stopPing();
     const ws = this._ws;
@@ -168,6 +178,7 @@ export class SwitchboardClient {
 
   _open() {
     clearTimeout(this._timer);
+    this.retryAt = null;
     this._setState('connecting', { attempt: this._attempt });
     const WS = this.opts.WebSocket || globalThis.WebSocket;
     let ws;
@@ -226,10 +237,13 @@ export class SwitchboardClient {
   _scheduleReconnect() {
     if (this._stopped) return;
     const b = this.opts.backoff;
-    const base = Math.min(b.maxMs, b.initialMs * Math.pow(b.factor, this._attempt));
+    const hidden = globalThis.document?.visibilityState === 'hidden';
+    const cap = hidden ? Math.max(b.maxMs, b.hiddenMaxMs ?? b.maxMs) : b.maxMs;
+    const base = Math.min(cap, b.initialMs * Math.pow(b.factor, this._attempt));
     const delayMs = Math.round(base * (1 - b.jitter + Math.random() * 2 * b.jitter));
     this._attempt += 1;
-    this._setState('reconnecting', { attempt: this._attempt, delayMs });
+    this.retryAt = Date.now() + delayMs;
+    this._setState('reconnecting', { attempt: this._attempt, delayMs, retryAt: this.retryAt });
     this._timer = setTimeout(() => this._open(), delayMs);
   }
 

@@ -3,8 +3,9 @@
 //!   extractor's failure, a path the static files refuse, an unknown file) becomes
 //!   `application/problem+json` like every error of ours;
 //! - [`headers`]: `X-Content-Type-Options: nosniff` on every response;
-//! - [`static_client`]: the web client's files, for GET and HEAD only, with the page's
-//!   Content-Security-Policy, `frame-ancestors 'none'` and `Referrer-Policy`.
+//! - [`static_client`]: the web client's files (built in, see `assets`, or a folder in
+//!   development), for GET and HEAD only, with the page's Content-Security-Policy,
+//!   `frame-ancestors 'none'` and `Referrer-Policy`.
 //!
 //! Handlers keep answering with `ApiError`; nothing here changes a response that is already
 //! problem+json, or one a handler marked with [`OwnBody`].
@@ -135,13 +136,19 @@ fn content_type(headers: &header::HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-/// The Message Center web client: the files of `dir` at `/`, `index.html` for the directory.
-pub fn static_client(dir: &Path) -> impl HttpServiceFactory + use<> {
-    web::scope("").wrap(from_fn(static_answers)).service(
-        Files::new("/", dir)
-            .index_file("index.html")
-            .default_handler(web::to(unknown_path)),
-    )
+/// The Message Center web client at `/`, `index.html` for a directory: the files built into
+/// the binary, or with `dir` (`server.static_dir`, for development) the files of that folder
+/// as they are now.
+pub fn static_client(dir: Option<&Path>) -> impl HttpServiceFactory + use<> {
+    let scope = web::scope("").wrap(from_fn(static_answers));
+    match dir {
+        Some(dir) => scope.service(
+            Files::new("/", dir)
+                .index_file("index.html")
+                .default_handler(web::to(unknown_path)),
+        ),
+        None => scope.default_service(web::to(super::assets::serve)),
+    }
 }
 
 /// The policy the page works under: its own scripts and styles only (it has no inline script,

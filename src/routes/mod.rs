@@ -1,6 +1,7 @@
 //! HTTP routes, one file per area of the contract. Handlers parse their input at the edge
 //! (`input`), check the caller's role and locations, and talk to the `Store` and the hub.
 
+mod assets;
 mod dev;
 mod directory;
 pub mod edge;

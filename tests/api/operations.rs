@@ -180,6 +180,157 @@ async fn the_message_center_client_is_served_at_the_root_without_a_token() {
     assert!(ct.starts_with("text/html"), "the web client's page, got {ct:?}");
 }
 
+/// One header of `r` as text ("" when absent).
+fn header_of(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_hub_started_in_another_directory_serves_its_built_in_page_with_cache_validators_and_plain_logs() {
+    // A working directory with no static/ in it: the files come from the binary.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("hub.log");
+    let mut cmd = clean_command(BIN, dir.path());
+    cmd.arg("serve")
+        .env("SWITCHBOARD__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("SWITCHBOARD__STORAGE__PATH", dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = Running(cmd.spawn().expect("switchboard serve starts"));
+    await_healthy(port, &mut child).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+
+    let page = client.get(url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(header_of(&page, "content-type"), "text/html; charset=utf-8");
+    assert!(header_of(&page, "content-security-policy").contains("default-src 'none'"));
+    assert!(page.text().await.unwrap().contains("<title>Message Center"));
+
+    for (path, kind) in [
+        ("/message-center.js", "javascript"),
+        ("/switchboard-client.js", "javascript"),
+        ("/message-center.css", "text/css"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let r = client.get(url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            header_of(&r, "content-type").contains(kind),
+            "{path}: {:?}",
+            r.headers()
+        );
+        assert_eq!(
+            header_of(&r, "cache-control"),
+            "no-cache",
+            "{path}: revalidated, never stale"
+        );
+        let etag = header_of(&r, "etag");
+        assert!(
+            etag.len() > 8 && etag.starts_with('"'),
+            "{path}: a strong ETag, got {etag:?}"
+        );
+        let modified = header_of(&r, "last-modified");
+        assert!(modified.ends_with(" GMT"), "{path}: Last-Modified, got {modified:?}");
+        let body = r.bytes().await.unwrap();
+        assert!(!body.is_empty());
+
+        // The browser's copy is current: 304 with no body, still under the page's policy.
+        let again = client
+            .get(url(path))
+            .header("If-None-Match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+        assert_eq!(header_of(&again, "etag"), etag);
+        assert!(header_of(&again, "content-security-policy").contains("default-src 'none'"));
+        assert!(again.bytes().await.unwrap().is_empty());
+        let since = client
+            .get(url(path))
+            .header("If-Modified-Since", &modified)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(since.status(), 304, "{path} by date");
+
+        // Another copy is not.
+        let stale = client
+            .get(url(path))
+            .header("If-None-Match", "\"0123\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), 200, "{path}");
+        assert_eq!(stale.bytes().await.unwrap(), body);
+    }
+    let missing = client.get(url("/no-such-file.js")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(header_of(&missing, "content-type"), "application/problem+json");
+
+    // Its log, written to a file, is plain text: no colour codes.
+    drop(child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("switchboard listening"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no ANSI escapes in a log file: {text:?}");
+}
+
+#[tokio::test]
+async fn server_static_dir_serves_a_folder_as_it_is_now_for_development() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("index.html"), "<title>work in progress</title>").unwrap();
+    let path = folder.path().to_path_buf();
+    let app = spawn_app_with(|s| s.server.static_dir = path).await;
+    let r = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(header_of(&r, "content-security-policy").contains("default-src 'none'"));
+    assert_eq!(r.text().await.unwrap(), "<title>work in progress</title>");
+    std::fs::write(folder.path().join("index.html"), "<title>edited</title>").unwrap();
+    let r = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        "<title>edited</title>",
+        "no rebuild, no restart"
+    );
+    let r = app.client.get(app.url("/message-center.js")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "only the folder's files");
+}
+
+#[test]
+fn token_help_describes_every_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(clean_command(BIN, dir.path()).args(["token", "--help"]));
+    let help = String::from_utf8(out.stdout).unwrap();
+    let flags = [
+        "--sub",
+        "--tenant",
+        "--roles",
+        "--locations",
+        "--name",
+        "--ttl",
+        "--config",
+    ];
+    for flag in flags {
+        let start = help
+            .find(&format!("  {flag} "))
+            .unwrap_or_else(|| panic!("{flag} in {help}"));
+        let rest = &help[start + flag.len() + 2..];
+        let end = rest.find("\n  -").unwrap_or(rest.len());
+        let words = rest[..end]
+            .split_whitespace()
+            .skip(1) // the value's name, <SUB>
+            .filter(|w| w.chars().any(char::is_alphabetic))
+            .count();
+        assert!(words >= 3, "{flag} has a description: {:?}", &rest[..end]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // switchboard token
 

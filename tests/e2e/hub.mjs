@@ -52,13 +52,18 @@ function env(extra = {}) {
 /** The hub's built-in development secret (config/default.toml). */
 export const DEV_SECRET = 'switchboard-dev-secret';
 
-/** Starts `switchboard serve` on a free loopback port with a fresh data directory
- * (`secret`: another HS256 secret, e.g. DEV_SECRET). */
-export async function startHub({ secret } = {}) {
-  const port = await freePort();
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-'));
+/**
+ * Starts `switchboard serve` on a free loopback port with a fresh data directory
+ * (`secret`: another HS256 secret, e.g. DEV_SECRET; `port` and `dataDir`: start it again where
+ * a stopped hub was). It runs in its data directory, away from static/: the page it serves is
+ * the one built into the binary.
+ */
+export async function startHub({ secret, port, dataDir } = {}) {
+  port ??= await freePort();
+  const ownData = !dataDir;
+  dataDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-'));
   const child = spawn(BIN, ['serve'], {
-    cwd: ROOT,
+    cwd: dataDir,
     env: env({
       SWITCHBOARD__SERVER__BIND: `127.0.0.1:${port}`,
       SWITCHBOARD__STORAGE__PATH: dataDir,
@@ -89,15 +94,17 @@ export async function startHub({ secret } = {}) {
   return {
     url,
     port,
+    dataDir,
     log: () => log,
-    async stop() {
+    /** Stops it (SIGTERM); `keepData` leaves its data for a restart with `startHub({port, dataDir})`. */
+    async stop({ keepData = false } = {}) {
       if (child.exitCode === null) {
         child.kill('SIGTERM');
         const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
         await exited;
         clearTimeout(t);
       }
-      fs.rmSync(dataDir, { recursive: true, force: true });
+      if (!keepData && ownData) fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
@@ -130,7 +137,8 @@ export const SMS = '+15550001111';
 /**
  * A fresh tenant (one per test keeps counts independent): location L1, users sam (sales),
  * olivia (service), una (neither); folder F1 lists +1 555 123 4567; F2 and F3 both list
- * +1 555 222 3333, so that number is never assigned automatically.
+ * +1 555 222 3333, so that number is never assigned automatically; F4 (Sam's) lists
+ * +1 555 888 9999.
  */
 export async function seedTenant(hub, tenant) {
   const svc = token({ sub: 'ingest', tenant, roles: 'service' });
@@ -149,6 +157,7 @@ export async function seedTenant(hub, tenant) {
   await folder('F1', 'Smith kitchen', ['555-123-4567'], 'sam', 'olivia');
   await folder('F2', 'Jones bathroom', ['(555) 222-3333'], 'sam', null);
   await folder('F3', 'Jones garage', ['555.222.3333'], 'sam', null);
+  await folder('F4', 'Lee porch', ['555-888-9999'], 'sam', null);
   const user = (sub, name) => token({ sub, tenant, roles: 'user', locations: 'L1', name });
   let n = 0;
   return {
@@ -197,13 +206,21 @@ export async function watchPolicy(page, errors) {
   return watcher;
 }
 
-/** A new browser context and page signed in with `tok` (pasted into the sign-in form, as a person would). */
-export async function signedInPage(browser, hub, tok, { screenshot } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1360, height: 820 } });
-  context.setDefaultTimeout(10_000);
+/**
+ * A page signed in with `tok` (pasted into the sign-in form, as a person would): in a new
+ * browser context (`viewport`, default 1360x820), or as another tab of `context`.
+ */
+export async function signedInPage(browser, hub, tok, { screenshot, viewport, context } = {}) {
+  if (!context) {
+    context = await browser.newContext({ viewport: viewport || { width: 1360, height: 820 } });
+    context.setDefaultTimeout(10_000);
+  }
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
+  // What the console reports as errors (a missing favicon's 404, a failed request).
+  page.consoleErrors = [];
+  page.on('console', (m) => m.type() === 'error' && page.consoleErrors.push(`${m.text()} ${m.location()?.url ?? ''}`));
   await watchPolicy(page, errors);
   page.errors = errors;
   await page.goto(hub.url);

@@ -173,7 +173,7 @@ describe('the Message Center', () => {
     await page.getByRole('menuitem', { name: /Assign Folder/ }).click();
     const dlg = page.getByRole('dialog', { name: 'Assign Folder' });
     await dlg.waitFor();
-    assert.equal(await page.locator('#folder-search').inputValue(), '+15552223333', 'pre-loaded with the number');
+    assert.equal(await page.locator('#folder-search').inputValue(), '(555) 222-3333', 'pre-loaded with the number, written as everywhere else');
     const options = dlg.getByRole('option');
     await options.filter({ hasText: 'Jones garage' }).waitFor();
     assert.equal(await options.count(), 2, 'both folders list the number');
@@ -192,7 +192,7 @@ describe('the Message Center', () => {
     await row(page, b.id).focus();
     await page.keyboard.press('f');
     await dlg.waitFor();
-    assert.equal(await page.locator('#folder-search').inputValue(), '+15557778888');
+    assert.equal(await page.locator('#folder-search').inputValue(), '(555) 777-8888');
     await page.locator('#assign-status', { hasText: 'No folder matches' }).waitFor();
     await page.locator('#folder-search').fill('smith');
     await page.locator('#folder-search').press('Enter');
@@ -207,6 +207,8 @@ describe('the Message Center', () => {
     await row(page, a.id).click({ button: 'right' });
     await page.getByRole('menuitem', { name: /Link Image/ }).click();
     await page.locator('#toasts .toast', { hasText: /image\(s\) added to Jones garage/ }).waitFor();
+    await barrier(page); // the images.linked event is in: still one pop-up for one action
+    assert.equal(await page.locator('#toasts .toast', { hasText: /image/i }).count(), 1, await page.locator('#toasts').innerText());
     const linked = await api(hub, t.una, 'GET', '/folders/F3/photos');
     assert.deepEqual(linked.map((p) => p.message_id), [c.message.id]);
     await shot(page, '07-assigned-and-linked');
@@ -295,7 +297,7 @@ describe('the Message Center', () => {
     await page.context().close();
   });
 
-  test('the resource drop-down shows a resource view and follows it live', T, async () => {
+  test('the resource drop-down shows a resource view live, and only the audience is notified', T, async () => {
     const t = await seedTenant(hub, 'resources');
     const page = await signedInPage(browser, hub, t.una);
     const sel = page.locator('#resource-select');
@@ -308,12 +310,28 @@ describe('the Message Center', () => {
     await barrier(page); // `follow` has no acknowledgement: the ping after it is the barrier
     await t.inbound('+1 555 123 4567', 'Followed live');
     await row(page, a.id).locator('td.col-message', { hasText: 'Followed live' }).waitFor();
-    await page.locator('#toasts .toast.customer', { hasText: 'Followed live' }).waitFor();
+    // Una is not in the thread's audience: the list moves, nothing pops up, her badge stays.
+    await page.waitForFunction(() => window.__switchboard.state.decided >= 1);
+    assert.equal(await page.locator('#toasts .toast').count(), 0, 'no pop-up for another resource\'s message');
+    assert.equal(await page.evaluate(() => window.__switchboard.state.alerts), 0);
+    await badge(page, 0);
     await shot(page, '12-resource-view');
     await sel.selectOption('');
     await row(page, a.id).waitFor({ state: 'detached' });
     assert.deepEqual(page.errors, []);
     await page.context().close();
+
+    // Olivia (F1's service resource) viewing Sam's list is in the audience: one pop-up.
+    const olivia = await signedInPage(browser, hub, t.olivia);
+    await olivia.locator('#resource-select option', { hasText: 'Sam Sales' }).waitFor({ state: 'attached' });
+    await olivia.locator('#resource-select').selectOption('sam');
+    await row(olivia, a.id).waitFor();
+    await barrier(olivia);
+    await t.inbound('+1 555 123 4567', 'For Olivia too');
+    await olivia.locator('#toasts .toast.customer', { hasText: 'For Olivia too' }).waitFor();
+    assert.equal(await olivia.locator('#toasts .toast.customer').count(), 1);
+    assert.deepEqual(olivia.errors, []);
+    await olivia.context().close();
   });
 
   test('a hub on its development secret offers a one-click sign-in, and no other hub does', T, async () => {

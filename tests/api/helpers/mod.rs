@@ -72,11 +72,7 @@ pub enum Backend {
 /// Redis or PostgreSQL).
 pub fn test_settings(dir: &std::path::Path) -> Settings {
     use switchboard::config::{BusBackend, StorageBackend};
-    let mut s = Settings::defaults();
-    s.server.bind = "127.0.0.1:0".into();
-    s.server.workers = 2;
-    s.auth.hs256_secret = SECRET.into();
-    s.storage.path = dir.to_path_buf();
+    let mut s = base_settings(dir);
     if crate::BACKEND == Backend::Redis {
         s.storage.backend = StorageBackend::Redis;
         s.bus.backend = BusBackend::Redis;
@@ -89,6 +85,17 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         // Tests run two at a time against one server that other runs share.
         s.postgres.pool_size = 4;
     }
+    s
+}
+
+/// The part of `test_settings` every backend shares: port 0, two workers, the test secret,
+/// the embedded store in `dir` (a test that picks its own storage starts from this).
+pub fn base_settings(dir: &std::path::Path) -> Settings {
+    let mut s = Settings::defaults();
+    s.server.bind = "127.0.0.1:0".into();
+    s.server.workers = 2;
+    s.auth.hs256_secret = SECRET.into();
+    s.storage.path = dir.to_path_buf();
     s
 }
 

@@ -10,7 +10,6 @@
 
 pub mod local;
 pub mod pubsub;
-pub mod redis;
 pub mod relay;
 
 use std::sync::Arc;

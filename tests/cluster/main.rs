@@ -2,8 +2,6 @@
 //! per test, or on a private server the test starts) with the relay bus on a real Redis or
 //! Redis Cluster that the tests start on free ports (`cluster::Deployment`).
 //!
-//! - `bus`: the Redis bus alone, against a stand-in store that only reads the log: which
-//!   channels a node holds, delivery order, gaps filled from the log, reconnects, a trimmed log.
 //! - `nodes`: three `Application`s in this process: events, read state, subscriptions and
 //!   preferences cross nodes; resume on another node; on a single Redis and on a Redis Cluster.
 //! - `faults`: Redis stopped and started, PostgreSQL stopped and started, under three nodes;
@@ -22,7 +20,6 @@ mod helpers;
 /// `cluster::Deployment` instead, which shares one database between a test's nodes.
 pub const BACKEND: helpers::Backend = helpers::Backend::Postgres;
 
-mod bus;
 mod cluster;
 mod faults;
 mod nginx;

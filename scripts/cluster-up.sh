@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A local try-out of cluster mode: Redis (unless REDIS_URL is given), three Switchboard
-# nodes and nginx in front of them, all on loopback. Ctrl-C stops everything.
+# nodes sharing one PostgreSQL database, and nginx in front of them, all on loopback. Ctrl-C
+# stops everything. The database is DATABASE_URL's (default: `switchboard_cluster` on the
+# machine's PostgreSQL, created if missing; it is kept between runs).
 #
 #   scripts/cluster-up.sh                  # nginx on 127.0.0.1:8080, nodes on 8081-8083
 #   PORT=9000 REDIS_URL=redis://127.0.0.1:6379 scripts/cluster-up.sh
@@ -56,9 +58,17 @@ if [[ -z ${REDIS_URL:-} ]]; then
     await "redis-server on $REDIS_PORT" redis-cli -p "$REDIS_PORT" ping
 fi
 
+if [[ -z ${DATABASE_URL:-} ]]; then
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/switchboard_cluster
+    psql "postgres://postgres@127.0.0.1:5432/postgres" -Atqc \
+        "SELECT 1 FROM pg_database WHERE datname = 'switchboard_cluster'" | grep -q 1 ||
+        createdb --maintenance-db postgres://postgres@127.0.0.1:5432/postgres switchboard_cluster
+fi
+
 for i in 0 1 2; do
     SWITCHBOARD__SERVER__BIND="127.0.0.1:${NODES[$i]}" \
-    SWITCHBOARD__STORAGE__BACKEND=redis \
+    SWITCHBOARD__STORAGE__BACKEND=postgres \
+    SWITCHBOARD__POSTGRES__URL="$DATABASE_URL" \
     SWITCHBOARD__BUS__BACKEND=redis \
     SWITCHBOARD__REDIS__URL="$REDIS_URL" \
     SWITCHBOARD__REDIS__KEY_PREFIX="$PREFIX" \
@@ -76,5 +86,5 @@ nginx -p "$RUN" -c "$RUN/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 await "nginx on $PORT" curl -fs "http://127.0.0.1:$PORT/healthz"
 
-echo "Switchboard cluster: http://127.0.0.1:$PORT (nodes ${NODES[*]}, redis $REDIS_URL, logs $RUN)"
+echo "Switchboard cluster: http://127.0.0.1:$PORT (nodes ${NODES[*]}, redis $REDIS_URL, database $DATABASE_URL, logs $RUN)"
 wait

@@ -63,6 +63,8 @@ pub struct LimitSettings {
 pub enum StorageBackend {
     Embedded,
     Postgres,
+    /// The retired store that kept everything in Redis: still read, so that `serve` can stop
+    /// with a message naming what to use instead (`startup::check_backends`).
     Redis,
 }
 

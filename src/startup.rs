@@ -19,7 +19,6 @@ use crate::{
         Bus,
         local::LocalBus,
         pubsub,
-        redis::RedisBus,
         relay::{self, RelayBus},
     },
     config::{BusBackend, DEV_SECRET, Settings, StorageBackend},
@@ -30,7 +29,7 @@ use crate::{
     metrics::Metrics,
     routes::{self, AppState, edge, input::json_error, origin::Hosts},
     session,
-    store::{EventLog, Store, embedded::Embedded, postgres::PgStore, redis::RedisStore},
+    store::{Store, embedded::Embedded, postgres::PgStore},
     telemetry,
 };
 
@@ -70,6 +69,27 @@ impl Stopper {
 /// std's `TcpListener::bind` uses 128. The kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 4096;
 
+/// Refuses, before anything starts, a storage and bus pair that cannot run: the valid ones are
+/// `embedded` + `local` and `postgres` + `local` (one node), and `postgres` + `redis` (several
+/// nodes). The message names what to use instead, and says so for the retired Redis store.
+pub fn check_backends(settings: &Settings) -> anyhow::Result<()> {
+    match (settings.storage.backend, settings.bus.backend) {
+        (StorageBackend::Embedded | StorageBackend::Postgres, BusBackend::Local)
+        | (StorageBackend::Postgres, BusBackend::Redis) => Ok(()),
+        (StorageBackend::Redis, _) => bail!(
+            "storage.backend = \"redis\" is retired: the Redis store was removed. For several nodes \
+             use storage.backend = \"postgres\" (postgres.url) with bus.backend = \"redis\": the state \
+             lives in PostgreSQL and Redis carries live events only; for one node, \
+             storage.backend = \"embedded\" with bus.backend = \"local\""
+        ),
+        (StorageBackend::Embedded, BusBackend::Redis) => bail!(
+            "storage.backend = \"embedded\" runs one node and needs bus.backend = \"local\"; for \
+             several nodes on Redis use storage.backend = \"postgres\" (postgres.url) with \
+             bus.backend = \"redis\""
+        ),
+    }
+}
+
 fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
@@ -84,6 +104,7 @@ fn bind(addr: &str) -> anyhow::Result<TcpListener> {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        check_backends(&settings)?;
         let listener = bind(&settings.server.bind).with_context(|| format!("binding {}", settings.server.bind))?;
         let addr = listener.local_addr()?;
         if settings.auth.hs256_secret == DEV_SECRET && !addr.ip().is_loopback() {
@@ -98,15 +119,6 @@ impl Application {
                 let bus = Arc::new(LocalBus::new(hub.clone()));
                 let store = Embedded::open(&settings.storage.path, bus.clone(), settings.events.retention)?;
                 (Arc::new(store), bus)
-            }
-            (StorageBackend::Redis, BusBackend::Redis) => {
-                // The store publishes every committed event itself, in the script that logs
-                // it; the bus only listens and hands events to this node's hub.
-                let store: Arc<dyn Store> =
-                    Arc::new(RedisStore::connect(&settings.redis, settings.events.retention).await?);
-                let bus: Arc<dyn Bus> =
-                    Arc::new(RedisBus::start(&settings.redis, hub.clone(), store.clone() as Arc<dyn EventLog>).await?);
-                (store, bus)
             }
             (StorageBackend::Postgres, BusBackend::Local) => {
                 // One node on PostgreSQL: the relay bus on the loopback transport, so that
@@ -150,16 +162,8 @@ impl Application {
                 hub.announce_to(bus.share_presence(hub.clone(), &settings.redis.key_prefix));
                 (store, bus)
             }
-            // The log's order is the delivery order only when the log and the bus are one
-            // system: embedded storage with the in-process bus, or Redis with Redis.
-            (storage, bus) => bail!(
-                "storage.backend = {storage:?} needs bus.backend = {:?}, not {bus:?}",
-                if storage == StorageBackend::Redis {
-                    BusBackend::Redis
-                } else {
-                    BusBackend::Local
-                }
-            ),
+            // `check_backends` let no other pair through.
+            (storage, bus) => bail!("storage.backend = {storage:?} with bus.backend = {bus:?}"),
         };
         // Once per start: the key is fixed for the deployment's life (see `Store::cursor_key`).
         let cursors = Cursors::new(
@@ -170,6 +174,9 @@ impl Application {
         );
         let verifier = Arc::new(Verifier::from_settings(&settings.auth)?);
         let phones = PhoneParser::new(&settings.phone.default_country).map_err(anyhow::Error::msg)?;
+        // Loads the numbering plan's metadata now rather than in the first request that parses
+        // a number (seconds in a debug build: long enough for a client to time out).
+        let _ = phones.parse("+15550001111");
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let session_deps = Arc::new(session::Deps {
             store: store.clone(),

@@ -13,7 +13,6 @@
 pub mod local;
 pub mod presence;
 pub mod pubsub;
-pub mod redis;
 pub mod relay;
 
 use std::sync::Arc;

@@ -3,11 +3,10 @@
 //!
 //! `Store` is the boundary handlers and sessions talk to; `embedded` implements it on SQLite
 //! (the single-node default), `postgres` on PostgreSQL (one node, or several sharing the
-//! database) and `redis` on Redis (cluster mode, being retired). All run the same contract
-//! test suite (`tests/api`, `tests/api_postgres` and `tests/api_redis`). Every mutating call
-//! is atomic — it commits everything or nothing — and appends the events it causes to the
-//! tenant's log *and* hands them to the bus in the same step, so the order of the log is the
-//! order of delivery. A call returns only once its change is durable.
+//! database). Both run the same contract test suite (`tests/api` and `tests/api_postgres`).
+//! Every mutating call is atomic — it commits everything or nothing — and appends the events
+//! it causes to the tenant's log *and* hands them to the bus in the same step, so the order of
+//! the log is the order of delivery. A call returns only once its change is durable.
 //!
 //! Unread counts: an `unread.count` event goes to exactly the users whose count its change
 //! moved (`rules::count_route`, `rules::moved`). Its logged data is `{"delta": n}` when the
@@ -20,7 +19,6 @@ pub use crate::domain::input::{AttachmentInput, FolderInput, InboundInput, Locat
 
 pub mod embedded;
 pub mod postgres;
-pub mod redis;
 
 use std::sync::Arc;
 
@@ -138,8 +136,8 @@ pub enum Replay {
 }
 
 /// A snapshot taken when a session opens, and whenever it reads its count again: one
-/// consistent read (one SQLite read transaction; one PostgreSQL REPEATABLE READ transaction;
-/// one Redis script), so `unread_count` is the count exactly as of event `last_event_id` — it
+/// consistent read (one SQLite read transaction; one PostgreSQL REPEATABLE READ transaction),
+/// so `unread_count` is the count exactly as of event `last_event_id` — it
 /// includes every change logged up to it and none after.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionStart {

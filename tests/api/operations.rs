@@ -452,6 +452,69 @@ async fn serve_listens_where_the_environment_says() {
     await_healthy(port, &mut child).await;
 }
 
+/// `switchboard serve` with `vars` set; it must stop at start: returns what it wrote.
+fn serve_refused(vars: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = clean_command(BIN, dir.path());
+    cmd.arg("serve")
+        .env("SWITCHBOARD__SERVER__BIND", "127.0.0.1:0")
+        .env("SWITCHBOARD__STORAGE__PATH", dir.path().join("data"))
+        // Nothing answers here: the refusal must come before any connection is tried.
+        .env("SWITCHBOARD__REDIS__URL", "redis://127.0.0.1:1")
+        .env("SWITCHBOARD__POSTGRES__URL", "postgres://postgres@127.0.0.1:1/none")
+        .envs(vars.iter().copied());
+    let out = cmd.output().expect("switchboard runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "serve with {vars:?} must stop: {stderr}");
+    stderr
+}
+
+#[test]
+fn serve_stops_at_start_on_the_retired_redis_store_or_an_invalid_backend_pair_naming_what_to_use() {
+    for bus in ["redis", "local"] {
+        let said = serve_refused(&[
+            ("SWITCHBOARD__STORAGE__BACKEND", "redis"),
+            ("SWITCHBOARD__BUS__BACKEND", bus),
+        ]);
+        assert!(
+            said.contains(r#"storage.backend = "redis" is retired"#)
+                && said.contains(r#"storage.backend = "postgres""#)
+                && said.contains(r#"bus.backend = "redis""#),
+            "bus {bus}: {said}"
+        );
+    }
+    let said = serve_refused(&[
+        ("SWITCHBOARD__STORAGE__BACKEND", "embedded"),
+        ("SWITCHBOARD__BUS__BACKEND", "redis"),
+    ]);
+    assert!(
+        said.contains(r#"needs bus.backend = "local""#) && said.contains(r#"storage.backend = "postgres""#),
+        "{said}"
+    );
+    // The same from a configuration file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nbackend = \"redis\"\n\n[bus]\nbackend = \"redis\"\n",
+    )
+    .unwrap();
+    let out = clean_command(BIN, dir.path())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("SWITCHBOARD__SERVER__BIND", "127.0.0.1:0")
+        .output()
+        .expect("switchboard runs");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("is retired"), "{said}");
+    // And in-process: `Application::build` refuses it too.
+    let mut settings = test_settings(dir.path());
+    settings.storage.backend = switchboard::config::StorageBackend::Redis;
+    settings.bus.backend = switchboard::config::BusBackend::Redis;
+    let refused = switchboard::startup::check_backends(&settings).unwrap_err();
+    assert!(refused.to_string().contains("is retired"), "{refused}");
+}
+
 #[tokio::test]
 async fn serve_reads_a_config_file_and_the_environment_overrides_it() {
     let dir = tempfile::tempdir().unwrap();

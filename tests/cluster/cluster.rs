@@ -1,8 +1,15 @@
-//! Three nodes sharing one Redis: in this process (`Cluster`), or as processes of the built
-//! binary (`Node`).
+//! Three nodes sharing one PostgreSQL database and one Redis bus: in this process
+//! (`Cluster`), or as processes of the built binary (`Node`). Where they keep their state and
+//! carry their events is a `Deployment`: a database of the test's own (on the machine's
+//! PostgreSQL, or on a private server the test starts) and the relay bus on a single Redis or
+//! on a Redis Cluster (`Redis`), under a key prefix of the test's own.
+//!
+//! Scenarios that must hold on both buses take a `Redis` and are run on each by
+//! `on_both_buses!`, which makes one test per scenario and bus.
 
 use std::{
     process::{Child, Command, ExitStatus, Stdio},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -11,35 +18,165 @@ use nix::{
     unistd::Pid,
 };
 use serde_json::{Value, json};
+use switchboard::config::{BusBackend, Settings, StorageBackend};
 
 use crate::helpers::{
-    PATIENCE, SECRET, TestApp, Ws, redis as redis_server, service_token, start, test_settings,
+    PATIENCE, SECRET, TestApp, Ws, base_settings,
+    postgres::{TestDatabase, fresh_database},
+    redis as redis_server,
+    redis_cluster::RedisCluster,
+    service_token, start,
     ws::{F1_PHONE, L1_SMS, request, try_open},
 };
 
-/// Three in-process nodes on the same Redis and key prefix: any node for any call.
+/// The Redis the bus runs on.
+#[derive(Debug, Clone)]
+pub enum Redis {
+    /// A single server at this URL.
+    Single(String),
+    /// A Redis Cluster reached through these nodes (`redis.cluster_nodes`).
+    Cluster(Vec<String>),
+}
+
+impl Redis {
+    /// The test process's shared redis-server.
+    pub fn single() -> Redis {
+        Redis::Single(redis_server::shared().url())
+    }
+
+    /// The test process's shared Redis Cluster (3 primaries, 3 replicas), started on first use.
+    /// Tests that break a cluster start one of their own (`pubsub`).
+    pub fn cluster() -> Redis {
+        static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+        Redis::Cluster(CLUSTER.get_or_init(RedisCluster::start).urls())
+    }
+}
+
+/// Runs each scenario `name(bus: Redis)` of the calling module as two tests,
+/// `on_redis::name` (a single Redis) and `on_redis_cluster::name` (a Redis Cluster).
+#[macro_export]
+macro_rules! on_both_buses {
+    ($($name:ident),+ $(,)?) => {
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name($crate::cluster::Redis::single()).await
+                }
+            )+
+        }
+        mod on_redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name($crate::cluster::Redis::cluster()).await
+                }
+            )+
+        }
+    };
+}
+
+/// Where a test's nodes keep their state (one PostgreSQL database) and carry their events
+/// (the relay bus on `redis`, under `prefix`).
+pub struct Deployment {
+    pub postgres_url: String,
+    pub redis: Redis,
+    pub prefix: String,
+    /// The database, when the deployment made it (dropped with it).
+    _database: Option<TestDatabase>,
+}
+
+impl Deployment {
+    /// A new database on the machine's PostgreSQL, and the bus on `redis`.
+    pub fn new(redis: Redis) -> Deployment {
+        let database = fresh_database();
+        Deployment {
+            postgres_url: database.url.clone(),
+            redis,
+            prefix: redis_server::unique_prefix(),
+            _database: Some(database),
+        }
+    }
+
+    /// The database at `postgres_url` (a private server's), and the bus on `redis`.
+    pub fn on(postgres_url: String, redis: Redis) -> Deployment {
+        Deployment {
+            postgres_url,
+            redis,
+            prefix: redis_server::unique_prefix(),
+            _database: None,
+        }
+    }
+
+    /// Settings of one in-process node, its scratch files in `dir`.
+    pub fn settings(&self, dir: &std::path::Path) -> Settings {
+        let mut s = base_settings(dir);
+        s.storage.backend = StorageBackend::Postgres;
+        s.bus.backend = BusBackend::Redis;
+        s.postgres.url = self.postgres_url.clone();
+        // Three nodes, and other tests, on one server.
+        s.postgres.pool_size = 4;
+        s.redis.key_prefix = self.prefix.clone();
+        match &self.redis {
+            Redis::Single(url) => s.redis.url = url.clone(),
+            Redis::Cluster(nodes) => s.redis.cluster_nodes = nodes.clone(),
+        }
+        s
+    }
+
+    /// The same settings as environment variables, for a node process.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("SWITCHBOARD__STORAGE__BACKEND", "postgres".to_owned()),
+            ("SWITCHBOARD__BUS__BACKEND", "redis".to_owned()),
+            ("SWITCHBOARD__POSTGRES__URL", self.postgres_url.clone()),
+            ("SWITCHBOARD__POSTGRES__POOL_SIZE", "4".to_owned()),
+            ("SWITCHBOARD__REDIS__KEY_PREFIX", self.prefix.clone()),
+        ];
+        match &self.redis {
+            Redis::Single(url) => env.push(("SWITCHBOARD__REDIS__URL", url.clone())),
+            Redis::Cluster(nodes) => env.push(("SWITCHBOARD__REDIS__CLUSTER_NODES", nodes.join(","))),
+        }
+        env
+    }
+}
+
+/// Three in-process nodes of one deployment: any node for any call.
 pub struct Cluster {
     pub nodes: Vec<TestApp>,
+    /// Kept for the nodes' life: its database is dropped with it.
+    _deployment: Deployment,
 }
 
 impl Cluster {
-    /// Three nodes on the shared test Redis under a prefix of their own.
+    /// Three nodes on a new database and the shared test Redis.
     pub async fn start() -> Cluster {
-        Cluster::start_on(&redis_server::shared().url()).await
+        Cluster::start_on(Deployment::new(Redis::single())).await
     }
 
-    /// Three nodes on the Redis at `url`.
-    pub async fn start_on(url: &str) -> Cluster {
-        let prefix = redis_server::unique_prefix();
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
+    /// Three nodes on a new database and the bus on `redis`.
+    pub async fn on(redis: Redis) -> Cluster {
+        Cluster::start_on(Deployment::new(redis)).await
+    }
+
+    /// Three nodes of `deployment`, started together (their schema migrations race).
+    pub async fn start_on(deployment: Deployment) -> Cluster {
+        Cluster::start_adjusted(deployment, |_| {}).await
+    }
+
+    /// Like `start_on`, with every node's settings adjusted first.
+    pub async fn start_adjusted(deployment: Deployment, adjust: impl Fn(&mut Settings)) -> Cluster {
+        let nodes = futures_util::future::join_all((0..3).map(|_| {
             let dir = tempfile::tempdir().unwrap();
-            let mut settings = test_settings(dir.path());
-            settings.redis.url = url.to_owned();
-            settings.redis.key_prefix = prefix.clone();
-            nodes.push(start(settings, dir).await);
+            let mut settings = deployment.settings(dir.path());
+            adjust(&mut settings);
+            start(settings, dir)
+        }))
+        .await;
+        Cluster {
+            nodes,
+            _deployment: deployment,
         }
-        Cluster { nodes }
     }
 
     pub fn a(&self) -> &TestApp {
@@ -53,18 +190,6 @@ impl Cluster {
     pub fn c(&self) -> &TestApp {
         &self.nodes[2]
     }
-}
-
-/// The status `/readyz` of `app` answers.
-pub async fn readyz(app: &TestApp) -> u16 {
-    app.client
-        .get(app.url("/readyz"))
-        .timeout(PATIENCE)
-        .send()
-        .await
-        .expect("GET /readyz")
-        .status()
-        .as_u16()
 }
 
 /// Polls (bounded) until `check` holds: for states nothing announces, like a dependency
@@ -95,7 +220,7 @@ pub async fn until_message(ws: &mut Ws, external_id: &str) -> (Value, Vec<Value>
     panic!("no message.new for {external_id} in 10000 frames");
 }
 
-/// `switchboard serve` as a process on Redis storage and the Redis bus.
+/// `switchboard serve` as a process of a `Deployment`.
 pub struct Node {
     child: Option<Child>,
     pub base: String,
@@ -109,7 +234,12 @@ fn free_port() -> u16 {
 }
 
 impl Node {
-    pub async fn start(redis_url: &str, prefix: &str) -> Node {
+    pub async fn start(deployment: &Deployment) -> Node {
+        Node::start_with(deployment, &[]).await
+    }
+
+    /// A node with extra environment variables (a failpoint, say).
+    pub async fn start_with(deployment: &Deployment, extra: &[(&str, &str)]) -> Node {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -117,11 +247,9 @@ impl Node {
             .env("SWITCHBOARD__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("SWITCHBOARD__SERVER__WORKERS", "2")
             .env("SWITCHBOARD__AUTH__HS256_SECRET", SECRET)
-            .env("SWITCHBOARD__STORAGE__BACKEND", "redis")
             .env("SWITCHBOARD__STORAGE__PATH", dir.path())
-            .env("SWITCHBOARD__BUS__BACKEND", "redis")
-            .env("SWITCHBOARD__REDIS__URL", redis_url)
-            .env("SWITCHBOARD__REDIS__KEY_PREFIX", prefix)
+            .envs(deployment.env())
+            .envs(extra.iter().copied())
             .env("SWITCHBOARD__LOG__FILTER", "warn")
             .env_remove("RUST_LOG")
             .current_dir(dir.path())
@@ -134,11 +262,7 @@ impl Node {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
             ws_url: format!("ws://127.0.0.1:{port}/ws"),
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap(),
+            client: reqwest::Client::builder().no_proxy().timeout(PATIENCE).build().unwrap(),
         };
         // Connection refused means not listening yet.
         for _ in 0..200 {

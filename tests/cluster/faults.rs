@@ -1,23 +1,43 @@
-//! Failures: Redis stopped and started under three nodes; node processes drained with
-//! SIGTERM and killed with SIGKILL while events stream.
+//! Failures under three nodes on PostgreSQL + the Redis bus: Redis stopped and started
+//! (writes go on, sessions get their events from PostgreSQL), PostgreSQL stopped and started
+//! on a private server (503s, sessions stay open and catch up), node processes drained with
+//! SIGTERM, killed with SIGKILL while events stream, and aborted between a commit and its
+//! publish (the `abort-before-publish` failpoint of `bus::relay`). The SIGTERM and SIGKILL
+//! scenarios run on a single Redis and on a Redis Cluster.
 
-use std::{collections::HashSet, time::Instant};
-
-use nix::sys::signal::Signal;
-use serde_json::Value;
-
-use crate::cluster::{Cluster, Node, eventually, readyz, until_message};
-use crate::helpers::{
-    PATIENCE, TestApp,
-    redis::{self as redis_server, RedisServer},
-    ws::*,
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
 };
 
-/// Asks the test's Redis to write its data to disk, so that a restart finds it again.
-async fn save(server: &RedisServer) {
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("SAVE").query_async::<()>(&mut conn).await.unwrap();
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+use crate::cluster::{Cluster, Deployment, Node, Redis, eventually, until_message};
+use crate::helpers::{PATIENCE, TestApp, Ws, pg_server::PgServer, redis::RedisServer, service_token, ws::*};
+
+crate::on_both_buses!(
+    a_node_process_stopped_with_sigterm_closes_its_sessions_with_1001_exits_0_and_the_client_resumes_elsewhere,
+    a_client_whose_node_is_killed_mid_stream_resumes_on_another_with_every_event_exactly_once,
+);
+
+/// How soon an event must reach a session when its publish never comes (Redis is down, or
+/// the writer died before publishing): the bus's head check reads PostgreSQL about every
+/// 300 ms and catches up a tenant whose head stayed ahead (docs/cluster.md: "within a
+/// second").
+const FROM_THE_LOG: Duration = Duration::from_secs(1);
+
+/// `/readyz` of `app`: its status and JSON report.
+async fn readyz(app: &TestApp) -> (u16, Value) {
+    let r = app
+        .client
+        .get(app.url("/readyz"))
+        .timeout(PATIENCE)
+        .send()
+        .await
+        .expect("GET /readyz");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 /// Posts inbound messages (the same `external_id`, so idempotent) until one is taken with
@@ -29,9 +49,9 @@ async fn inbound_once_back(app: &TestApp, external_id: &str) -> Value {
         match status {
             201 => return body,
             503 => assert!(Instant::now() < deadline, "ingestion still 503 after {PATIENCE:?}"),
-            other => panic!("inbound while Redis comes back: {other} {body}"),
+            other => panic!("inbound while PostgreSQL comes back: {other} {body}"),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -43,76 +63,210 @@ fn event_ids(frames: &[Value]) -> Vec<u64> {
         .collect()
 }
 
+fn external_ids(frames: &[Value]) -> Vec<String> {
+    of_type(frames, "message.new")
+        .iter()
+        .map(|f| f["data"]["message"]["external_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Reads `ws` until the `message.new` of `external_id`; returns every frame up to it and how
+/// long that took.
+async fn timed_until(ws: &mut Ws, external_id: &str) -> (Vec<Value>, Duration) {
+    let started = Instant::now();
+    let (frame, mut before) = until_message(ws, external_id).await;
+    let took = started.elapsed();
+    before.push(frame);
+    (before, took)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn while_redis_is_down_every_node_answers_503_and_once_it_is_back_delivery_resumes() {
-    let mut server = RedisServer::start();
-    let cluster = Cluster::start_on(&server.url()).await;
+async fn while_redis_is_down_writes_commit_and_sessions_get_events_from_postgres_and_once_back_nothing_is_lost_or_repeated()
+ {
+    let mut redis = RedisServer::start();
+    let cluster = Cluster::on(Redis::Single(redis.url())).await;
     cluster.a().seed().await;
     let (mut sam_b, _) = open(cluster.b(), &member("sam")).await;
+    let (mut sue_c, _) = open(cluster.c(), &member("sue")).await;
     inbound_ok(cluster.a(), "BEFORE", F1_PHONE).await;
-    let (before, _) = until_message(&mut sam_b, "BEFORE").await;
+    let mut frames_b = vec![until_message(&mut sam_b, "BEFORE").await.0];
+    let mut frames_c = vec![until_message(&mut sue_c, "BEFORE").await.0];
+    let mut posted = vec!["BEFORE".to_owned()];
 
-    save(&server).await;
-    server.stop();
+    redis.stop();
 
     for node in &cluster.nodes {
-        eventually("/readyz answers 503", || async { readyz(node).await == 503 }).await;
+        eventually("/readyz reports the bus down and stays 200", || async {
+            let (status, report) = readyz(node).await;
+            assert_eq!(status, 200, "PostgreSQL answers: ready: {report}");
+            report["bus"] == "unavailable"
+        })
+        .await;
+        let (_, report) = readyz(node).await;
+        assert_eq!(report["storage"], "ok", "{report}");
+        assert_eq!(report["live_events"], "from the log, within a second", "{report}");
+    }
+    let mut slowest = Duration::ZERO;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let id = format!("DURING{i}");
+        // Every node takes writes: they commit to PostgreSQL.
+        inbound_ok(node, &id, F1_PHONE).await;
+        let (frames, took) = timed_until(&mut sam_b, &id).await;
+        frames_b.extend(frames);
+        let (frames, took_c) = timed_until(&mut sue_c, &id).await;
+        frames_c.extend(frames);
+        slowest = slowest.max(took).max(took_c);
+        posted.push(id);
+    }
+    eprintln!("faults: with Redis down, the slowest delivery from PostgreSQL took {slowest:?}");
+    assert!(
+        slowest < FROM_THE_LOG,
+        "events come from PostgreSQL within a second: {slowest:?}"
+    );
+
+    // Back: writes go on while the nodes reconnect, so some commits straddle it.
+    redis.restart();
+    let mut i = 0;
+    let mut live_since = None;
+    while live_since.is_none_or(|n| i < n + 3) {
+        let node = &cluster.nodes[i % 3];
+        let id = format!("AFTER{i}");
+        inbound_ok(node, &id, F1_PHONE).await;
+        posted.push(id);
+        i += 1;
+        if live_since.is_none() {
+            let mut all = true;
+            for node in &cluster.nodes {
+                all &= readyz(node).await.1["bus"] == "ok";
+            }
+            if all {
+                live_since = Some(i);
+            }
+        }
+        assert!(i < 500, "the nodes did not reconnect to Redis");
+    }
+    let newest = posted.last().unwrap().clone();
+    frames_b.extend(timed_until(&mut sam_b, &newest).await.0);
+    frames_c.extend(timed_until(&mut sue_c, &newest).await.0);
+    // Anything that would come twice would come before a pong.
+    frames_b.extend(sam_b.drain().await);
+    frames_c.extend(sue_c.drain().await);
+
+    for (who, frames) in [("sam on B", &frames_b), ("sue on C", &frames_c)] {
+        assert_eq!(external_ids(frames), posted, "{who}: every message once, in order");
+        let ids = event_ids(frames);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{who}: ids increase: {ids:?}");
+    }
+    for node in &cluster.nodes {
+        let (status, report) = readyz(node).await;
+        assert_eq!((status, &report["live_events"]), (200, &json!("live")), "{report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_postgres_is_down_writes_and_readyz_answer_503_sessions_stay_open_and_catch_up_once_it_is_back() {
+    let mut postgres = PgServer::start();
+    let deployment = Deployment::on(postgres.create_database("switchboard"), Redis::single());
+    let cluster = Cluster::start_adjusted(deployment, |s| {
+        s.postgres.timeout_ms = 1000;
+        s.postgres.connect_timeout_ms = 500;
+    })
+    .await;
+    cluster.a().seed().await;
+    let (mut sam_b, _) = open(cluster.b(), &member("sam")).await;
+    let (mut sue_c, _) = open(cluster.c(), &member("sue")).await;
+    inbound_ok(cluster.a(), "BEFORE", F1_PHONE).await;
+    let (before, _) = until_message(&mut sam_b, "BEFORE").await;
+    until_message(&mut sue_c, "BEFORE").await;
+
+    postgres.stop();
+
+    for node in &cluster.nodes {
+        eventually("/readyz answers 503", || async { readyz(node).await.0 == 503 }).await;
+        let (_, report) = readyz(node).await;
+        assert_eq!(report["storage"], "unavailable", "{report}");
     }
     let (status, body) = cluster.a().inbound("DURING", F1_PHONE, L1_SMS, "during").await;
-    assert_eq!(status, 503, "ingestion while Redis is down: {body}");
+    assert_eq!(status, 503, "ingestion while PostgreSQL is down: {body}");
     assert_eq!(body["status"], 503, "problem+json: {body}");
+    // The sessions are open and answer (the pong comes once the bus gives up on its barrier).
+    assert!(of_type(&sam_b.drain().await, "message.new").is_empty());
+    assert!(of_type(&sue_c.drain().await, "message.new").is_empty());
 
-    server.restart();
-    let back = Instant::now();
-    let posted = inbound_once_back(cluster.a(), "AFTER").await;
-    let taken = back.elapsed();
+    postgres.restart();
+    let posted = inbound_once_back(cluster.c(), "AFTER").await;
+    for node in &cluster.nodes {
+        eventually("/readyz answers 200", || async { readyz(node).await.0 == 200 }).await;
+    }
+
+    // The same sessions get what was committed once it was back, and nothing else.
     let (after, between) = until_message(&mut sam_b, "AFTER").await;
-    eprintln!(
-        "nodes: after Redis answered again, ingestion took a message after {taken:?} and it was delivered on another node after {:?}",
-        back.elapsed()
-    );
-    // The session stayed open through the outage, missed nothing and got nothing twice.
     assert_eq!(after["data"]["message"]["id"], posted["message"]["id"]);
+    assert!(external_ids(&between).is_empty(), "{between:#?}");
     let mut ids = event_ids(std::slice::from_ref(&before));
     ids.extend(event_ids(&between));
-    ids.extend(event_ids(&[after]));
+    ids.extend(event_ids(std::slice::from_ref(&after)));
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
-    assert!(
-        of_type(&between, "message.new").is_empty(),
-        "nothing was stored during the outage: {between:#?}"
+    until_message(&mut sue_c, "AFTER").await;
+    // And a client resuming elsewhere from before the outage gets exactly that message.
+    let (mut back, _) = open(cluster.a(), &member("sam")).await;
+    let replayed = replay(&mut back, before["id"].as_str().unwrap()).await;
+    assert_eq!(external_ids(&replayed), vec!["AFTER"], "{replayed:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_aborted_after_a_commit_and_before_its_publish_still_gets_the_event_to_the_other_nodes_within_a_second()
+{
+    let deployment = Deployment::new(Redis::single());
+    let a = Node::start(&deployment).await;
+    let mut doomed = Node::start_with(&deployment, &[("SWITCHBOARD_FAILPOINT", "abort-before-publish")]).await;
+    let c = Node::start(&deployment).await;
+    a.seed().await;
+    let (mut sam_a, _) = a.ws(&member("sam")).await;
+    let (mut sue_c, _) = c.ws(&member("sue")).await;
+    let (status, body) = a.inbound("SM1").await;
+    assert_eq!(status, 201, "{body}");
+    until_message(&mut sam_a, "SM1").await;
+    until_message(&mut sue_c, "SM1").await;
+
+    // The doomed node commits SM2, then dies before publishing it: no answer comes.
+    let sent = Instant::now();
+    let answer = doomed
+        .client
+        .post(format!("{}/api/v1/messages/inbound", doomed.base))
+        .bearer_auth(service_token())
+        .json(&json!({"external_id": "SM2", "from": F1_PHONE, "to": L1_SMS, "body": "lost publish"}))
+        .send()
+        .await;
+    let died = Instant::now();
+    assert!(answer.is_err(), "the node answered: {answer:?}");
+    let status = doomed.exited().await;
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(Signal::SIGABRT as i32),
+        "{status}"
     );
-    for node in &cluster.nodes {
-        eventually("/readyz answers 200", || async { readyz(node).await == 200 }).await;
-    }
+
+    let (on_a, _) = until_message(&mut sam_a, "SM2").await;
+    let took_a = died.elapsed();
+    let (on_c, _) = until_message(&mut sue_c, "SM2").await;
+    let took_c = died.elapsed();
+    eprintln!(
+        "faults: the unpublished event reached the other nodes {took_a:?} and {took_c:?} after the writer died ({:?} after the request was sent)",
+        sent.elapsed()
+    );
+    assert!(took_c < FROM_THE_LOG, "within a second: {took_a:?}, {took_c:?}");
+    assert_eq!(on_a["id"], on_c["id"], "one event id on every node");
+    // It was committed exactly once: stored, and counted.
+    assert_eq!(on_a["data"]["thread"]["unread_count"], 2, "{on_a}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_redis_restarted_without_its_data_closes_sessions_with_4008_and_resume_answers_resync() {
-    let mut server = RedisServer::start();
-    let cluster = Cluster::start_on(&server.url()).await;
-    cluster.a().seed().await;
-    let (mut sam_b, _) = open(cluster.b(), &member("sam")).await;
-    inbound_ok(cluster.a(), "BEFORE", F1_PHONE).await;
-    let (before, _) = until_message(&mut sam_b, "BEFORE").await;
-
-    server.stop();
-    server.restart();
-
-    // The log this node delivered from is gone: the session cannot be made whole live.
-    assert_eq!(sam_b.expect_close().await, Some(4008));
-    eventually("/readyz answers 200", || async { readyz(cluster.c()).await == 200 }).await;
-    let (mut back, _) = open(cluster.c(), &member("sam")).await;
-    match resume(&mut back, before["id"].as_str().unwrap()).await {
-        Resumed::Resync => {}
-        Resumed::Replayed { events, .. } => panic!("the log was lost, yet it replayed {events:#?}"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_node_process_stopped_with_sigterm_closes_its_sessions_with_1001_exits_0_and_the_client_resumes_elsewhere() {
-    let (url, prefix) = (redis_server::shared().url(), redis_server::unique_prefix());
-    let a = Node::start(&url, &prefix).await;
-    let mut b = Node::start(&url, &prefix).await;
+async fn a_node_process_stopped_with_sigterm_closes_its_sessions_with_1001_exits_0_and_the_client_resumes_elsewhere(
+    bus: Redis,
+) {
+    let deployment = Deployment::new(bus);
+    let a = Node::start(&deployment).await;
+    let mut b = Node::start(&deployment).await;
     a.seed().await;
     let sam = member("sam");
     let (mut ws, _) = b.ws(&sam).await;
@@ -136,13 +290,12 @@ async fn a_node_process_stopped_with_sigterm_closes_its_sessions_with_1001_exits
     assert_eq!(missed, vec!["SM2"], "{replayed:#?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_client_whose_node_is_killed_mid_stream_resumes_on_another_with_every_event_exactly_once() {
+async fn a_client_whose_node_is_killed_mid_stream_resumes_on_another_with_every_event_exactly_once(bus: Redis) {
     const MESSAGES: usize = 40;
-    let (url, prefix) = (redis_server::shared().url(), redis_server::unique_prefix());
-    let a = Node::start(&url, &prefix).await;
-    let mut b = Node::start(&url, &prefix).await;
-    let c = Node::start(&url, &prefix).await;
+    let deployment = Deployment::new(bus);
+    let a = Node::start(&deployment).await;
+    let mut b = Node::start(&deployment).await;
+    let c = Node::start(&deployment).await;
     a.seed().await;
     let sam = member("sam");
     let (mut witness, _) = c.ws(&sam).await;

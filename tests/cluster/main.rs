@@ -1,11 +1,12 @@
-//! Cluster mode: several nodes on one real Redis (started by the tests on a free port).
+//! Cluster mode: several nodes on one PostgreSQL database (a new one on the machine's server
+//! per test, or on a private server the test starts) with the relay bus on a real Redis or
+//! Redis Cluster that the tests start on free ports (`cluster::Deployment`).
 //!
-//! - `bus`: the Redis bus alone, against a stand-in store that only reads the log: which
-//!   channels a node holds, delivery order, gaps filled from the log, reconnects, a trimmed log.
-//! - `nodes`: three `Application`s in this process on Redis storage and the Redis bus: events,
-//!   read state, subscriptions and preferences cross nodes; resume on another node.
-//! - `faults`: Redis stopped and started under three nodes; the built binary as node
-//!   processes, drained with SIGTERM and killed with SIGKILL mid-stream.
+//! - `nodes`: three `Application`s in this process: events, read state, subscriptions and
+//!   preferences cross nodes; resume on another node; on a single Redis and on a Redis Cluster.
+//! - `faults`: Redis stopped and started, PostgreSQL stopped and started, under three nodes;
+//!   the built binary as node processes, drained with SIGTERM, killed with SIGKILL mid-stream
+//!   (on a single Redis and on a Redis Cluster), and aborted between a commit and its publish.
 //! - `pubsub`: the bus's live-event transport (`bus::pubsub`) on a real single Redis and a real
 //!   Redis Cluster (3 primaries, 3 replicas): order, unsubscribe, a restart, a failover, a
 //!   slot migration.
@@ -16,10 +17,10 @@
 #[path = "../api/helpers/mod.rs"]
 mod helpers;
 
-/// The contract helpers start every app on Redis storage and the Redis bus.
-pub const BACKEND: helpers::Backend = helpers::Backend::Redis;
+/// What `helpers::test_settings` would use; the nodes here take their settings from
+/// `cluster::Deployment` instead, which shares one database between a test's nodes.
+pub const BACKEND: helpers::Backend = helpers::Backend::Postgres;
 
-mod bus;
 mod cluster;
 mod faults;
 mod nginx;

@@ -1,10 +1,20 @@
-//! Three in-process nodes on one Redis: whatever happens on one node reaches the sessions of
-//! the others.
+//! Three in-process nodes on one PostgreSQL database and one Redis bus: whatever happens on
+//! one node reaches the sessions of the others. Each scenario runs on a single Redis and on a
+//! Redis Cluster (`on_redis::…`, `on_redis_cluster::…`).
 
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, until_message};
-use crate::helpers::{Ws, redis as redis_server, start, test_settings, ws::*};
+use crate::cluster::{Cluster, Redis, until_message};
+use crate::helpers::{Ws, ws::*};
+
+crate::on_both_buses!(
+    an_inbound_message_posted_on_one_node_reaches_sessions_on_the_other_two,
+    a_thread_marked_read_on_one_node_is_seen_read_on_another,
+    subscribe_all_switched_on_one_node_applies_to_the_sessions_on_every_node,
+    a_preference_changed_on_one_node_applies_on_every_node,
+    a_client_resumes_on_another_node_with_exactly_what_it_missed,
+    nodes_started_together_share_one_cursor_key_so_a_cursor_pages_on_any_node,
+);
 
 /// Reads frames until `done` says the ones seen so far are enough (bounded).
 async fn frames_until(ws: &mut Ws, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
@@ -31,9 +41,8 @@ async fn never_got(ws: &mut Ws, external_id: &str, who: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_inbound_message_posted_on_one_node_reaches_sessions_on_the_other_two() {
-    let cluster = Cluster::start().await;
+async fn an_inbound_message_posted_on_one_node_reaches_sessions_on_the_other_two(bus: Redis) {
+    let cluster = Cluster::on(bus).await;
     cluster.a().seed().await;
     let (mut sam_b, _) = open(cluster.b(), &member("sam")).await;
     let (mut sue_c, _) = open(cluster.c(), &member("sue")).await;
@@ -49,9 +58,8 @@ async fn an_inbound_message_posted_on_one_node_reaches_sessions_on_the_other_two
     assert_eq!(count["data"]["count"], 1, "{count}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_thread_marked_read_on_one_node_is_seen_read_on_another() {
-    let cluster = Cluster::start().await;
+async fn a_thread_marked_read_on_one_node_is_seen_read_on_another(bus: Redis) {
+    let cluster = Cluster::on(bus).await;
     cluster.a().seed().await;
     let (mut sue_c, _) = open(cluster.c(), &member("sue")).await;
     let posted = inbound_ok(cluster.a(), "SM1", F1_PHONE).await;
@@ -78,9 +86,8 @@ async fn a_thread_marked_read_on_one_node_is_seen_read_on_another() {
     assert_eq!(on_c["unread"], false, "{on_c}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn subscribe_all_switched_on_one_node_applies_to_the_sessions_on_every_node() {
-    let cluster = Cluster::start().await;
+async fn subscribe_all_switched_on_one_node_applies_to_the_sessions_on_every_node(bus: Redis) {
+    let cluster = Cluster::on(bus).await;
     cluster.a().seed().await;
     cluster.a().user("olga", "Olga Operator").await;
     let olga = member("olga");
@@ -102,9 +109,8 @@ async fn subscribe_all_switched_on_one_node_applies_to_the_sessions_on_every_nod
     never_got(&mut olga_c, "SM2", "olga on C, subscribed off").await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_preference_changed_on_one_node_applies_on_every_node() {
-    let cluster = Cluster::start().await;
+async fn a_preference_changed_on_one_node_applies_on_every_node(bus: Redis) {
+    let cluster = Cluster::on(bus).await;
     cluster.a().seed().await;
     let (mut sam_b, _) = open(cluster.b(), &member("sam")).await;
     let (mut sue_b, _) = open(cluster.b(), &member("sue")).await;
@@ -124,9 +130,8 @@ async fn a_preference_changed_on_one_node_applies_on_every_node() {
     until_message(&mut sam_c, "SM2").await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_client_resumes_on_another_node_with_exactly_what_it_missed() {
-    let cluster = Cluster::start().await;
+async fn a_client_resumes_on_another_node_with_exactly_what_it_missed(bus: Redis) {
+    let cluster = Cluster::on(bus).await;
     cluster.a().seed().await;
     let sam = member("sam");
     let (mut witness, _) = open(cluster.c(), &sam).await;
@@ -168,17 +173,11 @@ async fn a_client_resumes_on_another_node_with_exactly_what_it_missed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn nodes_started_together_share_one_cursor_key_so_a_cursor_pages_on_any_node() {
-    // Started at once, so each node's first-start key creation races the others'.
-    let prefix = redis_server::unique_prefix();
-    let nodes = futures_util::future::join_all((0..3).map(|_| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut settings = test_settings(dir.path());
-        settings.redis.key_prefix = prefix.clone();
-        start(settings, dir)
-    }))
-    .await;
+async fn nodes_started_together_share_one_cursor_key_so_a_cursor_pages_on_any_node(bus: Redis) {
+    // `Cluster` starts its nodes at once, so each node's first-start key creation races the
+    // others'.
+    let cluster = Cluster::on(bus).await;
+    let nodes = &cluster.nodes;
     nodes[0].seed().await;
     for i in 0..4 {
         inbound_ok(&nodes[0], &format!("SM{i}"), &format!("+1555300000{i}")).await;

@@ -11,38 +11,14 @@ use switchboard::{
         presence::State,
         pubsub::{channel, partition_of},
     },
-    config::{BusBackend, StorageBackend},
     domain::{Id, TenantId},
     presence::{Activity, NODE_TTL, Place, Present},
 };
 
-use crate::helpers::{
-    TENANT, TestApp, Ws,
-    http::thread_id,
-    postgres::{TestDatabase, fresh_database},
-    redis as redis_server, start, test_settings, token,
-    ws::*,
-};
+use crate::cluster::{Cluster, Deployment, Redis};
+use crate::helpers::{TENANT, TestApp, Ws, http::thread_id, redis as redis_server, token, ws::*};
 
-/// Three in-process nodes on one fresh PostgreSQL database and the shared Redis under a
-/// prefix of their own; the database lives as long as the returned handle.
-async fn nodes() -> (Vec<TestApp>, TestDatabase, String) {
-    let db = fresh_database();
-    let prefix = redis_server::unique_prefix();
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = test_settings(dir.path());
-        s.storage.backend = StorageBackend::Postgres;
-        s.bus.backend = BusBackend::Redis;
-        s.postgres.url = db.url.clone();
-        s.postgres.pool_size = 4;
-        s.redis.url = redis_server::shared().url();
-        s.redis.key_prefix = prefix.clone();
-        nodes.push(start(s, dir).await);
-    }
-    (nodes, db, prefix)
-}
+crate::on_both_buses!(a_session_on_one_node_is_seen_on_the_others_and_listed_by_a_node_with_no_session);
 
 fn say(thread: &str, state: &str) -> Value {
     json!({"type": "presence", "thread_id": thread, "state": state})
@@ -86,9 +62,9 @@ async fn listed(app: &TestApp, token: &str, thread: &str) -> Vec<(String, String
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_session_on_one_node_is_seen_on_the_others_and_listed_by_a_node_with_no_session() {
-    let (n, _db, _) = nodes().await;
+async fn a_session_on_one_node_is_seen_on_the_others_and_listed_by_a_node_with_no_session(bus: Redis) {
+    let cluster = Cluster::on(bus).await;
+    let n = &cluster.nodes;
     n[0].seed().await;
     n[0].location("L2", &["+15550002222"]).await;
     n[0].user("dana", "Dana Dispatch").await;
@@ -131,7 +107,10 @@ async fn a_session_on_one_node_is_seen_on_the_others_and_listed_by_a_node_with_n
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_that_stops_telling_its_picture_is_gone_from_every_thread_within_its_ttl() {
-    let (n, _db, prefix) = nodes().await;
+    let deployment = Deployment::new(Redis::single());
+    let prefix = deployment.prefix.clone();
+    let cluster = Cluster::start_on(deployment).await;
+    let n = &cluster.nodes;
     n[0].seed().await;
     let t = thread_id(&inbound_ok(&n[0], "SM1", F1_PHONE).await);
     let (mut olga_b, _) = open(&n[1], &member("olga")).await;

@@ -138,7 +138,9 @@ impl Server {
                     .env("SWITCHBOARD__STORAGE__PATH", &dir)
                     .env("SWITCHBOARD__LOG__FILTER", "warn");
                 if let Some(r) = redis {
-                    c.env("SWITCHBOARD__STORAGE__BACKEND", "redis")
+                    // Cluster mode: both nodes on one PostgreSQL database, events over Redis.
+                    c.env("SWITCHBOARD__STORAGE__BACKEND", "postgres")
+                        .env("SWITCHBOARD__POSTGRES__URL", r.database().await?)
                         .env("SWITCHBOARD__BUS__BACKEND", "redis")
                         .env("SWITCHBOARD__REDIS__URL", &r.url)
                         .env("SWITCHBOARD__REDIS__KEY_PREFIX", &r.prefix);
@@ -205,6 +207,14 @@ pub struct RedisCluster {
     pub pid: u32,
     child: Child,
     dir: PathBuf,
+    /// The PostgreSQL database Switchboard's nodes share, made on first use (`database`).
+    database: tokio::sync::OnceCell<String>,
+}
+
+/// The PostgreSQL server the load tool makes Switchboard's cluster database on
+/// (`SWITCHBOARD_LOAD_POSTGRES`, else the machine's on 127.0.0.1:5432 as user postgres).
+fn postgres_server() -> String {
+    std::env::var("SWITCHBOARD_LOAD_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 impl RedisCluster {
@@ -227,6 +237,7 @@ impl RedisCluster {
                     pid,
                     child,
                     dir,
+                    database: tokio::sync::OnceCell::new(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -234,8 +245,41 @@ impl RedisCluster {
         bail!("redis-server did not start")
     }
 
+    /// The URL of a new database for this run's Switchboard nodes (`createdb`), made once.
+    pub async fn database(&self) -> Result<String> {
+        let url = self
+            .database
+            .get_or_try_init(|| async {
+                let name = format!("switchboard_load_{}_{}", std::process::id(), now_ns());
+                let out = Command::new("createdb")
+                    .arg("--maintenance-db")
+                    .arg(format!("{}/postgres", postgres_server()))
+                    .arg(&name)
+                    .output()
+                    .await
+                    .context("running createdb (PostgreSQL's client tools)")?;
+                if !out.status.success() {
+                    bail!("createdb {name}: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                Ok::<_, anyhow::Error>(format!("{}/{name}", postgres_server()))
+            })
+            .await?;
+        Ok(url.clone())
+    }
+
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
+        if let Some(url) = self.database.get()
+            && let Some((_, name)) = url.rsplit_once('/')
+        {
+            let _ = Command::new("dropdb")
+                .arg("--force")
+                .arg("--maintenance-db")
+                .arg(format!("{}/postgres", postgres_server()))
+                .arg(name)
+                .output()
+                .await;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -21,6 +21,14 @@
 //!   check *is* the delivery: every check catches up at once, so sessions keep receiving
 //!   events within `CHECK_INTERVAL` through an outage of the transport.
 //!
+//! # The failpoint (tests only)
+//! With `SWITCHBOARD_FAILPOINT=abort-before-publish` in its environment (read once, when the
+//! publisher is made at start), a node aborts the process inside the first `publish` it is
+//! handed: after the commit of a write and before its events are queued for the transport.
+//! That is the window a node killed between commit and publish dies in, made reachable for
+//! `tests/cluster` (the other nodes must still deliver the event, from the log). No setting
+//! names it and nothing else reads that variable.
+//!
 //! # The guarantee
 //! Every event of a tenant with a session here, committed after the session joined, reaches
 //! the hub exactly once and in id order, within about a second even if its publish was lost,
@@ -181,7 +189,12 @@ impl Receiver for Router {
 pub struct RelayPublisher {
     queue: mpsc::Sender<(u16, String)>,
     metrics: Arc<Metrics>,
+    /// The test failpoint (see the module's docs).
+    abort_before_publish: bool,
 }
+
+/// The environment variable of the test failpoint, and its one value.
+const FAILPOINT: (&str, &str) = ("SWITCHBOARD_FAILPOINT", "abort-before-publish");
 
 /// The other end: what the bus publishes from (`RelayBus::start`).
 pub struct PublishQueue(mpsc::Receiver<(u16, String)>);
@@ -189,7 +202,18 @@ pub struct PublishQueue(mpsc::Receiver<(u16, String)>);
 /// A publisher and the queue it feeds.
 pub fn publisher(metrics: Arc<Metrics>) -> (RelayPublisher, PublishQueue) {
     let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
-    (RelayPublisher { queue, metrics }, PublishQueue(rx))
+    let abort_before_publish = std::env::var(FAILPOINT.0).is_ok_and(|v| v == FAILPOINT.1);
+    if abort_before_publish {
+        warn!("failpoint {}: this node aborts before its first publish", FAILPOINT.1);
+    }
+    (
+        RelayPublisher {
+            queue,
+            metrics,
+            abort_before_publish,
+        },
+        PublishQueue(rx),
+    )
 }
 
 impl RelayBus {
@@ -242,6 +266,11 @@ impl Drop for RelayBus {
 
 impl Publisher for RelayPublisher {
     fn publish(&self, events: Vec<Event>) {
+        if self.abort_before_publish {
+            // The events are committed; nothing of them leaves this node.
+            eprintln!("failpoint {}: aborting", FAILPOINT.1);
+            std::process::abort();
+        }
         // A commit's events are one tenant's in the stores that use this bus, but group runs
         // of one tenant anyway.
         let mut start = 0;

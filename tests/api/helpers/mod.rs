@@ -61,34 +61,32 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 pub enum Backend {
     /// SQLite in the test's data directory, in-process bus.
     Embedded,
-    /// The shared test redis-server, with a key prefix of the test's own.
-    Redis,
     /// The machine's PostgreSQL, with a database of the test's own; in-process bus.
     Postgres,
 }
 
-/// Settings every test starts from: port 0, the test secret, storage in `dir` (or in Redis
-/// under a fresh prefix, or in a new PostgreSQL database, when this binary runs the suite on
-/// Redis or PostgreSQL).
+/// Settings every test starts from: port 0, the test secret, storage in `dir` (or in a new
+/// PostgreSQL database, when this binary runs the suite on PostgreSQL).
 pub fn test_settings(dir: &std::path::Path) -> Settings {
-    use switchboard::config::{BusBackend, StorageBackend};
-    let mut s = Settings::defaults();
-    s.server.bind = "127.0.0.1:0".into();
-    s.server.workers = 2;
-    s.auth.hs256_secret = SECRET.into();
-    s.storage.path = dir.to_path_buf();
-    if crate::BACKEND == Backend::Redis {
-        s.storage.backend = StorageBackend::Redis;
-        s.bus.backend = BusBackend::Redis;
-        s.redis.url = redis::shared().url();
-        s.redis.key_prefix = redis::unique_prefix();
-    }
+    use switchboard::config::StorageBackend;
+    let mut s = base_settings(dir);
     if crate::BACKEND == Backend::Postgres {
         s.storage.backend = StorageBackend::Postgres;
         s.postgres.url = postgres::database_for_settings();
         // Tests run two at a time against one server that other runs share.
         s.postgres.pool_size = 4;
     }
+    s
+}
+
+/// The part of `test_settings` every backend shares: port 0, two workers, the test secret,
+/// the embedded store in `dir` (a test that picks its own storage starts from this).
+pub fn base_settings(dir: &std::path::Path) -> Settings {
+    let mut s = Settings::defaults();
+    s.server.bind = "127.0.0.1:0".into();
+    s.server.workers = 2;
+    s.auth.hs256_secret = SECRET.into();
+    s.storage.path = dir.to_path_buf();
     s
 }
 
@@ -128,8 +126,8 @@ pub fn service_token() -> String {
 }
 
 impl TestApp {
-    /// Stops the hub gracefully and starts a new one on the same storage (data directory,
-    /// Redis key prefix, or PostgreSQL database) and settings, on a new port.
+    /// Stops the hub gracefully and starts a new one on the same storage (data directory or
+    /// PostgreSQL database) and settings, on a new port.
     pub async fn restart(self) -> TestApp {
         tokio::time::timeout(PATIENCE, self.stopper.stop())
             .await

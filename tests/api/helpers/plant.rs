@@ -1,8 +1,6 @@
 //! Writing straight into a hub's storage, behind its back: data the API would never produce,
 //! for tests of what the hub does when it meets such data anyway (defence in depth).
 
-use serde_json::{Value, json};
-
 use crate::helpers::{Backend, TENANT, TestApp};
 
 fn sqlite(app: &TestApp) -> rusqlite::Connection {
@@ -13,12 +11,6 @@ fn sqlite(app: &TestApp) -> rusqlite::Connection {
 
 async fn postgres(app: &TestApp) -> tokio_postgres::Client {
     crate::helpers::postgres::connect(&app.settings.postgres.url).await
-}
-
-async fn redis(app: &TestApp) -> (redis::aio::MultiplexedConnection, String) {
-    let client = redis::Client::open(app.settings.redis.url.as_str()).unwrap();
-    let conn = client.get_multiplexed_async_connection().await.expect("the test Redis");
-    (conn, format!("{}:{{{TENANT}}}", app.settings.redis.key_prefix))
 }
 
 /// Puts thread `thread` on folder `folder`, whatever their locations.
@@ -44,21 +36,6 @@ pub async fn thread_on_folder(app: &TestApp, thread: &str, folder: &str) {
                 .unwrap();
             assert_eq!(changed, 1, "thread {thread} planted");
         }
-        Backend::Redis => {
-            use redis::AsyncCommands;
-            let (mut conn, k) = redis(app).await;
-            let text: String = conn.hget(format!("{k}:thread"), thread).await.unwrap();
-            let mut record: Value = serde_json::from_str(&text).unwrap();
-            if let Some(old) = record["folder_id"].as_str() {
-                let _: () = conn.srem(format!("{k}:fthreads:{old}"), thread).await.unwrap();
-            }
-            record["folder_id"] = json!(folder);
-            let _: () = conn
-                .hset(format!("{k}:thread"), thread, record.to_string())
-                .await
-                .unwrap();
-            let _: () = conn.sadd(format!("{k}:fthreads:{folder}"), thread).await.unwrap();
-        }
     }
 }
 
@@ -82,15 +59,6 @@ pub async fn photo(app: &TestApp, folder: &str, message: &str, attachment: &str,
                      VALUES ($1, $2, $3, $4, $5, 'planted', 0)",
                     &[&TENANT, &folder, &attachment, &message, &url],
                 )
-                .await
-                .unwrap();
-        }
-        Backend::Redis => {
-            use redis::AsyncCommands;
-            let (mut conn, k) = redis(app).await;
-            let record = json!({"message_id": message, "url": url, "linked_by": "planted", "linked_at": 0});
-            let _: () = conn
-                .hset(format!("{k}:photos:{folder}"), attachment, record.to_string())
                 .await
                 .unwrap();
         }

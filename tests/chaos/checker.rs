@@ -108,12 +108,26 @@ async fn counts_disagree(rig: &Rig, sessions: &Sessions) -> Option<String> {
     None
 }
 
+/// A delivery and where it came: for reading a slow one against the faults.
+pub struct Slow {
+    pub delay: Duration,
+    pub client: String,
+    pub external_id: String,
+    pub acked: Instant,
+    pub conn: usize,
+    pub port: u16,
+    pub opened: Instant,
+    pub resumed_from: Option<u64>,
+}
+
 /// What the history shows.
 #[derive(Default)]
 pub struct Report {
     pub violations: Vec<String>,
     pub converged: Option<Result<Duration, String>>,
     pub delays: Vec<Duration>,
+    /// The slowest deliveries, slowest first.
+    pub slowest: Vec<Slow>,
     pub message_frames: usize,
     pub event_frames: usize,
     pub connections: usize,
@@ -156,8 +170,8 @@ pub fn check(posted: &[Posted], clients: &[Client], converged: Result<Duration, 
         r.connections += c.conns.len();
         r.failed_handshakes += c.failed_handshakes;
         r.dropped += c.dropped;
-        // external_id → (event ids carrying it, first arrival).
-        let mut got: HashMap<&str, (BTreeSet<u64>, Instant)> = HashMap::new();
+        // external_id → (event ids carrying it, first arrival, its connection).
+        let mut got: HashMap<&str, (BTreeSet<u64>, Instant, usize)> = HashMap::new();
         for (n, conn) in c.conns.iter().enumerate() {
             r.resyncs += usize::from(conn.resync);
             let ending = conn.ended.split(':').next().unwrap_or_default().to_owned();
@@ -198,7 +212,7 @@ pub fn check(posted: &[Posted], clients: &[Client], converged: Result<Duration, 
                     }
                 }
                 got.entry(external)
-                    .or_insert_with(|| (BTreeSet::new(), seen.at))
+                    .or_insert_with(|| (BTreeSet::new(), seen.at, n))
                     .0
                     .insert(seen.id);
             }
@@ -206,11 +220,25 @@ pub fn check(posted: &[Posted], clients: &[Client], converged: Result<Duration, 
         for p in posted.iter().filter(|p| in_audience(c.user, p.customer)) {
             let Some(ack) = &p.acked else { continue };
             match got.get(p.external_id.as_str()) {
-                Some((ids, at)) => {
+                Some((ids, at, n)) => {
                     if ids.len() > 1 {
                         r.violation(format!("{}: {} arrived as events {ids:?}", c.name, p.external_id));
                     }
-                    r.delays.push(at.saturating_duration_since(ack.at));
+                    let delay = at.saturating_duration_since(ack.at);
+                    r.delays.push(delay);
+                    let conn = &c.conns[*n];
+                    r.slowest.push(Slow {
+                        delay,
+                        client: c.name.clone(),
+                        external_id: p.external_id.clone(),
+                        acked: ack.at,
+                        conn: *n,
+                        port: conn.port,
+                        opened: conn.opened,
+                        resumed_from: conn.resumed_from,
+                    });
+                    r.slowest.sort_by_key(|s| std::cmp::Reverse(s.delay));
+                    r.slowest.truncate(3);
                 }
                 None if c.reloaded.contains(&p.external_id) => r.reloaded_only += 1,
                 None => r.violation(format!("{}: acknowledged {} never arrived", c.name, p.external_id)),
@@ -291,10 +319,141 @@ pub fn print_figures(seed: u64, posted: &[Posted], reads: (u32, u32), faults: &F
         delays.last().copied().unwrap_or_default(),
         delays.len()
     );
+    eprintln!(
+        "  deliveries later than 1 s after the ack: {}",
+        delays.iter().filter(|d| **d > Duration::from_secs(1)).count()
+    );
+    for s in &r.slowest {
+        eprintln!(
+            "  slow: {} to {}, {:.1?} after its ack at {:.1}s, on connection {} (port {}, opened at {:.1}s, resumed from {:?})",
+            s.external_id,
+            s.client,
+            s.delay,
+            offset(s.acked),
+            s.conn,
+            s.port,
+            offset(s.opened),
+            s.resumed_from
+        );
+    }
     match &r.converged {
         Some(Ok(d)) => eprintln!("  converged {d:.1?} after the traffic stopped"),
         Some(Err(e)) => eprintln!("  {e}"),
         None => {}
     }
     eprintln!("  violations: {}", r.violations.len());
+}
+
+/// The checker on made-up histories: a clean one passes, and each broken rule is caught.
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
+    use super::*;
+    use crate::{
+        clients::{Conn, Seen},
+        traffic::Ack,
+    };
+
+    fn posted(external: &str, customer: usize, at: Instant) -> Posted {
+        Posted {
+            external_id: external.into(),
+            customer,
+            first_try: at,
+            acked: Some(Ack {
+                at,
+                status: 201,
+                message_id: format!("m_{external}"),
+            }),
+            failures: BTreeMap::new(),
+        }
+    }
+
+    fn new(id: u64, external: &str, at: Instant) -> Seen {
+        Seen {
+            id,
+            kind: "message.new".into(),
+            external_id: Some(external.into()),
+            message_id: Some(format!("m_{external}")),
+            at,
+        }
+    }
+
+    fn client(user: &'static str, conns: Vec<(Option<u64>, Vec<Seen>)>) -> Client {
+        Client {
+            name: user.into(),
+            user,
+            conns: conns
+                .into_iter()
+                .map(|(resumed_from, events)| Conn {
+                    port: 1,
+                    opened: Instant::now(),
+                    resumed_from,
+                    resync: false,
+                    events,
+                    ended: "stopped".into(),
+                })
+                .collect(),
+            reloaded: HashSet::new(),
+            count: Some(0),
+            failed_handshakes: 0,
+            dropped: 0,
+        }
+    }
+
+    fn violations(posted: &[Posted], clients: &[Client]) -> Vec<String> {
+        check(posted, clients, Ok(Duration::ZERO)).violations
+    }
+
+    #[test]
+    fn the_checker_passes_a_clean_history_and_catches_each_broken_rule() {
+        let t = Instant::now();
+        let sent = [posted("A", 3, t), posted("B", 3, t)];
+        // olga hears customer 3: A on one connection, B after resuming from A's id.
+        let clean = client(
+            "olga",
+            vec![(None, vec![new(5, "A", t)]), (Some(5), vec![new(6, "B", t)])],
+        );
+        assert_eq!(violations(&sent, &[clean]), Vec::<String>::new());
+
+        let cases: [(&str, Client); 6] = [
+            ("never arrived", client("olga", vec![(None, vec![new(5, "A", t)])])),
+            (
+                "arrived as events",
+                client(
+                    "olga",
+                    vec![(None, vec![new(5, "A", t), new(6, "B", t), new(7, "B", t)])],
+                ),
+            ),
+            (
+                "phantom",
+                client(
+                    "olga",
+                    vec![(None, vec![new(5, "A", t), new(6, "B", t), new(7, "Z", t)])],
+                ),
+            ),
+            (
+                "id 5 after 6",
+                client("olga", vec![(None, vec![new(6, "B", t), new(5, "A", t)])]),
+            ),
+            (
+                "resumed from Some(5)): id 5",
+                client(
+                    "olga",
+                    vec![
+                        (None, vec![new(5, "A", t)]),
+                        (Some(5), vec![new(5, "A", t), new(6, "B", t)]),
+                    ],
+                ),
+            ),
+            ("not for this user", client("nick", vec![(None, vec![new(5, "A", t)])])),
+        ];
+        for (what, history) in cases {
+            let found = violations(&sent, &[history]);
+            assert!(
+                found.iter().any(|v| v.contains(what)),
+                "expected {what:?} among {found:#?}"
+            );
+        }
+    }
 }

@@ -48,6 +48,7 @@ pub struct Seen {
 /// One websocket connection of a client.
 pub struct Conn {
     pub port: u16,
+    pub opened: Instant,
     /// The `last_event_id` of the handshake.
     pub resumed_from: Option<u64>,
     pub resync: bool,
@@ -172,6 +173,7 @@ async fn run(rig: Arc<Rig>, client: Shared, mut rng: Rng, mut stop: watch::Recei
         };
         client.lock().unwrap().conns.push(Conn {
             port,
+            opened: Instant::now(),
             resumed_from: last,
             resync: false,
             events: Vec::new(),

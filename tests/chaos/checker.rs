@@ -256,7 +256,15 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 /// Prints the run's figures.
-pub fn print_figures(seed: u64, posted: &[Posted], reads: (u32, u32), faults: &Faults, r: &Report, wall: Duration) {
+pub fn print_figures(
+    seed: u64,
+    posted: &[Posted],
+    reads: (u32, u32),
+    faults: &Faults,
+    clients: &[Client],
+    r: &Report,
+    wall: Duration,
+) {
     let acked: Vec<&Posted> = posted.iter().filter(|p| p.acked.is_some()).collect();
     let retried_200 = acked.iter().filter(|p| p.acked.as_ref().unwrap().status == 200).count();
     let mut reasons: BTreeMap<&str, u32> = BTreeMap::new();
@@ -336,6 +344,27 @@ pub fn print_figures(seed: u64, posted: &[Posted], reads: (u32, u32), faults: &F
             s.resumed_from
         );
     }
+    // The history of the client that waited longest, when it waited more than a second.
+    if let Some(s) = r.slowest.first().filter(|s| s.delay > Duration::from_secs(1)) {
+        for (n, conn) in clients
+            .iter()
+            .filter(|c| c.name == s.client)
+            .flat_map(|c| c.conns.iter().enumerate())
+        {
+            eprintln!(
+                "    {} connection {n}: port {}, dialed {:.1}s, opened {:.1}s, closed {:?}s ({}), resumed from {:?}, ids {:?}..{:?}",
+                s.client,
+                conn.port,
+                offset(conn.dialed),
+                offset(conn.opened),
+                conn.closed.map(|t| (offset(t) * 10.0).round() / 10.0),
+                conn.ended,
+                conn.resumed_from,
+                conn.events.first().map(|e| e.id),
+                conn.events.last().map(|e| e.id),
+            );
+        }
+    }
     match &r.converged {
         Some(Ok(d)) => eprintln!("  converged {d:.1?} after the traffic stopped"),
         Some(Err(e)) => eprintln!("  {e}"),
@@ -388,6 +417,8 @@ mod tests {
                 .map(|(resumed_from, events)| Conn {
                     port: 1,
                     opened: Instant::now(),
+                    dialed: Instant::now(),
+                    closed: None,
                     resumed_from,
                     resync: false,
                     events,

@@ -49,6 +49,9 @@ pub struct Seen {
 pub struct Conn {
     pub port: u16,
     pub opened: Instant,
+    /// When the handshake was sent (`opened` is when it was answered).
+    pub dialed: Instant,
+    pub closed: Option<Instant>,
     /// The `last_event_id` of the handshake.
     pub resumed_from: Option<u64>,
     pub resync: bool,
@@ -163,6 +166,7 @@ async fn run(rig: Arc<Rig>, client: Shared, mut rng: Rng, mut stop: watch::Recei
         if let Some(l) = last {
             url.push_str(&format!("&last_event_id={l}"));
         }
+        let dialed = Instant::now();
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connect_async(url)).await {
             Ok(Ok((stream, _))) => stream,
             _ => {
@@ -174,13 +178,20 @@ async fn run(rig: Arc<Rig>, client: Shared, mut rng: Rng, mut stop: watch::Recei
         client.lock().unwrap().conns.push(Conn {
             port,
             opened: Instant::now(),
+            dialed,
+            closed: None,
             resumed_from: last,
             resync: false,
             events: Vec::new(),
             ended: String::new(),
         });
         let ended = connection(&rig, &client, &token, stream, &mut last, &mut stop, &dropper).await;
-        client.lock().unwrap().conns.last_mut().unwrap().ended = ended;
+        {
+            let mut c = client.lock().unwrap();
+            let conn = c.conns.last_mut().unwrap();
+            conn.ended = ended;
+            conn.closed = Some(Instant::now());
+        }
         tokio::time::sleep(rng.millis(20, 200)).await;
     }
 }
@@ -243,6 +254,8 @@ async fn connection(
                 let mut c = client.lock().unwrap();
                 c.reloaded.extend(found);
                 c.count = Some(count);
+                // The reload took its time; the connection was not silent meanwhile.
+                heard = Instant::now();
             }
             "pong" | "resumed" => {}
             _ if v.get("id").is_some() => {

@@ -14,7 +14,11 @@
 //! - `checker`: convergence, the history's rules, and the figures.
 //!
 //! `SWITCHBOARD_CHAOS_SEED` (a number; random when unset, always printed) and
-//! `SWITCHBOARD_CHAOS_SECS` (the faults' duration, 45 by default) choose the run.
+//! `SWITCHBOARD_CHAOS_SECS` (the faults' duration, 45 by default) choose the run. A seed
+//! fixes every random choice (which fault, which node, how long, which customer, which
+//! node a call goes to), not the timing: the same seed replays the same sequence of faults,
+//! each one where the previous one's healing ended. `SWITCHBOARD_CHAOS_LOG` sets the nodes'
+//! log filter (`warn` by default) and keeps their logs.
 
 #[path = "../api/helpers/mod.rs"]
 mod helpers;
@@ -88,8 +92,10 @@ async fn three_nodes_under_seeded_faults_deliver_every_acknowledged_message_once
     let converged = checker::converge(&rig, &sessions, &posted).await;
     let clients: Vec<Client> = sessions.finish().await;
     let report = checker::check(&posted, &clients, converged);
-    checker::print_figures(seed, &posted, reads, &faults, &report, started.elapsed());
+    checker::print_figures(seed, &posted, reads, &faults, &clients, &report, started.elapsed());
     report.assert_clean();
-    // The nodes' logs are kept only when the run failed.
-    let _ = std::fs::remove_dir_all(&rig.logs);
+    // The nodes' logs are kept when the run failed or asked for them.
+    if std::env::var_os("SWITCHBOARD_CHAOS_LOG").is_none() {
+        let _ = std::fs::remove_dir_all(&rig.logs);
+    }
 }

@@ -71,6 +71,17 @@ pub struct Rig {
     pub logs: PathBuf,
 }
 
+/// A failure worth another try: 5xx, and 408 (actix answers it when a request's head or body
+/// did not arrive in time, as when the node was frozen or starved mid-request).
+pub fn retryable(status: u16) -> bool {
+    status >= 500 || status == 408
+}
+
+/// The nodes' log filter: `warn`, or `SWITCHBOARD_CHAOS_LOG` (which also keeps the logs).
+pub fn log_filter() -> String {
+    std::env::var("SWITCHBOARD_CHAOS_LOG").unwrap_or_else(|_| "warn".into())
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     l.local_addr().unwrap().port()
@@ -152,7 +163,7 @@ impl Rig {
                 .env("SWITCHBOARD__BUS__BACKEND", "redis")
                 .env("SWITCHBOARD__REDIS__URL", &self.redis_url)
                 .env("SWITCHBOARD__REDIS__KEY_PREFIX", "chaos")
-                .env("SWITCHBOARD__LOG__FILTER", "warn")
+                .env("SWITCHBOARD__LOG__FILTER", log_filter())
                 .env_remove("RUST_LOG")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
@@ -263,7 +274,7 @@ impl Rig {
             let port = self.live_ports()[0];
             match self.call(method.clone(), port, path, token, Some(body.clone())).await {
                 Ok((200, _)) => return,
-                Ok((status, answer)) if status < 500 => panic!("{method} {path}: {status} {answer}"),
+                Ok((status, answer)) if !retryable(status) => panic!("{method} {path}: {status} {answer}"),
                 other => assert!(Instant::now() < deadline, "{method} {path}: {other:?}"),
             }
         }

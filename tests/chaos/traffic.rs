@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
-    rig::{CUSTOMERS, L1_SMS, Rig, member},
+    rig::{CUSTOMERS, L1_SMS, Rig, member, retryable},
     rng::Rng,
 };
 
@@ -153,12 +153,6 @@ async fn run_lane(
         tokio::time::sleep(PACE.saturating_sub(tick.elapsed())).await;
     }
     posted
-}
-
-/// A failure worth another try: 5xx, and 408 (actix answers it when a request's head or body
-/// did not arrive in time, as when the node was frozen or starved mid-request).
-fn retryable(status: u16) -> bool {
-    status >= 500 || status == 408
 }
 
 /// Sam marking a known thread read (mostly) or unread, every few hundred milliseconds, one try

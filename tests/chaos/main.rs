@@ -12,6 +12,8 @@
 //! - `faults`: the monkey: SIGKILL, SIGTERM, SIGSTOP/SIGCONT of nodes, Redis and PostgreSQL
 //!   restarts, dropped client connections, one at a time.
 //! - `checker`: convergence, the history's rules, and the figures.
+//! - `startup`: a regression the chaos found (the phone metadata loaded by the first inbound
+//!   message, freezing a worker).
 //!
 //! `SWITCHBOARD_CHAOS_SEED` (a number; random when unset, always printed) and
 //! `SWITCHBOARD_CHAOS_SECS` (the faults' duration, 45 by default) choose the run. A seed
@@ -31,6 +33,7 @@ mod clients;
 mod faults;
 mod rig;
 mod rng;
+mod startup;
 mod traffic;
 
 use std::{

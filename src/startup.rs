@@ -173,10 +173,8 @@ impl Application {
                 .context("reading the cursor key from storage")?,
         );
         let verifier = Arc::new(Verifier::from_settings(&settings.auth)?);
+        // Also loads the numbering plan's metadata, before the node listens (`PhoneParser::new`).
         let phones = PhoneParser::new(&settings.phone.default_country).map_err(anyhow::Error::msg)?;
-        // Loads the numbering plan's metadata now rather than in the first request that parses
-        // a number (seconds in a debug build: long enough for a client to time out).
-        let _ = phones.parse("+15550001111");
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let session_deps = Arc::new(session::Deps {
             store: store.clone(),

@@ -59,7 +59,15 @@ pub struct PhoneParser {
 
 impl PhoneParser {
     /// `default_country` is an ISO 3166 alpha-2 region such as "US".
+    ///
+    /// Loads libphonenumber's metadata here, once per process: the crate builds it lazily on
+    /// the first parse, compiling thousands of regexes (5–10 s in a debug build on a busy
+    /// machine, as `tests/chaos` saw), and whatever thread gets there first blocks meanwhile.
+    /// At start-up that is before the node listens; otherwise it was the first inbound
+    /// message's actix worker, freezing every session, request and Redis connection driven by
+    /// that worker.
     pub fn new(default_country: &str) -> Result<Self, String> {
+        let _ = &*phonenumber::metadata::DATABASE;
         country::Id::from_str(&default_country.to_ascii_uppercase())
             .map(|default_country| Self { default_country })
             .map_err(|_| format!("unknown country {default_country:?}"))

@@ -1280,6 +1280,8 @@ async function loadResources() {
 function setCenterOpen(open) {
   $('message-center').hidden = !open;
   $('center-closed').hidden = open;
+  // A conversation behind the closed window is not being viewed.
+  state.presence?.open(open && state.detail?.kind === 'thread' ? state.detail.id : null);
   if (open) {
     const row = $('thread-rows').querySelector('tr[tabindex="0"]');
     (row || $('message-center')).focus?.();

@@ -122,6 +122,11 @@ describe('live collaboration', () => {
     await row(olivia, thread.id).locator('.row-presence').waitFor({ state: 'detached' });
     await setHidden(sam, false);
     await avatar(row(olivia, thread.id), 'sam', 'viewing').waitFor();
+    // So is closing the Message Center window with the conversation in it; opening it is not.
+    await sam.locator('#close-center').click();
+    await row(olivia, thread.id).locator('.row-presence').waitFor({ state: 'detached' });
+    await sam.locator('#open-center').click();
+    await avatar(row(olivia, thread.id), 'sam', 'viewing').waitFor();
 
     // A page loaded now gets the picture from GET /api/v1/presence (no frame: nothing changed).
     await olivia.reload();

@@ -1,6 +1,7 @@
 // The Message Center: the Customer Messages screen of Switchboard, on switchboard-client.js.
 import { SwitchboardClient, ApiError } from './switchboard-client.js';
 import { h, formatPhone, formatTime, messageSummary, imageAttachments } from './ui.js';
+import { Presence, avatars, displayName, typingText } from './presence.js';
 
 const TOKEN_KEY = 'switchboard.token';
 const SOUND_KEY = 'switchboard.sound'; // localStorage: remembered per browser
@@ -19,6 +20,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   client: null,
   me: null,
+  presence: null, // who else is in which thread, and what this tab says (presence.js)
   threads: new Map(), // id -> Thread
   folders: new Map(), // id -> Folder | Promise
   next: null,
@@ -139,11 +141,14 @@ async function signIn(token) {
   setSubscribe(me.subscribe_all);
   setUnread(me.unread_count);
   wireClient(client);
+  state.presence = new Presence(client, { selfId: me.user_id, onChange: renderPresence });
   client.connect();
   await Promise.all([loadThreads(), loadResources()]);
 }
 
 function signOut() {
+  state.presence?.stop();
+  state.presence = null;
   state.client?.close();
   state.client = null;
   sessionStorage.removeItem(TOKEN_KEY);
@@ -448,6 +453,7 @@ function renderRow(t) {
         ...summary.filter((s) => s.kind !== 'attachments-note').map((s) => h('span', { class: s.kind }, s.text)),
       ),
       ...summary.filter((s) => s.kind === 'attachments-note').map((s) => h('span', { class: s.kind }, s.text)),
+      rowPresence(t.id),
     ),
     h('td', { class: 'col-number' }, formatPhone(t.customer_number)),
     h('td', { class: 'col-folder' }, folder),
@@ -455,6 +461,50 @@ function renderRow(t) {
     h('td', { class: 'col-time' }, h('time', { datetime: t.last_message_at }, formatTime(t.last_message_at))),
   );
   return row;
+}
+
+/** Who else is in a thread, on its list row: initials, typing ones marked (null: nobody). */
+function rowPresence(threadId) {
+  const users = state.presence?.users(threadId) || [];
+  if (!users.length) return null;
+  const typing = users.some((u) => u.state === 'typing');
+  return h('div', { class: 'row-presence' }, avatars(users), h('span', { class: 'presence-note' }, typing ? 'typing…' : 'viewing'));
+}
+
+/** Presence changed in `changed` threads (null: any): their rows, and the open conversation. */
+function renderPresence(changed) {
+  for (const r of $('thread-rows').rows) {
+    const id = r.dataset.threadId;
+    if (changed && !changed.has(id)) continue;
+    const cell = r.querySelector('td.col-message');
+    cell.querySelector('.row-presence')?.remove();
+    const p = rowPresence(id);
+    if (p) cell.append(p);
+  }
+  if (state.detail?.kind === 'thread' && (!changed || changed.has(state.detail.id))) renderConversationPresence(state.detail.id);
+}
+
+/** The open conversation's header (who else is here) and its "… is typing" line. */
+function renderConversationPresence(threadId) {
+  const users = state.presence?.users(threadId) || [];
+  const box = $('thread-presence');
+  if (box) {
+    box.hidden = !users.length;
+    box.replaceChildren(
+      ...(users.length
+        ? [
+            avatars(users, { size: 'large' }),
+            h('span', { class: 'presence-names' }, `Also here: ${users.map((u) => `${displayName(u)}${u.state === 'typing' ? ' (typing)' : ''}`).join(', ')}`),
+          ]
+        : []),
+    );
+  }
+  const line = $('typing-indicator');
+  if (line) {
+    const text = typingText(users);
+    if (line.textContent !== text) line.textContent = text;
+    line.classList.toggle('active', !!text);
+  }
 }
 
 function iconSvg() {
@@ -857,11 +907,13 @@ async function showThread(id, { keepFocus } = {}) {
   const t = state.threads.get(id);
   if (!t) return;
   state.detail = { kind: 'thread', id };
+  state.presence?.open(id);
   $('split').classList.add('has-detail');
   const pane = $('detail');
   pane.replaceChildren(
     h('header', { class: 'detail-header', id: 'thread-header' }),
     h('ol', { class: 'conversation', id: 'conversation', 'aria-label': 'Conversation', 'aria-live': 'polite' }, h('li', { class: 'empty' }, 'Loading…')),
+    h('p', { class: 'typing-indicator', id: 'typing-indicator', 'aria-live': 'polite' }),
     replyForm(t),
   );
   renderThreadHeader(t);
@@ -899,6 +951,7 @@ async function refreshDetail() {
 function closeDetail() {
   const id = state.detail?.kind === 'thread' ? state.detail.id : state.selectedId;
   state.detail = null;
+  state.presence?.open(null);
   $('split').classList.remove('has-detail');
   $('detail').replaceChildren(h('p', { class: 'empty' }, 'Select a message to see the conversation.'));
   placeToasts();
@@ -930,7 +983,9 @@ function renderThreadHeader(t) {
       h('button', { type: 'button', onclick: () => runAction(t.unread ? 'read' : 'unread', t.id) }, t.unread ? 'Mark as read' : 'Mark as unread'),
       h('button', { type: 'button', onclick: () => runAction('assign', t.id) }, 'Assign Folder…'),
     ),
+    h('div', { class: 'thread-presence', id: 'thread-presence', hidden: true }),
   );
+  renderConversationPresence(t.id);
 }
 
 function renderMessage(m) {
@@ -973,31 +1028,62 @@ function scrollConversation() {
   if (list) list.scrollTop = list.scrollHeight;
 }
 
+/** The newest message the open conversation shows (what a reply answers), or null. */
+function newestShown() {
+  const bubbles = $('conversation')?.querySelectorAll('li.bubble[data-message-id]');
+  return bubbles?.length ? bubbles[bubbles.length - 1].dataset.messageId : null;
+}
+
 function replyForm(t) {
   const status = h('span', { class: 'status', role: 'status' });
   const body = h('textarea', { id: 'reply-body', rows: '3', maxlength: '1600', placeholder: 'Type a reply to the customer…', 'aria-label': 'Reply' });
   body.value = state.drafts.get(t.id) || '';
-  body.addEventListener('input', () => (body.value ? state.drafts.set(t.id, body.value) : state.drafts.delete(t.id)));
+  const warning = h('div', { class: 'reply-warning', id: 'reply-warning', role: 'alert', hidden: true });
+  body.addEventListener('input', () => {
+    if (body.value) state.drafts.set(t.id, body.value);
+    else state.drafts.delete(t.id);
+    state.presence?.typed();
+  });
   const form = h(
     'form',
     { class: 'reply', id: 'reply-form' },
+    warning,
     body,
-    h('div', { class: 'reply-actions' }, status, h('button', { type: 'submit', class: 'primary' }, 'Send reply')),
+    h('div', { class: 'reply-actions' }, status, h('button', { type: 'submit', class: 'primary', id: 'send-reply' }, 'Send reply')),
   );
-  form.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
+  /**
+   * Sends the reply, answering the newest message on screen: when the thread moved on
+   * meanwhile (the customer wrote again, a colleague answered) the hub refuses with 409 and
+   * the newer messages, which are shown with a warning; "Send anyway" sends with `force`.
+   */
+  const send = async (force) => {
     const text = body.value.trim();
     if (!text) return;
     status.textContent = 'Sending…';
+    const after = newestShown();
     try {
-      const m = await state.client.api('POST', `/threads/${encodeURIComponent(t.id)}/replies`, { body: text });
+      const m = await state.client.api('POST', `/threads/${encodeURIComponent(t.id)}/replies`, {
+        body: text,
+        ...(after && !force ? { after_message_id: after } : {}),
+        ...(force ? { force: true } : {}),
+      });
       body.value = '';
       state.drafts.delete(t.id);
+      warning.hidden = true;
+      warning.replaceChildren();
       status.textContent = 'Sent.';
+      state.presence?.sentReply();
       appendToDetail(m);
     } catch (e) {
-      status.textContent = `Not sent: ${failure(e)}`;
+      if (e instanceof ApiError && e.status === 409 && /\/thread-changed$/.test(e.problem.type || '')) {
+        showNewer(t, e.problem.newer || [], warning, () => send(true));
+        status.textContent = 'Not sent: the conversation changed.';
+      } else status.textContent = `Not sent: ${failure(e)}`;
     }
+  };
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    send(false);
   });
   body.addEventListener('keydown', (ev) => {
     if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) form.requestSubmit();
@@ -1006,8 +1092,36 @@ function replyForm(t) {
   return form;
 }
 
+/** The 409 of the reply guard: the newer messages join the conversation, marked, and the
+ * warning above the reply box says what happened and offers "Send anyway". */
+function showNewer(t, newer, warning, sendAnyway) {
+  for (const m of newer) appendToDetail(m);
+  for (const m of newer) $('conversation')?.querySelector(`[data-message-id="${CSS.escape(m.id)}"]`)?.classList.add('newer');
+  const customer = newer.filter((m) => m.direction === 'inbound').length;
+  const replies = newer.filter((m) => m.direction === 'outbound');
+  const parts = [];
+  if (customer) parts.push(`the customer wrote ${customer === 1 ? 'again' : `${customer} more messages`}`);
+  if (replies.length) {
+    const who = [...new Set(replies.map((m) => (m.author_id ? nameOf(m.author_id) : 'someone')))].join(' and ');
+    parts.push(`${who} replied`);
+  }
+  const what = parts.length ? parts.join(', and ') : 'new messages arrived';
+  const anyway = h('button', { type: 'button', class: 'send-anyway', id: 'send-anyway' }, 'Send anyway');
+  anyway.addEventListener('click', () => {
+    anyway.disabled = true;
+    sendAnyway();
+  });
+  warning.replaceChildren(
+    h('p', {}, h('strong', {}, 'Not sent: '), `while you were writing, ${what} (marked above). Read it, then send anyway or change your reply.`),
+    h('div', { class: 'warning-actions' }, anyway),
+  );
+  warning.hidden = false;
+  placeToasts();
+}
+
 async function showFolder(id, tab = 'communications') {
   state.detail = { kind: 'folder', id, tab };
+  state.presence?.open(null);
   $('split').classList.add('has-detail');
   const pane = $('detail');
   if (!pane.querySelector(`[data-folder-id="${CSS.escape(id)}"]`)) pane.replaceChildren(h('p', { class: 'empty' }, 'Loading the folder…'));
@@ -1166,6 +1280,8 @@ async function loadResources() {
 function setCenterOpen(open) {
   $('message-center').hidden = !open;
   $('center-closed').hidden = open;
+  // A conversation behind the closed window is not being viewed.
+  state.presence?.open(open && state.detail?.kind === 'thread' ? state.detail.id : null);
   if (open) {
     const row = $('thread-rows').querySelector('tr[tabindex="0"]');
     (row || $('message-center')).focus?.();

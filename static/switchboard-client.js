@@ -41,6 +41,9 @@
  * - every hub event by its type: `message.new`, `message.sent`, `thread.read`,
  *   `thread.unread`, `thread.assigned`, `unread.count`, `images.linked`, … and `event` for all
  *   of them (`fn(frame)`), each delivered once (duplicates by id are dropped);
+ * - `presence` (`{thread_id, users}`: who is in a thread now; not an event, never replayed:
+ *   read `GET /presence` after each `hello`); send your own with
+ *   `send({type: 'presence', thread_id, state})`;
  * - `hello` (the hello frame), `resumed` ({replayed}), `resync`, `error` (error frames),
  *   `close` ({code, reason}), `auth` (the token was refused: 401 or close 4001; no reconnect);
  * - `state` (`fn(state, detail)`): `idle` → `connecting` → `open` → (`reconnecting` →

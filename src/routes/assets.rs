@@ -108,6 +108,8 @@ mod tests {
             "index.html",
             "message-center.js",
             "switchboard-client.js",
+            "presence.js",
+            "ui.js",
             "message-center.css",
             "favicon.svg",
         ] {

@@ -56,7 +56,8 @@ fn options() -> Options {
         match flag.as_str() {
             "--hub" => {
                 let (url, pid) = value.split_once('=').expect("--hub URL=PID");
-                o.hubs.push((url.trim_end_matches('/').to_owned(), pid.parse().expect("a PID")));
+                o.hubs
+                    .push((url.trim_end_matches('/').to_owned(), pid.parse().expect("a PID")));
             }
             "--redis-pid" => o.redis_pid = Some(value.parse().expect("a PID")),
             "--sessions" => o.sessions = value.parse().expect("a number"),
@@ -84,8 +85,8 @@ fn cpu(pid: u32) -> Duration {
 #[tokio::main]
 async fn main() {
     let o = options();
-    let secret = std::env::var("SWITCHBOARD__AUTH__HS256_SECRET")
-        .unwrap_or_else(|_| switchboard::config::DEV_SECRET.to_owned());
+    let secret =
+        std::env::var("SWITCHBOARD__AUTH__HS256_SECRET").unwrap_or_else(|_| switchboard::config::DEV_SECRET.to_owned());
     let tenant = format!("presence{}", std::process::id());
     let token = |sub: &str, roles: &[&str], locations: &[&str]| {
         mint_hs256(&secret, &TokenSpec::new(sub, &tenant, roles, locations))
@@ -106,15 +107,21 @@ async fn main() {
     )
     .await;
     for i in 0..o.active {
-        put(format!("{base}/api/v1/users/u{i}"), json!({"name": format!("User {i}")})).await;
+        put(
+            format!("{base}/api/v1/users/u{i}"),
+            json!({"name": format!("User {i}")}),
+        )
+        .await;
     }
     let mut threads = Vec::new();
     for i in 0..o.threads {
         let r = http
             .post(format!("{base}/api/v1/messages/inbound"))
             .bearer_auth(&svc)
-            .json(&json!({"external_id": format!("pl{i}"), "from": format!("+1555300{i:04}"),
-                          "to": "+15550001111", "body": "hello"}))
+            .json(
+                &json!({"external_id": format!("pl{i}"), "from": format!("+1555300{i:04}"),
+                          "to": "+15550001111", "body": "hello"}),
+            )
             .send()
             .await
             .unwrap();
@@ -151,7 +158,12 @@ async fn main() {
             writers.push(write);
         }
     }
-    eprintln!("{} sessions open on {} hub(s); {} change presence", o.sessions, o.hubs.len(), o.active);
+    eprintln!(
+        "{} sessions open on {} hub(s); {} change presence",
+        o.sessions,
+        o.hubs.len(),
+        o.active
+    );
 
     let changes = Arc::new(AtomicU64::new(0));
     let cpu_before: Vec<Duration> = o.hubs.iter().map(|(_, pid)| cpu(*pid)).collect();

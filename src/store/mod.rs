@@ -287,8 +287,6 @@ pub trait Store: EventLog {
     /// The caller's `subscribe_all`, unread count and the log's head, in one snapshot: the
     /// count includes every change up to the head and none after (`SessionStart`).
     async fn session_start(&self, scope: &Scope) -> StoreResult<SessionStart>;
-    /// The count alone, without the head it is exact as of (sessions read `session_start`).
-    async fn unread_count(&self, scope: &Scope) -> StoreResult<u64>;
 
     /// Whether storage answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

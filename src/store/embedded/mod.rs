@@ -417,11 +417,6 @@ impl Store for Embedded {
         self.read(move |c| ops::session_start(c, &scope)).await
     }
 
-    async fn unread_count(&self, scope: &Scope) -> StoreResult<u64> {
-        let scope = scope.clone();
-        self.read(move |c| ops::unread_count(c, &scope)).await
-    }
-
     async fn ping(&self) -> StoreResult<()> {
         if self.writer.is_closed() {
             return Err(StoreError::Unavailable("the writer stopped".into()));

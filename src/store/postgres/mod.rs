@@ -734,12 +734,6 @@ impl Store for PgStore {
         .await
     }
 
-    async fn unread_count(&self, scope: &Scope) -> StoreResult<u64> {
-        let scope = scope.clone();
-        self.run(|i| async move { i.read(async |c| reads::unread_count(c, &scope).await).await })
-            .await
-    }
-
     async fn ping(&self) -> StoreResult<()> {
         self.run(|i| async move { i.read(async |c| c.query_one("SELECT 1", &[]).await.map(|_| ())).await })
             .await

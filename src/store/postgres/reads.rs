@@ -450,11 +450,6 @@ async fn count(c: &Conn, scope: &Scope, facts: &Facts) -> Result<u64> {
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
-pub(super) async fn unread_count(c: &Conn, scope: &Scope) -> Result<u64> {
-    let facts = facts(c, scope).await?;
-    count(c, scope, &facts).await
-}
-
 pub(super) async fn user_name(c: &Conn, tenant: &TenantId, user: &UserId) -> Result<Option<String>> {
     let row = c
         .query_opt(

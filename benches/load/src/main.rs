@@ -9,6 +9,7 @@
 //! Servers are pinned to one core (`--server-core`, default 0) and the load tool with its
 //! worker processes to the other (`--client-core`, default 1).
 
+mod backends;
 mod proc;
 mod report;
 mod results;
@@ -69,6 +70,11 @@ enum Command {
         /// repeats after them (adds repeats to an earlier suite).
         #[arg(long, requires = "merge")]
         append: bool,
+        /// W4's PostgreSQL: a URL of an existing database on a server where the load tool may
+        /// create a database of its own (e.g. postgres://postgres@127.0.0.1:5432/postgres).
+        /// Without it W4 starts a private server (initdb), whose every process is counted.
+        #[arg(long)]
+        postgres_url: Option<String>,
     },
     /// Rewrites BENCHMARKS.md from a results.json.
     Report {
@@ -102,6 +108,7 @@ fn main() -> Result<()> {
             no_report,
             merge,
             append,
+            postgres_url,
         } => {
             let mut scale = Scale::named(&scale)?;
             if let Some(r) = repeats {
@@ -116,6 +123,7 @@ fn main() -> Result<()> {
                 repo: systems::repo_root(),
                 bin_dir: std::env::current_exe()?.parent().context("bin dir")?.to_path_buf(),
                 server_core: pin.then_some(server_core),
+                postgres_url,
             };
             let systems: Vec<System> = if systems.is_empty() {
                 System::ALL.to_vec()
@@ -167,16 +175,32 @@ async fn suite(
     let kept = match merge {
         Some(path) => {
             let old: Suite = serde_json::from_slice(&std::fs::read(&path).context("--merge results")?)?;
+            // A run is re-measured when both its system and its workload are.
             let names: Vec<&str> = systems.iter().map(|s| s.name()).collect();
-            old.runs
+            let runs: Vec<Run> = old
+                .runs
                 .into_iter()
-                .filter(|r| append || !names.contains(&r.system.as_str()))
-                .collect()
+                .filter(|r| append || !(names.contains(&r.system.as_str()) && workloads.contains(&r.workload)))
+                .collect();
+            Some((old.scale, old.command, runs))
         }
-        None => Vec::new(),
+        None => None,
+    };
+    let (scale_name, command, kept) = match kept {
+        // Figures of two scales in one table: say which is which.
+        Some((old_scale, old_command, runs)) if old_scale != scale.name => (
+            format!("{old_scale}, and {} for {} of {}", scale.name, workloads.join(","), {
+                let names: Vec<&str> = systems.iter().map(|s| s.name()).collect();
+                names.join(",")
+            }),
+            format!("{command}` on the results of `{old_command}"),
+            runs,
+        ),
+        Some((_, _, runs)) => (scale.name.to_string(), command, runs),
+        None => (scale.name.to_string(), command, Vec::new()),
     };
     let mut suite = Suite {
-        scale: scale.name.into(),
+        scale: scale_name,
         machine: proc::machine(),
         command,
         runs: kept,
@@ -192,7 +216,7 @@ async fn suite(
     for repeat in 1..=scale.repeats {
         for w in &workloads {
             for &system in &systems {
-                if w == "W4" && !system.clusters() {
+                if (w == "W4" && !system.clusters()) || (w != "W4" && system.w4_only()) {
                     continue;
                 }
                 eprintln!("== {w} {} (repeat {repeat})", system.name());

@@ -217,6 +217,10 @@ const METRICS: &[MetricInfo] = &[
     m(metric::MAX_MS, "max (ms)", "max latency (ms)", Unit::Millis),
     m(metric::LAST_DELIVERY_P50_MS, "last delivery p50 (ms)", "last delivery p50 (ms)", Unit::Millis),
     m(metric::LAST_DELIVERY_MAX_MS, "last delivery max (ms)", "last delivery max (ms)", Unit::Millis),
+    m(metric::REDIS_CPU_US_PER_MESSAGE, "Redis CPU/message (µs)", "Redis CPU per message (µs)", Unit::Micros),
+    m(metric::POSTGRES_CPU_US_PER_MESSAGE, "PostgreSQL CPU/message (µs)", "PostgreSQL CPU per message (µs)", Unit::Micros),
+    m(metric::TOTAL_CPU_US_PER_MESSAGE, "all CPU/message (µs)", "nodes + Redis + PostgreSQL CPU per message (µs)", Unit::Micros),
+    m(metric::REDIS_MEMORY_GROWTH, "Redis memory growth (B)", "Redis used_memory growth over the run (bytes)", Unit::Bytes),
     m(metric::SERVER_CPU_SHARE, "server CPU", "server CPU share", Unit::Share),
     m(metric::CLIENT_CPU_SHARE, "load tool CPU", "load tool CPU share", Unit::Share),
 ];
@@ -596,6 +600,7 @@ fn p99(run: &Run) -> f64 {
 fn color(system: &str) -> RGBColor {
     match system {
         "switchboard" => RGBColor(31, 119, 180),
+        "switchboard-redis-cluster" => RGBColor(23, 190, 207),
         "socketioxide" => RGBColor(255, 127, 14),
         "socketio" => RGBColor(44, 160, 44),
         "bare-actix" => RGBColor(214, 39, 40),

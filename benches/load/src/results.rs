@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// The systems measured, in the order tables list them.
 pub const SYSTEMS: &[&str] = &[
     "switchboard",
+    "switchboard-redis-cluster",
     "socketioxide",
     "socketio",
     "bare-actix",
@@ -54,6 +55,14 @@ pub mod metric {
     pub const CLIENT_CPU_SHARE: &str = "client_cpu_share";
     /// Server CPU share over the send phase.
     pub const SERVER_CPU_SHARE: &str = "server_cpu_share";
+    /// W4: Redis CPU per inbound message (every Redis process), microseconds.
+    pub const REDIS_CPU_US_PER_MESSAGE: &str = "redis_cpu_us_per_message";
+    /// W4: PostgreSQL CPU per inbound message (what `Postgres::counted` says), microseconds.
+    pub const POSTGRES_CPU_US_PER_MESSAGE: &str = "postgres_cpu_us_per_message";
+    /// W4: nodes + Redis + PostgreSQL CPU per inbound message, microseconds.
+    pub const TOTAL_CPU_US_PER_MESSAGE: &str = "total_cpu_us_per_message";
+    /// W4: Redis `used_memory` after the send phase minus before it, bytes (all nodes).
+    pub const REDIS_MEMORY_GROWTH: &str = "redis_memory_growth_bytes";
 }
 
 /// The machine a suite ran on.

@@ -15,6 +15,7 @@ use switchboard::auth::{TokenSpec, mint_hs256};
 use tokio::process::{Child, Command};
 
 use crate::{
+    backends::{Postgres, Redis},
     proc::now_ns,
     worker::{Client, Proto, marker},
 };
@@ -22,6 +23,8 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum System {
     Switchboard,
+    /// Switchboard in W4 with the bus on a Redis Cluster (W4 only).
+    SwitchboardRedisCluster,
     SocketIoxide,
     SocketIo,
     BareActix,
@@ -29,8 +32,9 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 5] = [
+    pub const ALL: [System; 6] = [
         System::Switchboard,
+        System::SwitchboardRedisCluster,
         System::SocketIoxide,
         System::SocketIo,
         System::BareActix,
@@ -40,6 +44,7 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::Switchboard => "switchboard",
+            System::SwitchboardRedisCluster => "switchboard-redis-cluster",
             System::SocketIoxide => "socketioxide",
             System::SocketIo => "socketio",
             System::BareActix => "bare-actix",
@@ -56,7 +61,7 @@ impl System {
 
     pub fn proto(self) -> Proto {
         match self {
-            System::Switchboard => Proto::Switchboard,
+            System::Switchboard | System::SwitchboardRedisCluster => Proto::Switchboard,
             System::SocketIoxide | System::SocketIo => Proto::SocketIo,
             System::BareActix | System::BareTungstenite => Proto::Bare,
         }
@@ -64,14 +69,25 @@ impl System {
 
     /// Whether the system runs as several nodes on Redis (W4).
     pub fn clusters(self) -> bool {
-        matches!(self, System::Switchboard | System::SocketIoxide | System::SocketIo)
+        matches!(
+            self,
+            System::Switchboard | System::SwitchboardRedisCluster | System::SocketIoxide | System::SocketIo
+        )
+    }
+
+    /// Whether the system is measured in W4 alone (a variant of another's cluster).
+    pub fn w4_only(self) -> bool {
+        self == System::SwitchboardRedisCluster
     }
 
     /// What the system does per inbound message (BENCHMARKS.md says it next to the figures).
     pub fn per_message(self) -> &'static str {
         match self {
             System::Switchboard => {
-                "verifies the JWT, validates the message, stores it durably (SQLite WAL, fsync, group commit) with its thread, auto-assignment and unread state, routes by the product rules, writes `message.new` and `unread.count` to each recipient session"
+                "verifies the JWT, validates the message, stores it durably with its thread, auto-assignment and unread state (W1–W3: SQLite WAL, fsync, group commit; W4: one PostgreSQL transaction, its events appended to the log in it, fsync at commit), routes by the product rules, writes `message.new` and `unread.count` to each recipient session; in W4 the writing node publishes the committed events once on Redis, and each node delivers them in log order"
+            }
+            System::SwitchboardRedisCluster => {
+                "as switchboard in W4, with the events published on a Redis Cluster of 3 primaries (sharded pub/sub, SPUBLISH/SSUBSCRIBE)"
             }
             System::SocketIoxide | System::SocketIo => {
                 "parses the JSON request and emits one event to the users' rooms (nothing stored, no auth check)"
@@ -91,6 +107,9 @@ pub struct Env {
     pub bin_dir: PathBuf,
     /// Core the servers are pinned to (None: not pinned).
     pub server_core: Option<usize>,
+    /// W4's PostgreSQL: a database of its own on this server (a URL of an existing database
+    /// there); None: a private server.
+    pub postgres_url: Option<String>,
 }
 
 /// A running server process.
@@ -105,7 +124,7 @@ pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn pinned(env: &Env, program: impl AsRef<std::ffi::OsStr>) -> Command {
+pub fn pinned(env: &Env, program: impl AsRef<std::ffi::OsStr>) -> Command {
     match env.server_core {
         Some(core) => {
             let mut c = Command::new("taskset");
@@ -116,18 +135,19 @@ fn pinned(env: &Env, program: impl AsRef<std::ffi::OsStr>) -> Command {
     }
 }
 
-fn scratch_dir(tag: &str) -> Result<PathBuf> {
+pub fn scratch_dir(tag: &str) -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("switchboard-load-{}-{tag}-{}", std::process::id(), now_ns()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
 
 impl Server {
-    /// Starts `system` on a free port; `redis` puts it in cluster mode on that Redis.
-    pub async fn start(system: System, env: &Env, redis: Option<&RedisCluster>) -> Result<Server> {
+    /// Starts `system` on a free port; `cluster` puts it in cluster mode on that Redis (and,
+    /// for Switchboard, that PostgreSQL).
+    pub async fn start(system: System, env: &Env, cluster: Option<(&Redis, Option<&Postgres>)>) -> Result<Server> {
         let port = free_port()?;
         let (mut cmd, dir) = match system {
-            System::Switchboard => {
+            System::Switchboard | System::SwitchboardRedisCluster => {
                 let dir = scratch_dir("data")?;
                 let mut c = pinned(env, env.bin_dir.join("switchboard"));
                 c.arg("serve")
@@ -137,20 +157,23 @@ impl Server {
                     .env("SWITCHBOARD__SERVER__STATIC_DIR", env.repo.join("static"))
                     .env("SWITCHBOARD__STORAGE__PATH", &dir)
                     .env("SWITCHBOARD__LOG__FILTER", "warn");
-                if let Some(r) = redis {
-                    // Cluster mode: both nodes on one PostgreSQL database, events over Redis.
+                if let Some((r, pg)) = cluster {
+                    let pg = pg.context("Switchboard's cluster needs PostgreSQL")?;
                     c.env("SWITCHBOARD__STORAGE__BACKEND", "postgres")
-                        .env("SWITCHBOARD__POSTGRES__URL", r.database().await?)
                         .env("SWITCHBOARD__BUS__BACKEND", "redis")
+                        .env("SWITCHBOARD__POSTGRES__URL", &pg.url)
                         .env("SWITCHBOARD__REDIS__URL", &r.url)
                         .env("SWITCHBOARD__REDIS__KEY_PREFIX", &r.prefix);
+                    if !r.cluster_nodes.is_empty() {
+                        c.env("SWITCHBOARD__REDIS__CLUSTER_NODES", r.cluster_nodes.join(","));
+                    }
                 }
                 (c, Some(dir))
             }
             peer => {
                 let mut c = pinned(env, env.repo.join("benches/peers/start.sh"));
                 c.arg(peer.name()).arg(port.to_string());
-                if let Some(r) = redis {
+                if let Some((r, _)) = cluster {
                     c.env("REDIS_URL", &r.url);
                 }
                 (c, None)
@@ -197,90 +220,6 @@ impl Server {
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
-    }
-}
-
-/// A redis-server of the load tool's own (W4), with the durability the hub asks of it.
-pub struct RedisCluster {
-    pub url: String,
-    pub prefix: String,
-    pub pid: u32,
-    child: Child,
-    dir: PathBuf,
-    /// The PostgreSQL database Switchboard's nodes share, made on first use (`database`).
-    database: tokio::sync::OnceCell<String>,
-}
-
-/// The PostgreSQL server the load tool makes Switchboard's cluster database on
-/// (`SWITCHBOARD_LOAD_POSTGRES`, else the machine's on 127.0.0.1:5432 as user postgres).
-fn postgres_server() -> String {
-    std::env::var("SWITCHBOARD_LOAD_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-impl RedisCluster {
-    pub async fn start(env: &Env) -> Result<RedisCluster> {
-        let port = free_port()?;
-        let dir = scratch_dir("redis")?;
-        let mut c = pinned(env, "redis-server");
-        c.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .kill_on_drop(true);
-        let child = c.spawn().context("starting redis-server")?;
-        let pid = child.id().context("redis pid")?;
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Ok(RedisCluster {
-                    url: format!("redis://127.0.0.1:{port}"),
-                    prefix: format!("load{}", now_ns() % 1_000_000),
-                    pid,
-                    child,
-                    dir,
-                    database: tokio::sync::OnceCell::new(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        bail!("redis-server did not start")
-    }
-
-    /// The URL of a new database for this run's Switchboard nodes (`createdb`), made once.
-    pub async fn database(&self) -> Result<String> {
-        let url = self
-            .database
-            .get_or_try_init(|| async {
-                let name = format!("switchboard_load_{}_{}", std::process::id(), now_ns());
-                let out = Command::new("createdb")
-                    .arg("--maintenance-db")
-                    .arg(format!("{}/postgres", postgres_server()))
-                    .arg(&name)
-                    .output()
-                    .await
-                    .context("running createdb (PostgreSQL's client tools)")?;
-                if !out.status.success() {
-                    bail!("createdb {name}: {}", String::from_utf8_lossy(&out.stderr));
-                }
-                Ok::<_, anyhow::Error>(format!("{}/{name}", postgres_server()))
-            })
-            .await?;
-        Ok(url.clone())
-    }
-
-    pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
-        if let Some(url) = self.database.get()
-            && let Some((_, name)) = url.rsplit_once('/')
-        {
-            let _ = Command::new("dropdb")
-                .arg("--force")
-                .arg("--maintenance-db")
-                .arg(format!("{}/postgres", postgres_server()))
-                .arg(name)
-                .output()
-                .await;
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -391,7 +330,7 @@ impl Driver {
     /// Directory for W2/W4: per group a location, a folder listing the group's customer with
     /// users 3g (sales) and 3g+1 (service), and user 3g+2 subscribed to all of the location.
     pub async fn setup_groups(&self, base: &str, groups: usize) -> Result<()> {
-        if self.system != System::Switchboard {
+        if self.system.proto() != Proto::Switchboard {
             return Ok(());
         }
         let svc = self.service_token();
@@ -425,7 +364,7 @@ impl Driver {
 
     /// Directory for W3: location 0, and users 0..n subscribed to all of it.
     pub async fn setup_broadcast(&self, base: &str, users: usize) -> Result<()> {
-        if self.system != System::Switchboard {
+        if self.system.proto() != Proto::Switchboard {
             return Ok(());
         }
         let l = location(0);

@@ -11,9 +11,10 @@ use tokio::{
 };
 
 use crate::{
-    proc::{cpu_secs, cpu_secs_all, rss_bytes},
+    backends::{Postgres, Redis},
+    proc::{cpu_secs_all, rss_bytes},
     results::{Run, metric},
-    systems::{Audience, Driver, Env, RedisCluster, Server, System},
+    systems::{Audience, Driver, Env, Server, System},
     workers::Workers,
 };
 
@@ -74,8 +75,8 @@ impl Scale {
                 w3_latency_events: 20,
                 w3_events: 2_000,
                 w4_sessions: 3_000,
-                w4_rate: 500.0,
-                w4_secs: 3.0,
+                w4_rate: 1_000.0,
+                w4_secs: 10.0,
             },
             "full" => Scale {
                 name: "full",
@@ -94,7 +95,7 @@ impl Scale {
                 w3_events: 300,
                 w4_sessions: 9_999,
                 w4_rate: 1_000.0,
-                w4_secs: 6.0,
+                w4_secs: 10.0,
             },
             other => bail!("unknown scale {other:?} (tiny, quick, full)"),
         })
@@ -603,8 +604,10 @@ pub async fn w3(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     Ok(run)
 }
 
-/// W4: two nodes on one Redis; clients split over them, ingestion on the first; latency of
-/// the deliveries made by the second node.
+/// W4: two nodes on one Redis (Switchboard: on PostgreSQL, with its events relayed over
+/// Redis; `switchboard-redis-cluster`: over a Redis Cluster of three primaries); clients split
+/// over them, ingestion on the first; latency of the deliveries made by the second node. CPU
+/// per message of the nodes, of Redis and of PostgreSQL, and Redis's memory growth over the run.
 pub async fn w4(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result<Run> {
     let mut run = new_run(system, "W4", repeat);
     let groups = scale.w4_sessions / 3;
@@ -619,9 +622,51 @@ pub async fn w4(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
         ),
     );
     param(&mut run, "latency", "of the deliveries by node B (cross-node)");
-    let redis = RedisCluster::start(env).await?;
-    let a = Server::start(system, env, Some(&redis)).await?;
-    let b = Server::start(system, env, Some(&redis)).await.context("second node")?;
+    let redis = if system == System::SwitchboardRedisCluster {
+        Redis::cluster(env, 3).await?
+    } else {
+        Redis::single(env).await?
+    };
+    param(
+        &mut run,
+        "redis",
+        if redis.cluster_nodes.is_empty() {
+            "one redis-server, no persistence".to_string()
+        } else {
+            format!(
+                "a Redis Cluster of {} primaries, no persistence",
+                redis.cluster_nodes.len()
+            )
+        },
+    );
+    let pg = if system.proto() == crate::worker::Proto::Switchboard {
+        let pg = Postgres::start(env, env.postgres_url.as_deref()).await?;
+        param(&mut run, "postgresql CPU", pg.counted());
+        Some(pg)
+    } else {
+        None
+    };
+    let result = w4_measure(env, system, scale, &mut run, groups, &redis, pg.as_ref()).await;
+    redis.stop().await;
+    if let Some(pg) = pg {
+        pg.stop().await;
+    }
+    result.map(|()| run)
+}
+
+async fn w4_measure(
+    env: &Env,
+    system: System,
+    scale: &Scale,
+    run: &mut Run,
+    groups: usize,
+    redis: &Redis,
+    pg: Option<&Postgres>,
+) -> Result<()> {
+    let a = Server::start(system, env, Some((redis, pg))).await?;
+    let b = Server::start(system, env, Some((redis, pg)))
+        .await
+        .context("second node")?;
     let driver = Driver::new(system)?;
     driver.setup_groups(&a.base(), groups).await?;
     let mut workers = workers_for(groups * 3, 4)?;
@@ -638,8 +683,13 @@ pub async fn w4(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
     .await?;
     run.metrics.insert(metric::SESSIONS.into(), ok as f64);
     let servers = [a.pid, b.pid];
-    let redis_cpu0 = cpu_secs(redis.pid)?;
     let on_b = workers.of_server(1, 2);
+    let redis_cpu0 = redis.cpu_secs();
+    let redis_mem0 = redis.used_memory().await?;
+    let pg0 = match pg {
+        Some(pg) => Some(pg.cpu_sample().await?),
+        None => None,
+    };
     let s = step(
         &mut workers,
         &driver,
@@ -653,16 +703,28 @@ pub async fn w4(env: &Env, system: System, scale: &Scale, repeat: u32) -> Result
         3,
     )
     .await?;
-    let redis_cpu = cpu_secs(redis.pid)? - redis_cpu0;
+    let redis_cpu = redis.cpu_secs() - redis_cpu0;
+    let redis_mem = redis.used_memory().await? as f64 - redis_mem0 as f64;
+    let pg_cpu = match (pg, pg0) {
+        (Some(pg), Some(before)) => Some(Postgres::cpu_between(&before, &pg.cpu_sample().await?)),
+        _ => None,
+    };
     let cross = workers.merged(on_b).await?;
-    percentiles(&mut run, &cross.hist);
-    s.record(&mut run, system);
+    percentiles(run, &cross.hist);
+    s.record(run, system);
     let msgs = (s.sent - s.errors).max(1) as f64;
+    let nodes_us = s.measured.server_cpu * 1e6 / msgs;
+    let redis_us = redis_cpu * 1e6 / msgs;
+    let pg_us = pg_cpu.map_or(0.0, |c| c * 1e6 / msgs);
+    run.metrics.insert(metric::REDIS_CPU_US_PER_MESSAGE.into(), redis_us);
+    if pg_cpu.is_some() {
+        run.metrics.insert(metric::POSTGRES_CPU_US_PER_MESSAGE.into(), pg_us);
+    }
     run.metrics
-        .insert("redis_cpu_us_per_message".into(), redis_cpu * 1e6 / msgs);
+        .insert(metric::TOTAL_CPU_US_PER_MESSAGE.into(), nodes_us + redis_us + pg_us);
+    run.metrics.insert(metric::REDIS_MEMORY_GROWTH.into(), redis_mem);
     workers.close().await;
     a.stop().await;
     b.stop().await;
-    redis.stop().await;
-    Ok(run)
+    Ok(())
 }

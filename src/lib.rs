@@ -7,9 +7,8 @@
 //!
 //! # Layout
 //! - [`rules`]: the Message Center's rules (audience, auto-assignment, read state, unread
-//!   counts, who receives an event), pure functions.
-//! - [`plan`]: one pure plan per mutating call (the new state and the events it emits),
-//!   built from the rules; every store reads facts, plans, and applies.
+//!   counts, who receives an event), pure functions, and [`rules::plan`]: one pure plan per mutating call (the new state and the events it
+//!   emits), built from the rules; every store reads facts, plans, and applies.
 //! - [`domain`]: parsed ids and phone numbers, and the contract's JSON shapes.
 //! - [`store`]: the `Store` trait (durable state and the event log), on embedded SQLite, on
 //!   PostgreSQL, or on Redis.
@@ -38,7 +37,6 @@ pub mod event;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
-pub mod plan;
 pub mod presence;
 pub mod protocol;
 pub mod routes;

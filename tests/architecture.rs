@@ -49,18 +49,6 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
         ],
     ),
     (
-        "plan",
-        &["domain", "event", "rules"],
-        &[
-            "actix_web",
-            "actix_http",
-            "tokio",
-            "redis",
-            "rusqlite",
-            "tokio_postgres",
-        ],
-    ),
-    (
         "protocol",
         &["domain", "event"],
         &[
@@ -84,7 +72,7 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
     ("limits", &["auth", "config", "domain"], &["actix_web", "actix_http"]),
     (
         "store",
-        &["config", "domain", "event", "plan", "rules", "metrics"],
+        &["config", "domain", "event", "rules", "metrics"],
         &["actix_web", "actix_http", "actix_ws"],
     ),
     (

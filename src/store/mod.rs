@@ -65,12 +65,12 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-impl From<crate::plan::Refused> for StoreError {
-    fn from(r: crate::plan::Refused) -> StoreError {
+impl From<crate::rules::plan::Refused> for StoreError {
+    fn from(r: crate::rules::plan::Refused) -> StoreError {
         match r {
-            crate::plan::Refused::OtherLocation { .. } => StoreError::invalid("folder_id", r.to_string()),
-            crate::plan::Refused::NoFolder => StoreError::Conflict(r.to_string()),
-            crate::plan::Refused::ThreadChanged { newer } => StoreError::ThreadChanged(newer),
+            crate::rules::plan::Refused::OtherLocation { .. } => StoreError::invalid("folder_id", r.to_string()),
+            crate::rules::plan::Refused::NoFolder => StoreError::Conflict(r.to_string()),
+            crate::rules::plan::Refused::ThreadChanged { newer } => StoreError::ThreadChanged(newer),
         }
     }
 }

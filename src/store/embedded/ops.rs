@@ -17,8 +17,7 @@ use crate::{
         },
     },
     event::EventKind,
-    plan,
-    rules::{self, ReadChange, Resources, Viewer},
+    rules::{self, ReadChange, Resources, Viewer, plan},
     store::*,
 };
 

@@ -99,8 +99,8 @@ impl From<StoreError> for Fail {
     }
 }
 
-impl From<crate::plan::Refused> for Fail {
-    fn from(r: crate::plan::Refused) -> Self {
+impl From<crate::rules::plan::Refused> for Fail {
+    fn from(r: crate::rules::plan::Refused) -> Self {
         Fail::Store(r.into())
     }
 }

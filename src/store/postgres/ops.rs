@@ -36,7 +36,7 @@ use crate::{
         AttachmentId, FolderId, LocationId, MessageId, PhoneNumber, TenantId, ThreadId, UserId,
         model::{Folder, Ingested, Linked, Location, Message, Preferences, Thread, Timestamp, User},
     },
-    plan,
+    rules::plan,
     rules::{ReadChange, Resources},
     store::*,
 };

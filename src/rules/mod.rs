@@ -22,7 +22,11 @@
 //!   location and its folder's resource columns, for a store that filters in its query
 //!   (PostgreSQL) instead of thread by thread.
 //!
-//! Store implementations and the hub call these; nobody re-derives a rule elsewhere.
+//! Store implementations and the hub call these; nobody re-derives a rule elsewhere. `plan`
+//! (beside this file) puts them together per mutating call: what each change stores and which
+//! events it emits. Neither imports anything but `domain` and `event`.
+
+pub mod plan;
 
 use crate::{
     domain::{FolderId, LocationId, UserId, model::Preferences},

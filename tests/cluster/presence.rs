@@ -1,7 +1,8 @@
 //! Presence across nodes on PostgreSQL + Redis (`bus::presence`): a session on one node is
 //! seen, with its name, by the sessions of the others; `GET /api/v1/presence` on a node that
 //! holds no session of the tenant has the whole picture; a node that stops telling its
-//! picture (it died) is gone from every thread within `presence::NODE_TTL` and a second.
+//! picture (it died, or a node process is SIGKILLed) is gone from every thread within
+//! `presence::NODE_TTL` and a second, well within 15 s.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use switchboard::{
     presence::{Activity, NODE_TTL, Place, Present},
 };
 
-use crate::cluster::{Cluster, Deployment, Redis};
+use crate::cluster::{Cluster, Deployment, Node, Redis};
 use crate::helpers::{TENANT, TestApp, Ws, http::thread_id, redis as redis_server, token, ws::*};
 
 crate::on_both_buses!(a_session_on_one_node_is_seen_on_the_others_and_listed_by_a_node_with_no_session);
@@ -166,4 +167,40 @@ async fn a_node_that_stops_telling_its_picture_is_gone_from_every_thread_within_
         "not before its TTL: {gone_after:?}"
     );
     assert!(gone_after <= Duration::from_secs(15), "within 15 s: {gone_after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sessions_of_a_killed_node_process_leave_every_thread_within_15_s() {
+    let deployment = Deployment::new(Redis::single());
+    let mut doomed = Node::start(&deployment).await;
+    let watcher = Node::start(&deployment).await;
+    doomed.seed().await;
+    let (status, posted) = doomed.inbound("SM1").await;
+    assert_eq!(status, 201, "{posted}");
+    let t = thread_id(&posted);
+    let (mut dana, _) = doomed.ws(&member("dana")).await;
+    let (mut olga, _) = watcher.ws(&member("olga")).await;
+    dana.send_json(say(&t, "viewing")).await;
+    assert_eq!(next_presence(&mut olga, &t).await, [pair("dana", "viewing")]);
+
+    doomed.sigkill().await;
+    let killed = Instant::now();
+    // Polled with pings: nothing else reaches Olga meanwhile.
+    loop {
+        let frames = olga.drain().await;
+        let last = frames
+            .iter()
+            .rev()
+            .find(|f| f["type"] == "presence" && f["data"]["thread_id"] == t.as_str());
+        if let Some(f) = last {
+            assert!(users(&f["data"]["users"]).is_empty(), "{f}");
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "the killed node's session is still shown"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(dana);
 }

@@ -120,15 +120,22 @@ impl Application {
                 let store = Embedded::open(&settings.storage.path, bus.clone(), settings.events.retention)?;
                 (Arc::new(store), bus)
             }
-            (StorageBackend::Postgres, BusBackend::Local) => {
-                // One node on PostgreSQL: the relay bus on the loopback transport, so that
-                // a commit whose publish was lost still reaches the sessions from the log.
+            (StorageBackend::Postgres, bus_backend) => {
+                // The store publishes through the relay bus, which reads the store's log to
+                // fill holes (and, with Redis, to deliver while Redis is away). One node runs it
+                // on the loopback transport, so that a commit whose publish was lost still
+                // reaches the sessions from the log; several nodes on Redis or a Redis Cluster.
                 let router = RelayBus::router();
                 let (publisher, queue) = relay::publisher(metrics.clone());
                 let store = Arc::new(
                     PgStore::connect(&settings.postgres, Arc::new(publisher), settings.events.retention).await?,
                 );
-                let transport = Arc::new(pubsub::Loopback::new(router.clone()));
+                let transport: Arc<dyn pubsub::PubSub> = match bus_backend {
+                    BusBackend::Local => Arc::new(pubsub::Loopback::new(router.clone())),
+                    BusBackend::Redis => pubsub::connect(&settings.redis, router.clone())
+                        .await
+                        .context("starting the bus's Redis transport")?,
+                };
                 let bus = Arc::new(RelayBus::start(
                     router,
                     transport,
@@ -137,29 +144,10 @@ impl Application {
                     metrics.clone(),
                     queue,
                 ));
-                (store, bus)
-            }
-            (StorageBackend::Postgres, BusBackend::Redis) => {
-                // Several nodes: the store publishes through the relay bus, which reads the
-                // store's log to fill holes and to deliver while Redis is away.
-                let router = RelayBus::router();
-                let (publisher, queue) = relay::publisher(metrics.clone());
-                let store = Arc::new(
-                    PgStore::connect(&settings.postgres, Arc::new(publisher), settings.events.retention).await?,
-                );
-                let transport = pubsub::connect(&settings.redis, router.clone())
-                    .await
-                    .context("starting the bus's Redis transport")?;
-                let bus = Arc::new(RelayBus::start(
-                    router,
-                    transport,
-                    store.clone(),
-                    hub.clone(),
-                    metrics.clone(),
-                    queue,
-                ));
-                // Presence travels between the nodes over the same transport.
-                hub.announce_to(bus.share_presence(hub.clone(), &settings.redis.key_prefix));
+                if bus_backend == BusBackend::Redis {
+                    // Presence travels between the nodes over the same transport.
+                    hub.announce_to(bus.share_presence(hub.clone(), &settings.redis.key_prefix));
+                }
                 (store, bus)
             }
             // `check_backends` let no other pair through.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{http::thread_id, ws::*, *};
 
@@ -14,34 +14,6 @@ async fn setup(app: &TestApp) -> String {
     app.location("L2", &["+15550002222"]).await;
     app.user("dana", "Dana Dispatch").await;
     thread_id(&inbound_ok(app, "SM1", F1_PHONE).await)
-}
-
-fn say(thread: &str, state: &str) -> Value {
-    json!({"type": "presence", "thread_id": thread, "state": state})
-}
-
-/// The next presence frame of `thread` (other frames skipped), as (user, state) pairs.
-async fn next_presence(ws: &mut Ws, thread: &str) -> Vec<(String, String)> {
-    loop {
-        let v = ws.next_json().await;
-        if v["type"] == "presence" && v["data"]["thread_id"] == thread {
-            return users_of(&v["data"]["users"]);
-        }
-    }
-}
-
-fn users_of(users: &Value) -> Vec<(String, String)> {
-    users
-        .as_array()
-        .expect("users")
-        .iter()
-        .map(|u| {
-            (
-                u["user_id"].as_str().unwrap().to_owned(),
-                u["state"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 /// No presence frame of `thread` is pending (the `ping` barrier: everything queued before

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use switchboard::{
     bus::{
         presence::State,
@@ -21,35 +21,26 @@ use crate::helpers::{TENANT, TestApp, Ws, http::thread_id, redis as redis_server
 
 crate::on_both_buses!(a_session_on_one_node_is_seen_on_the_others_and_listed_by_a_node_with_no_session);
 
-fn say(thread: &str, state: &str) -> Value {
-    json!({"type": "presence", "thread_id": thread, "state": state})
-}
-
-/// The users of the next presence frame of `thread`, as (user, state).
-async fn next_presence(ws: &mut Ws, thread: &str) -> Vec<(String, String)> {
-    loop {
-        let v = ws.next_json().await;
-        if v["type"] == "presence" && v["data"]["thread_id"] == thread {
-            return users(&v["data"]["users"]);
-        }
-    }
-}
-
-fn users(list: &Value) -> Vec<(String, String)> {
-    list.as_array()
-        .expect("users")
-        .iter()
-        .map(|u| {
-            (
-                u["user_id"].as_str().unwrap().to_owned(),
-                u["state"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 fn pair(user: &str, state: &str) -> (String, String) {
     (user.to_owned(), state.to_owned())
+}
+
+/// Polls `ws` with pings (nothing else reaches it meanwhile) until a presence frame of
+/// `thread` says nobody is there; fails once `deadline` has passed. Returns when it came.
+async fn until_nobody(ws: &mut Ws, thread: &str, deadline: Instant, what: &str) -> Instant {
+    loop {
+        let frames = ws.drain().await;
+        let last = frames
+            .iter()
+            .rev()
+            .find(|f| f["type"] == "presence" && f["data"]["thread_id"] == thread);
+        if let Some(f) = last {
+            assert!(users_of(&f["data"]["users"]).is_empty(), "{f}");
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// `GET /api/v1/presence` on `app`: the users of `thread`, if anyone is there.
@@ -59,7 +50,7 @@ async fn listed(app: &TestApp, token: &str, thread: &str) -> Vec<(String, String
         .unwrap()
         .iter()
         .find(|t| t["thread_id"] == thread)
-        .map(|t| users(&t["users"]))
+        .map(|t| users_of(&t["users"]))
         .unwrap_or_default()
 }
 
@@ -147,21 +138,11 @@ async fn a_node_that_stops_telling_its_picture_is_gone_from_every_thread_within_
     let told = Instant::now();
     assert_eq!(next_presence(&mut olga_b, &t).await, [pair("gus", "viewing")]);
 
-    // Silence: B forgets it. Polled with pings (nothing else reaches B meanwhile).
+    // Silence: B forgets it.
     let deadline = told + NODE_TTL + Duration::from_secs(3);
-    let gone_after = loop {
-        let frames = olga_b.drain().await;
-        let last = frames
-            .iter()
-            .rev()
-            .find(|f| f["type"] == "presence" && f["data"]["thread_id"] == t.as_str());
-        if let Some(f) = last {
-            assert!(users(&f["data"]["users"]).is_empty(), "{f}");
-            break told.elapsed();
-        }
-        assert!(Instant::now() < deadline, "the dead node's session is still shown");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let gone_after = until_nobody(&mut olga_b, &t, deadline, "the dead node's session is still shown")
+        .await
+        .duration_since(told);
     assert!(
         gone_after >= NODE_TTL - Duration::from_secs(1),
         "not before its TTL: {gone_after:?}"
@@ -184,23 +165,7 @@ async fn the_sessions_of_a_killed_node_process_leave_every_thread_within_15_s() 
     assert_eq!(next_presence(&mut olga, &t).await, [pair("dana", "viewing")]);
 
     doomed.sigkill().await;
-    let killed = Instant::now();
-    // Polled with pings: nothing else reaches Olga meanwhile.
-    loop {
-        let frames = olga.drain().await;
-        let last = frames
-            .iter()
-            .rev()
-            .find(|f| f["type"] == "presence" && f["data"]["thread_id"] == t.as_str());
-        if let Some(f) = last {
-            assert!(users(&f["data"]["users"]).is_empty(), "{f}");
-            break;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(15),
-            "the killed node's session is still shown"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    until_nobody(&mut olga, &t, deadline, "the killed node's session is still shown").await;
     drop(dana);
 }

@@ -305,3 +305,33 @@ pub async fn metric_total(app: &TestApp, needle: &str) -> f64 {
         })
         .sum()
 }
+
+/// A `presence` frame saying the session is `state` in `thread`.
+pub fn say(thread: &str, state: &str) -> Value {
+    json!({"type": "presence", "thread_id": thread, "state": state})
+}
+
+/// The users of the next presence frame of `thread` (other frames skipped), as (user, state).
+pub async fn next_presence(ws: &mut Ws, thread: &str) -> Vec<(String, String)> {
+    loop {
+        let v = ws.next_json().await;
+        if v["type"] == "presence" && v["data"]["thread_id"] == thread {
+            return users_of(&v["data"]["users"]);
+        }
+    }
+}
+
+/// A presence list's users as (user, state).
+pub fn users_of(users: &Value) -> Vec<(String, String)> {
+    users
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| {
+            (
+                u["user_id"].as_str().unwrap().to_owned(),
+                u["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}

@@ -91,7 +91,11 @@ pub(super) async fn append_and_commit(tx: &Tx, tenant: &TenantId, events: Vec<Ne
         Ok(st) => st,
         Err(fail) => return Appended::NotSent(fail),
     };
-    let (appended, committed) = tokio::join!(tx.client().query_one(&statement, &params), tx.control("COMMIT"));
+    let (appended, committed) = tokio::join!(
+        biased;
+        tx.send(tx.client().query_one(&statement, &params)),
+        tx.control("COMMIT")
+    );
     match (appended, committed) {
         (Ok(row), Ok(())) => {
             let head: i64 = row.get(0);
@@ -111,7 +115,7 @@ pub(super) async fn append_and_commit(tx: &Tx, tenant: &TenantId, events: Vec<Ne
             )
         }
         // The server answered the append with an error: the COMMIT after it rolled back.
-        (Err(e), Ok(())) => Appended::RolledBack(Fail::Db(e)),
+        (Err(fail), Ok(())) => Appended::RolledBack(fail),
         (_, Err(fail)) => Appended::CommitFailed(fail),
     }
 }

@@ -16,7 +16,7 @@
 //!   per-tenant publisher that hands committed events to the bus in id order.
 //!
 //! # A write
-//! BEGIN (READ COMMITTED); the op reads its facts (`FOR SHARE` / `FOR UPDATE`, always in the
+//! BEGIN (READ COMMITTED, sent with the op's first statement: `Conn::start`); the op reads its facts (`FOR SHARE` / `FOR UPDATE`, always in the
 //! order preferences → thread → folders → log head, so that writes never wait in a cycle) and
 //! writes its rows; the runner appends the plan's events last, pipelined with the COMMIT (the
 //! tenant's head row is the last lock taken and is held only until COMMIT); then, still in id
@@ -148,6 +148,9 @@ pub(super) struct Conn {
     client: Option<Object>,
     clean: bool,
     explain: Option<Explained>,
+    /// A transaction's BEGIN not sent yet (`start`): it goes out in front of the next
+    /// statement, pipelined with it, so that opening a transaction costs no round trip.
+    pending: std::sync::Mutex<Option<&'static str>>,
 }
 
 /// The plans of the queries a store made by `PgStore::explaining` ran: for each, its SQL and
@@ -200,27 +203,53 @@ impl Conn {
 
     pub(super) async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let st = self.prepare(sql, params).await?;
-        Ok(self.client().query(&st, params).await?)
+        self.send(self.client().query(&st, params)).await
     }
 
     pub(super) async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
         let st = self.prepare(sql, params).await?;
-        Ok(self.client().query_opt(&st, params).await?)
+        self.send(self.client().query_opt(&st, params)).await
     }
 
     pub(super) async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
         let st = self.prepare(sql, params).await?;
-        Ok(self.client().query_one(&st, params).await?)
+        self.send(self.client().query_one(&st, params)).await
     }
 
     pub(super) async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let st = self.prepare(sql, params).await?;
-        Ok(self.client().execute(&st, params).await?)
+        self.send(self.client().execute(&st, params)).await
     }
 
-    /// Transaction control (BEGIN, COMMIT, ROLLBACK): the simple protocol, one round trip.
+    /// Opens a transaction with `begin` (a BEGIN statement) at no cost of its own: it is sent
+    /// with the next statement (`send`), or with the COMMIT or ROLLBACK if none comes.
+    pub(super) fn start(&self, begin: &'static str) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(begin);
+    }
+
+    /// Runs a statement of the driver, behind the BEGIN that `start` left pending if there is
+    /// one: both are sent before either answer is read (a request goes out when its future is
+    /// first polled, and `biased` polls the BEGIN first).
+    async fn send<T>(&self, statement: impl Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T> {
+        let begin = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match begin {
+            None => Ok(statement.await?),
+            Some(begin) => {
+                let (began, out) = tokio::join!(biased; self.client().batch_execute(begin), statement);
+                began?;
+                Ok(out?)
+            }
+        }
+    }
+
+    /// Transaction control (COMMIT, ROLLBACK): the simple protocol, one round trip (with the
+    /// pending BEGIN in front when no statement sent it).
     async fn control(&self, sql: &str) -> Result<()> {
-        Ok(self.client().batch_execute(sql).await?)
+        let begin = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match begin {
+            None => Ok(self.client().batch_execute(sql).await?),
+            Some(begin) => Ok(self.client().batch_execute(&format!("{begin}; {sql}")).await?),
+        }
     }
 }
 
@@ -390,6 +419,7 @@ impl Inner {
             client: Some(client),
             clean: false,
             explain: self.explain.clone(),
+            pending: std::sync::Mutex::new(None),
         })
     }
 
@@ -404,7 +434,7 @@ impl Inner {
 
     async fn begin(&self) -> StoreResult<Tx> {
         let conn = self.conn().await?;
-        conn.control("BEGIN").await.map_err(Fail::into_store)?;
+        conn.start("BEGIN");
         Ok(Tx {
             conn,
             events: Vec::new(),

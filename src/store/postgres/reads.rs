@@ -476,7 +476,7 @@ pub(super) async fn me(c: &Conn, scope: &Scope) -> Result<Me> {
 /// The count and the log's head in one snapshot (a REPEATABLE READ transaction): a write
 /// commits its rows and its events together, so the count is exact as of the head.
 pub(super) async fn session_start(c: &Conn, scope: &Scope) -> Result<SessionStart> {
-    c.control("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+    c.start("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
     let facts = facts(c, scope).await?;
     let unread_count = count(c, scope, &facts).await?;
     c.control("COMMIT").await?;

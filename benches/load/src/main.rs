@@ -75,6 +75,10 @@ enum Command {
         /// Without it W4 starts a private server (initdb), whose every process is counted.
         #[arg(long)]
         postgres_url: Option<String>,
+        /// W4's offered rate in messages per second (default: the scale's). Below the rate at
+        /// which the server core saturates, W4's latency is the path's, not a queue's.
+        #[arg(long)]
+        w4_rate: Option<f64>,
     },
     /// Rewrites BENCHMARKS.md from a results.json.
     Report {
@@ -109,10 +113,15 @@ fn main() -> Result<()> {
             merge,
             append,
             postgres_url,
+            w4_rate,
         } => {
             let mut scale = Scale::named(&scale)?;
             if let Some(r) = repeats {
                 scale.repeats = r;
+            }
+            if let Some(rate) = w4_rate {
+                anyhow::ensure!(rate.is_finite() && rate > 0.0, "--w4-rate must be a positive rate");
+                scale.w4_rate = rate;
             }
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             let pin = cores > 1;

@@ -2,26 +2,12 @@
 // phone's size, an outage of the hub, notification noise, several tabs.
 // Run: node --test tests/e2e/   (tests/e2e/run.sh installs what is missing first)
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { api, barrier, buildHub, launch, row, seedTenant, shot, signedInPage, startHub, startPhotoServer } from './hub.mjs';
+import { describe, test } from 'node:test';
+import { api, barrier, row, seedTenant, shot, signedInPage, startHub } from './hub.mjs';
+import { browser, hub, photos, useStack } from './stack.mjs';
 
 const T = { timeout: 90_000 };
-let hub;
-let browser;
-let photos;
-
-before(async () => {
-  buildHub();
-  hub = await startHub();
-  photos = await startPhotoServer();
-  browser = await launch();
-}, { timeout: 700_000 });
-
-after(async () => {
-  await browser?.close();
-  await hub?.stop();
-  await photos?.stop();
-});
+useStack({ withPhotos: true });
 
 const LAPTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };

@@ -2,26 +2,12 @@
 // Run: node --test tests/e2e/   (tests/e2e/run.sh installs what is missing first)
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { after, before, describe, test } from 'node:test';
-import { DEV_SECRET, api, barrier, buildHub, launch, row, seedTenant, shot, signedInPage, startHub, startPhotoServer, watchPolicy } from './hub.mjs';
+import { describe, test } from 'node:test';
+import { DEV_SECRET, api, barrier, row, seedTenant, shot, signedInPage, startHub, watchPolicy } from './hub.mjs';
+import { browser, hub, photos, useStack } from './stack.mjs';
 
 const T = { timeout: 60_000 };
-let hub;
-let browser;
-let photos;
-
-before(async () => {
-  buildHub();
-  hub = await startHub();
-  photos = await startPhotoServer();
-  browser = await launch();
-}, { timeout: 700_000 });
-
-after(async () => {
-  await browser?.close();
-  await hub?.stop();
-  await photos?.stop();
-});
+useStack({ withPhotos: true });
 
 const badge = (page, n) => page.locator(`#new-messages[data-count="${n}"]`).waitFor();
 const fontWeight = (locator) => locator.locator('td.col-message').evaluate((td) => getComputedStyle(td).fontWeight);

@@ -2,40 +2,49 @@
 // thread (on its row and in the open conversation), and the reply guard's warning.
 // Run: node --test tests/e2e/   (tests/e2e/run.sh installs what is missing first)
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { api, barrier, buildHub, launch, row, seedTenant, shot, signedInPage, startHub } from './hub.mjs';
+import { describe, test } from 'node:test';
+import { api, barrier, row, seedTenant, shot, signedInPage } from './hub.mjs';
+import { browser, hub, useStack } from './stack.mjs';
 
 const T = { timeout: 90_000 };
 const LAPTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
-let hub;
-let browser;
+useStack();
 
-before(async () => {
-  buildHub();
-  hub = await startHub();
-  browser = await launch();
-}, { timeout: 700_000 });
-
-after(async () => {
-  await browser?.close();
-  await hub?.stop();
-});
-
-/** Polls `fn` until it holds (bounded). */
-async function until(fn, what, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+/** A list that events fill, and a bounded wait for a condition on it, checked on every push. */
+function recorded() {
+  const items = [];
+  const waiting = new Set();
+  return {
+    items,
+    push(item) {
+      items.push(item);
+      for (const check of [...waiting]) check();
+    },
+    until(fn, what, ms = 10_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiting.delete(check);
+          reject(new Error(`timed out waiting for ${what}`));
+        }, ms);
+        const check = () => {
+          if (!fn(items)) return;
+          waiting.delete(check);
+          clearTimeout(timer);
+          resolve();
+        };
+        waiting.add(check);
+        check();
+      });
+    },
+  };
 }
 
 /** A browser context whose pages record the `presence` frames they send to the hub. */
 async function recordingContext(viewport) {
   const context = await browser.newContext({ viewport });
   context.setDefaultTimeout(10_000);
-  const sent = [];
+  const sent = recorded();
   context.on('page', (page) =>
     page.on('websocket', (ws) =>
       ws.on('framesent', ({ payload }) => {
@@ -108,8 +117,8 @@ describe('live collaboration', () => {
     await shot(olivia, 'presence-03-list-phone');
 
     // One frame per change, none for the 9 keystrokes beyond the first.
-    await until(() => o.sent.length >= 4, 'Olivia\'s idle frame');
-    assert.deepEqual(o.sent, ['viewing', 'typing', 'viewing', 'idle']);
+    await o.sent.until((sent) => sent.length >= 4, 'Olivia\'s idle frame');
+    assert.deepEqual(o.sent.items, ['viewing', 'typing', 'viewing', 'idle']);
 
     // Sam's tab is hidden (emulated: the page's visibility state and its event): idle.
     const setHidden = (page, hidden) =>
@@ -146,7 +155,7 @@ describe('live collaboration', () => {
     const context = await browser.newContext({ viewport: LAPTOP });
     context.setDefaultTimeout(10_000);
     let hold = false;
-    const held = [];
+    const held = recorded();
     await context.routeWebSocket(/\/ws/, (ws) => {
       const server = ws.connectToServer();
       ws.onMessage((m) => server.send(m));
@@ -161,7 +170,7 @@ describe('live collaboration', () => {
 
     hold = true;
     const second = await t.inbound('+1 555 123 4567', 'Actually, make it 4 pm');
-    await until(() => held.some(({ m }) => String(m).includes('Actually, make it 4 pm')), 'the held message.new');
+    await held.until((frames) => frames.some(({ m }) => String(m).includes('Actually, make it 4 pm')), 'the held message.new');
     assert.equal(await sam.locator('#conversation li.bubble', { hasText: '4 pm' }).count(), 0, 'not on screen yet');
 
     await sam.getByRole('button', { name: 'Send reply' }).click();
@@ -176,7 +185,7 @@ describe('live collaboration', () => {
 
     // The live event, let through now, does not show the message twice.
     hold = false;
-    for (const { ws, m } of held.splice(0)) ws.send(m);
+    for (const { ws, m } of held.items.splice(0)) ws.send(m);
     await barrier(sam);
     assert.equal(await sam.locator('#conversation li.bubble', { hasText: 'Actually, make it 4 pm' }).count(), 1);
 

@@ -321,6 +321,83 @@ async fn an_inbound_message_waits_for_a_folder_change_in_flight_and_routes_by_it
     );
 }
 
+/// A write of the thread half done on a side connection: its row locked, a newer message
+/// stored and made the thread's last. Returns the transaction, to commit.
+async fn move_the_thread_on<'a>(
+    raw: &'a mut tokio_postgres::Client,
+    thread: &ThreadId,
+    message: &str,
+    at: i64,
+) -> tokio_postgres::Transaction<'a> {
+    let change = raw.transaction().await.unwrap();
+    change
+        .execute(
+            "SELECT 1 FROM threads WHERE tenant = 'acme' AND id = $1 FOR UPDATE",
+            &[&thread.as_str()],
+        )
+        .await
+        .unwrap();
+    change
+        .execute(
+            "INSERT INTO messages (tenant, id, thread_id, direction, body, attachments, created_at)
+             VALUES ('acme', $1, $2, 'inbound', 'moved on', '[]', $3)",
+            &[&message, &thread.as_str(), &at],
+        )
+        .await
+        .unwrap();
+    change
+        .execute(
+            "UPDATE threads SET last_message_id = $2, last_message_at = $3 WHERE tenant = 'acme' AND id = $1",
+            &[&thread.as_str(), &message, &at],
+        )
+        .await
+        .unwrap();
+    change
+}
+
+#[tokio::test]
+async fn a_write_that_waited_for_the_thread_sees_the_last_message_the_other_write_left() {
+    // The statement that locks a thread joins its last message; when the lock waits for a
+    // write that moves the thread on, the message must be the one that write left.
+    let f = fixture(1000).await;
+    seed_location(&f.store).await;
+    let first = f.store.ingest(&tenant(), inbound("SM1", "first")).await.unwrap();
+    let thread = first.thread.id.clone();
+    let newest = first.message.created_at.micros() + 60_000_000;
+    let maintenance = crate::helpers::postgres::maintenance_url();
+    let mut raw = connect(&f.db.url).await;
+
+    // Ingest: a message received before the newest one leaves that one last.
+    let change = move_the_thread_on(&mut raw, &thread, "M2", newest).await;
+    let store = f.store.clone();
+    let earlier = InboundInput {
+        received_at: Some(first.message.created_at),
+        ..inbound("SM2", "received earlier")
+    };
+    let ingest = tokio::spawn(async move { store.ingest(&tenant(), earlier).await });
+    until_a_write_waits_for_a_lock(&maintenance, &f.db.name).await;
+    change.commit().await.unwrap();
+    let ingested = ingest.await.unwrap().expect("the message lands once the change committed");
+    assert_eq!(ingested.thread.id, thread);
+    assert_eq!(ingested.thread.last_message.id.as_str(), "M2", "the thread's last message as the change left it");
+    assert_eq!(ingested.thread.last_message.body, "moved on");
+
+    // Every other write locks the thread by id: marking it read, say.
+    let change = move_the_thread_on(&mut raw, &thread, "M3", newest + 1).await;
+    let store = f.store.clone();
+    let id = thread.clone();
+    let read = tokio::spawn(async move { store.mark_read(&tenant(), &id, &user("sam")).await });
+    until_a_write_waits_for_a_lock(&maintenance, &f.db.name).await;
+    change.commit().await.unwrap();
+    let marked = read.await.unwrap().expect("marked read once the change committed");
+    assert_eq!(marked.last_message.id.as_str(), "M3");
+    assert_eq!(marked.unread_count, 0);
+
+    // Without a concurrent change the joined message is the answer, and it is the same.
+    let again = f.store.mark_unread(&tenant(), &thread, &user("sam")).await.unwrap();
+    assert_eq!(again.last_message.id.as_str(), "M3");
+}
+
 #[tokio::test]
 async fn a_thread_write_waits_for_a_preference_change_in_flight_and_routes_by_its_outcome() {
     let f = fixture(1000).await;

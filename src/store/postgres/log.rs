@@ -1,7 +1,7 @@
 //! The event log in PostgreSQL (`events`, `event_heads`) and the order events leave in.
 //!
 //! **Appending.** A write's events go in with one statement at the end of its transaction,
-//! pipelined with its COMMIT (`append_and_commit`): `event_heads.head` is raised by n for the tenant (`INSERT … ON CONFLICT DO
+//! pipelined with its last writes and its COMMIT (`commit`): `event_heads.head` is raised by n for the tenant (`INSERT … ON CONFLICT DO
 //! UPDATE SET head = head + n RETURNING head`), which takes the row's lock until COMMIT, so the
 //! next write of the tenant gets its ids only after this one committed or rolled back: ids are
 //! gap-free and in commit order per tenant, across every node. The same statement inserts the
@@ -28,7 +28,7 @@ use tokio_postgres::types::ToSql;
 use super::{Conn, Fail, Result, Tx, unavailable};
 use crate::{
     domain::TenantId,
-    event::{Event, EventKind, NewEvent},
+    event::{Event, EventKind},
     store::{Publisher, Replay, StoreError},
 };
 
@@ -54,7 +54,7 @@ const APPEND: &str = "
     )
     SELECT head FROM h";
 
-/// How appending and committing went (see `append_and_commit`).
+/// How appending and committing went (see `commit`).
 pub(super) enum Appended {
     /// Committed: the events with their ids, to publish.
     Committed(Vec<Event>),
@@ -68,10 +68,13 @@ pub(super) enum Appended {
     CommitFailed(Fail),
 }
 
-/// Appends `events` to the tenant's log in the write's transaction and commits it, in one
-/// round trip: the append and the COMMIT are pipelined (sent one after the other, in that
-/// order, before either answer is read).
-pub(super) async fn append_and_commit(tx: &Tx, tenant: &TenantId, events: Vec<NewEvent>, retention: u64) -> Appended {
+/// Ends a write's transaction in one round trip: its deferred writes (`Tx::defer`), then
+/// its events appended to the tenant's log, then COMMIT, all sent before any answer is read.
+/// A statement that fails aborts the transaction, and the COMMIT behind it rolls back: the
+/// first failure is the cause (the ones after it only say the transaction was aborted).
+pub(super) async fn commit(tx: &mut Tx, tenant: &TenantId, retention: u64) -> Appended {
+    let deferred = std::mem::take(&mut tx.deferred);
+    let events = std::mem::take(&mut tx.events);
     let n = events.len() as i64;
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let routes = match events
@@ -84,22 +87,45 @@ pub(super) async fn append_and_commit(tx: &Tx, tenant: &TenantId, events: Vec<Ne
     };
     let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
     let (retention_i, every) = (retention as i64, trim_every(retention) as i64);
-    let params: [&(dyn ToSql + Sync); 7] = [&tenant.as_str(), &n, &kinds, &routes, &data, &retention_i, &every];
-    // Prepared (from the cache) before anything is sent: were it prepared in the pipeline,
-    // the COMMIT could reach the server before the append.
-    let statement = match tx.prepare(APPEND, &params).await {
-        Ok(st) => st,
-        Err(fail) => return Appended::NotSent(fail),
+    let append: [&(dyn ToSql + Sync); 7] = [&tenant.as_str(), &n, &kinds, &routes, &data, &retention_i, &every];
+    let writes: Vec<Vec<&(dyn ToSql + Sync)>> = deferred.iter().map(|d| d.params()).collect();
+    // Every statement prepared (from the cache) before anything is sent: were one prepared
+    // in the pipeline, what follows it could reach the server first.
+    let mut statements = Vec::with_capacity(deferred.len());
+    for (d, params) in deferred.iter().zip(&writes) {
+        match tx.prepare(d.sql, params).await {
+            Ok(st) => statements.push(st),
+            Err(fail) => return Appended::NotSent(fail),
+        }
+    }
+    let appending = match events.is_empty() {
+        true => None,
+        false => match tx.prepare(APPEND, &append).await {
+            Ok(st) => Some(st),
+            Err(fail) => return Appended::NotSent(fail),
+        },
     };
-    let (appended, committed) = tokio::join!(
+    let (written, appended, committed) = tokio::join!(
         biased;
-        tx.send(tx.client().query_one(&statement, &params)),
+        // `join_all` polls its futures in order the first time: each request goes out then.
+        futures_util::future::join_all(
+            statements
+                .iter()
+                .zip(&writes)
+                .map(|(st, params)| tx.send(tx.client().execute(st, params)))
+        ),
+        async {
+            match &appending {
+                Some(st) => tx.send(tx.client().query_one(st, &append)).await.map(Some),
+                None => Ok(None),
+            }
+        },
         tx.control("COMMIT")
     );
-    match (appended, committed) {
-        (Ok(row), Ok(())) => {
-            let head: i64 = row.get(0);
-            let first = (head - n + 1) as u64;
+    let failed = written.into_iter().find_map(Result::err);
+    match (failed, appended, committed) {
+        (None, Ok(row), Ok(())) => {
+            let first = row.map_or(0, |row| row.get::<_, i64>(0) - n + 1) as u64;
             Appended::Committed(
                 events
                     .into_iter()
@@ -114,9 +140,9 @@ pub(super) async fn append_and_commit(tx: &Tx, tenant: &TenantId, events: Vec<Ne
                     .collect(),
             )
         }
-        // The server answered the append with an error: the COMMIT after it rolled back.
-        (Err(fail), Ok(())) => Appended::RolledBack(fail),
-        (_, Err(fail)) => Appended::CommitFailed(fail),
+        // The server answered a statement with an error: the COMMIT after it rolled back.
+        (Some(fail), _, Ok(())) | (None, Err(fail), Ok(())) => Appended::RolledBack(fail),
+        (_, _, Err(fail)) => Appended::CommitFailed(fail),
     }
 }
 

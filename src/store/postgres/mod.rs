@@ -253,11 +253,29 @@ impl Conn {
     }
 }
 
-/// A write's transaction: its connection and the events its plan emitted, appended to the
-/// log by the runner after everything else (`Tx::emit_all` only stages them).
+/// A write's transaction: its connection, the rows its plan wrote that nothing reads back
+/// in the transaction (`Tx::defer`), and the events its plan emitted (`Tx::emit_all`). The
+/// runner sends those last writes, the events' append and the COMMIT together, in one
+/// round trip (`log::commit`).
 pub(super) struct Tx {
     conn: Conn,
+    deferred: Vec<Deferred>,
     events: Vec<NewEvent>,
+}
+
+/// A parameter of a deferred statement, owned: it is sent after the op returned.
+pub(super) type Param = Box<dyn ToSql + Sync + Send>;
+
+/// A write staged by `Tx::defer`: a statement and its parameters.
+pub(super) struct Deferred {
+    sql: &'static str,
+    params: Vec<Param>,
+}
+
+impl Deferred {
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+    }
 }
 
 impl std::ops::Deref for Tx {
@@ -271,6 +289,13 @@ impl Tx {
     /// Stages a plan's events, in order.
     pub(super) fn emit_all(&mut self, events: Vec<NewEvent>) {
         self.events.extend(events);
+    }
+
+    /// Stages a write whose outcome the op does not read: the runner sends it, in staging
+    /// order, in the COMMIT's round trip. Its failure (a collision with a racer's row, say)
+    /// fails the write as an executed statement's would, only later.
+    pub(super) fn defer(&mut self, sql: &'static str, params: Vec<Param>) {
+        self.deferred.push(Deferred { sql, params });
     }
 }
 
@@ -437,6 +462,7 @@ impl Inner {
         conn.start("BEGIN");
         Ok(Tx {
             conn,
+            deferred: Vec::new(),
             events: Vec::new(),
         })
     }
@@ -448,24 +474,19 @@ impl Inner {
             Ok(r) => r,
             Err(fail) => return self.abandon(tx, fail).await,
         };
-        if tx.events.is_empty() {
-            return match tx.conn.control("COMMIT").await {
-                Ok(()) => {
-                    tx.conn.clean = true;
-                    Finished::Done(Ok(out))
-                }
-                Err(fail) => self.failed_commit(tx, fail).await,
-            };
-        }
         // Publishing in id order: the tenant's turn is taken before its log head is locked
         // (so no write waits for the turn while holding the head) and kept until the events
-        // are handed to the bus.
-        let turn = self.outbox.turn(tenant).await;
-        let events = std::mem::take(&mut tx.events);
-        match log::append_and_commit(&tx, tenant, events, self.retention).await {
+        // are handed to the bus. A write with no events takes no turn and no head.
+        let turn = match tx.events.is_empty() {
+            true => None,
+            false => Some(self.outbox.turn(tenant).await),
+        };
+        match log::commit(&mut tx, tenant, self.retention).await {
             Appended::Committed(events) => {
                 tx.conn.clean = true;
-                turn.publish(events);
+                if let Some(turn) = turn {
+                    turn.publish(events);
+                }
                 Finished::Done(Ok(out))
             }
             Appended::NotSent(fail) => {

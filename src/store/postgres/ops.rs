@@ -20,15 +20,22 @@
 //!   `external_id`, an SMS number per location, a photo per attachment and folder): the loser
 //!   fails, rolls back, and runs again from its first read, where it finds the winner's row.
 //!
-//! The order is always preferences → thread → folders → (at COMMIT) the log's head, and a
-//! thread's row is locked before its last message is read (in a statement of its own: one
-//! that joined the message would lose the thread when a concurrent write moved its last
-//! message on while this one waited for the lock).
+//! The order is always preferences → thread → folders → (at COMMIT) the log's head. A
+//! thread's last message is read with the statement that locks the thread, and read again on
+//! its own in the rare case that the lock waited for a write that moved it on
+//! (`locked_thread`).
+//!
+//! # Round trips
+//! An op's statements that need no earlier one's answer are sent together (ingest's reads:
+//! one round trip), and the rows a plan writes go with the COMMIT (`Tx::defer`): an inbound
+//! message is two round trips, BEGIN to COMMIT.
 
 use std::collections::BTreeSet;
 
+use tokio_postgres::types::ToSql;
+
 use super::{
-    Fail, Result, Tx,
+    Result, Tx,
     reads::{self, ThreadRow},
 };
 use crate::{
@@ -249,22 +256,37 @@ pub(super) async fn set_subscribe_all(tx: &mut Tx, scope: &Scope, on: bool) -> R
 
 /// The thread with this id, its row locked (`FOR UPDATE`, or `FOR SHARE` when `share`).
 async fn lock_thread(tx: &Tx, tenant: &TenantId, id: &ThreadId, share: bool) -> Result<Thread> {
-    let sql = if share {
-        "SELECT id, location_id, customer_number, folder_id, unread_count, last_message_id, last_message_at FROM threads WHERE tenant = $1 AND id = $2 FOR SHARE"
-    } else {
-        "SELECT id, location_id, customer_number, folder_id, unread_count, last_message_id, last_message_at FROM threads WHERE tenant = $1 AND id = $2 FOR UPDATE"
-    };
+    let lock = if share { "SHARE" } else { "UPDATE" };
     let row = tx
-        .query_opt(sql, &[&tenant.as_str(), &id.as_str()])
+        .query_opt(
+            &format!(
+                "SELECT {} FROM threads t LEFT JOIN messages m ON m.tenant = t.tenant AND m.id = t.last_message_id
+                 WHERE t.tenant = $1 AND t.id = $2 FOR {lock} OF t",
+                reads::THREAD_AND_LAST
+            ),
+            &[&tenant.as_str(), &id.as_str()],
+        )
         .await?
         .ok_or(StoreError::NotFound("thread"))?;
-    with_last_message(tx, tenant, ThreadRow::from_row(&row)).await
+    locked_thread(tx, tenant, &row).await
 }
 
-/// A locked thread row with its last message, read after the lock was granted.
-async fn with_last_message(tx: &Tx, tenant: &TenantId, row: ThreadRow) -> Result<Thread> {
-    let last = reads::message(tx, tenant, &row.last_message_id).await?;
-    Ok(row.into_thread(last))
+/// A thread from a row of `reads::THREAD_AND_LAST` that locked the thread and LEFT JOINed its
+/// last message. When the lock had to wait for a write that moved the thread on, PostgreSQL
+/// returns the thread as that write left it but joins it with the message row it found
+/// before the wait, which no longer matches (the join yields none): the last message is
+/// then read in a statement of its own, which sees that write. Otherwise no second read.
+async fn locked_thread(tx: &Tx, tenant: &TenantId, row: &tokio_postgres::Row) -> Result<Thread> {
+    let thread = ThreadRow::from_row(row);
+    match row.get::<_, Option<&str>>(7) {
+        Some(joined) if joined == thread.last_message_id.as_str() => {
+            Ok(thread.into_thread(reads::message_at(row, 7)?.0))
+        }
+        _ => {
+            let last = reads::message(tx, tenant, &thread.last_message_id).await?;
+            Ok(thread.into_thread(last))
+        }
+    }
 }
 
 /// The resources of a folder, locked against a change until this write commits; `None` when
@@ -287,17 +309,79 @@ async fn resources_of(tx: &Tx, tenant: &TenantId, thread: &Thread) -> Result<Res
         .unwrap_or_default())
 }
 
+/// The location of the `to` number (`$to`), as a sub-select: ingest's statements find the
+/// thread by its key through it, so that they need no answer of an earlier one.
+macro_rules! location_of {
+    ($to:literal) => {
+        concat!("(SELECT location_id FROM location_numbers WHERE tenant = $1 AND number = ", $to, ")")
+    };
+}
+
+/// The facts of an inbound message, in one statement: a message with this external_id
+/// already, the location of `to`, and the preferences (locked FOR SHARE: the first lock
+/// taken, as everywhere).
+const INGEST_FIRST: &str = concat!(
+    "SELECT (SELECT id FROM messages WHERE tenant = $1 AND external_id = $2), ",
+    location_of!("$3"),
+    ", (SELECT ARRAY[notify_sales, notify_service] FROM preferences WHERE tenant = $1 FOR SHARE)"
+);
+
+/// The thread of the customer (`$3`) at the location of `to` (`$2`), locked, with its last
+/// message (`locked_thread`).
+const INGEST_THREAD: &str = concat!(
+    "SELECT t.id, t.location_id, t.customer_number, t.folder_id, t.unread_count, t.last_message_id, t.last_message_at,
+            m.id, m.thread_id, m.direction, m.body, m.attachments, m.created_at, m.author_id, m.external_id, m.seq
+     FROM threads t LEFT JOIN messages m ON m.tenant = t.tenant AND m.id = t.last_message_id
+     WHERE t.tenant = $1 AND t.location_id = ",
+    location_of!("$2"),
+    " AND t.customer_number = $3 FOR UPDATE OF t"
+);
+
+/// An inbound message's folders, locked FOR SHARE: the thread's folder (`listed` false; the
+/// thread is found by the customer, `$2`, and the location of `to`, `$3`), and every folder
+/// that lists the customer's number (`listed` true: auto-assignment's facts).
+///
+/// It starts from those few folder ids and fetches each folder by its primary key in a
+/// LATERAL sub-select that the planner cannot merge into a join (`OFFSET 0`), so the plan is
+/// the same with or without statistics. Two earlier shapes scanned all of the tenant's
+/// folders whenever the planner misjudged them: `f.id = ANY(ARRAY(…) || $3)` never became an
+/// index condition (1,000 folders: 0.5 ms a message, half of PostgreSQL's work in W4), and a
+/// correlated EXISTS got a generic plan that probed the trigram index (1 ms a message).
+const INGEST_FOLDERS: &str = concat!(
+    "SELECT f.id, f.location_id, f.sales_resource_id, f.service_resource_id, c.listed
+     FROM (SELECT n.folder_id AS id, true AS listed FROM folder_numbers n WHERE n.tenant = $1 AND n.number = $2
+           UNION ALL
+           SELECT t.folder_id, false FROM threads t
+           WHERE t.tenant = $1 AND t.location_id = ",
+    location_of!("$3"),
+    " AND t.customer_number = $2 AND t.folder_id IS NOT NULL
+           ORDER BY 1) c,
+     LATERAL (SELECT f.id, f.location_id, f.sales_resource_id, f.service_resource_id FROM folders f
+              WHERE f.tenant = $1 AND f.id = c.id OFFSET 0) f
+     FOR SHARE OF f"
+);
+
 pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) -> Result<Ingested> {
-    // One statement for three facts: a message with this external_id already, the location
-    // of `to`, and the preferences (locked FOR SHARE: the first lock taken, as everywhere).
-    let first = tx
-        .query_one(
-            "SELECT (SELECT id FROM messages WHERE tenant = $1 AND external_id = $2),
-                    (SELECT location_id FROM location_numbers WHERE tenant = $1 AND number = $3),
-                    (SELECT ARRAY[notify_sales, notify_service] FROM preferences WHERE tenant = $1 FOR SHARE)",
-            &[&tenant.as_str(), &input.external_id, &input.to.as_str()],
-        )
-        .await?;
+    // Three statements in one round trip, in lock order (preferences, thread, folders). Each
+    // finds what it needs by the message's numbers, not by an earlier one's answer, and runs
+    // after the one before it, in a snapshot of its own (READ COMMITTED): so the folders are
+    // read with the thread already locked.
+    let (t, to, from) = (tenant.as_str(), input.to.as_str(), input.from.as_str());
+    let first_params: [&(dyn ToSql + Sync); 3] = [&t, &input.external_id, &to];
+    let key: [&(dyn ToSql + Sync); 3] = [&t, &to, &from];
+    let folder_params: [&(dyn ToSql + Sync); 3] = [&t, &from, &to];
+    // Prepared (from the cache) before anything is sent, so the three go out in order.
+    let first = tx.prepare(INGEST_FIRST, &first_params).await?;
+    let thread = tx.prepare(INGEST_THREAD, &key).await?;
+    let folders = tx.prepare(INGEST_FOLDERS, &folder_params).await?;
+    let (first, thread, folders) = tokio::join!(
+        biased;
+        tx.send(tx.client().query_one(&first, &first_params)),
+        tx.send(tx.client().query_opt(&thread, &key)),
+        tx.send(tx.client().query(&folders, &folder_params)),
+    );
+    // The first failure is the cause; the ones after it only say the transaction aborted.
+    let (first, thread, folders) = (first?, thread?, folders?);
     if let Some(id) = first.get::<_, Option<String>>(0) {
         // The same message again: answered as it is, nothing changes.
         let message = reads::message(tx, tenant, &MessageId::trusted(id)).await?;
@@ -322,19 +406,25 @@ pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) 
             _ => None,
         })
         .unwrap_or_default();
-    let row = tx
-        .query_opt(
-            "SELECT id, location_id, customer_number, folder_id, unread_count, last_message_id, last_message_at FROM threads
-             WHERE tenant = $1 AND location_id = $2 AND customer_number = $3 FOR UPDATE",
-            &[&tenant.as_str(), &location.as_str(), &input.from.as_str()],
-        )
-        .await?;
-    let thread = match row {
-        Some(row) => Some(with_last_message(tx, tenant, ThreadRow::from_row(&row)).await?),
+    let thread = match thread {
+        Some(row) => Some(locked_thread(tx, tenant, &row).await?),
         None => None,
     };
-    let current_folder = thread.as_ref().and_then(|t| t.folder_id.as_ref());
-    let (current, listing) = ingest_folders(tx, tenant, current_folder, &input.from).await?;
+    let mut current = Resources::default();
+    let mut listing = Vec::new();
+    for r in &folders {
+        if r.get::<_, bool>(4) {
+            listing.push(plan::FolderFacts {
+                id: FolderId::trusted(r.get::<_, String>(0)),
+                location_id: LocationId::trusted(r.get::<_, String>(1)),
+                resources: reads::resources_at(r, 2),
+            });
+        } else if thread.is_some() {
+            // (Without the thread locked, a racer's new thread may be here: this attempt
+            // then collides with it at COMMIT and runs again.)
+            current = reads::resources_at(r, 2);
+        }
+    }
     let ids = plan::NewIds {
         thread: ThreadId::generate(),
         message: MessageId::generate(),
@@ -348,9 +438,10 @@ pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) 
         prefs,
     };
     let planned = plan::ingest(facts, input, ids, Timestamp::now());
-    // A new thread collides here with a racer's (threads_by_key), a repeated external_id
-    // with the racer's message (messages_by_external_id): the runner runs this again.
-    save_message_and_thread(tx, tenant, &planned.message, &planned.thread).await?;
+    // A new thread collides with a racer's (threads_by_key), a repeated external_id with the
+    // racer's message (messages_by_external_id), when these are written at COMMIT: the
+    // runner runs this again.
+    save_message_and_thread(tx, tenant, &planned.message, &planned.thread);
     tx.emit_all(planned.events);
     Ok(Ingested {
         message: planned.message,
@@ -359,106 +450,48 @@ pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) 
     })
 }
 
-/// An inbound message's folders, in one statement, locked FOR SHARE: the resources of the
-/// thread's folder (`current`; default when none), and every folder that lists `number`
-/// with its location and resources (auto-assignment's facts; the one the thread may be
-/// assigned to routes its events).
-///
-/// The statement starts from the few folder ids (the folders listing the number, then the
-/// current one) and fetches each folder by its primary key in a LATERAL sub-select that the
-/// planner cannot merge into a join (`OFFSET 0`), so the plan is the same with or without
-/// statistics. Two earlier shapes scanned all of the tenant's folders whenever the planner
-/// misjudged them: `f.id = ANY(ARRAY(…) || $3)` never became an index condition (1,000
-/// folders: 0.5 ms a message, half of PostgreSQL's work in W4), and a correlated EXISTS got a
-/// generic plan that probed the trigram index (1 ms a message).
-async fn ingest_folders(
-    tx: &Tx,
-    tenant: &TenantId,
-    current: Option<&FolderId>,
-    number: &PhoneNumber,
-) -> Result<(Resources, Vec<plan::FolderFacts>)> {
-    let rows = tx
-        .query(
-            "SELECT f.id, f.location_id, f.sales_resource_id, f.service_resource_id, c.listed
-             FROM (SELECT n.folder_id AS id, true AS listed FROM folder_numbers n WHERE n.tenant = $1 AND n.number = $2
-                   UNION ALL SELECT $3::text, false WHERE $3::text IS NOT NULL
-                   ORDER BY 1) c,
-             LATERAL (SELECT f.id, f.location_id, f.sales_resource_id, f.service_resource_id FROM folders f
-                      WHERE f.tenant = $1 AND f.id = c.id OFFSET 0) f
-             FOR SHARE OF f",
-            &[&tenant.as_str(), &number.as_str(), &current.map(|f| f.as_str())],
-        )
-        .await?;
-    let mut resources = Resources::default();
-    let mut listing = Vec::new();
-    for r in &rows {
-        let id = FolderId::trusted(r.get::<_, String>(0));
-        if r.get::<_, bool>(4) {
-            listing.push(plan::FolderFacts {
-                id,
-                location_id: LocationId::trusted(r.get::<_, String>(1)),
-                resources: reads::resources_at(r, 2),
-            });
-        } else {
-            // The current folder's own row (a listing one may name it too).
-            resources = reads::resources_at(r, 2);
-        }
-    }
-    Ok((resources, listing))
+/// Stages a new message and the thread it moved (`Tx::defer`): both are written in the
+/// COMMIT's round trip.
+fn save_message_and_thread(tx: &mut Tx, tenant: &TenantId, m: &Message, t: &Thread) {
+    insert_message(tx, tenant, m);
+    save_thread(tx, tenant, t);
 }
 
-/// Stores a new message and the thread it moved, in one round trip (the two statements are
-/// pipelined; a failure of either aborts the transaction). When one fails, the other's error
-/// may only be "the transaction is aborted": the cause (a collision, say) is the other one's.
-async fn save_message_and_thread(tx: &Tx, tenant: &TenantId, m: &Message, t: &Thread) -> Result<()> {
-    let aborted = |r: &Result<()>| matches!(r, Err(Fail::Db(e)) if e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION));
-    let (message, thread) = tokio::join!(insert_message(tx, tenant, m), save_thread(tx, tenant, t));
-    match (message, thread) {
-        (Ok(()), Ok(())) => Ok(()),
-        (m, t) if aborted(&m) => t.and(m),
-        (m, t) => m.and(t),
-    }
-}
-
-async fn insert_message(tx: &Tx, tenant: &TenantId, m: &Message) -> Result<()> {
-    tx.execute(
+fn insert_message(tx: &mut Tx, tenant: &TenantId, m: &Message) {
+    tx.defer(
         "INSERT INTO messages (tenant, id, thread_id, direction, body, attachments, created_at, author_id, external_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            &tenant.as_str(),
-            &m.id.as_str(),
-            &m.thread_id.as_str(),
-            &m.direction.as_str(),
-            &m.body,
-            &reads::attachments_json(&m.attachments),
-            &m.created_at.micros(),
-            &m.author_id.as_ref().map(|u| u.as_str()),
-            &m.external_id,
+        vec![
+            Box::new(tenant.as_str().to_owned()),
+            Box::new(m.id.as_str().to_owned()),
+            Box::new(m.thread_id.as_str().to_owned()),
+            Box::new(m.direction.as_str()),
+            Box::new(m.body.clone()),
+            Box::new(reads::attachments_json(&m.attachments)),
+            Box::new(m.created_at.micros()),
+            Box::new(m.author_id.as_ref().map(|u| u.as_str().to_owned())),
+            Box::new(m.external_id.clone()),
         ],
-    )
-    .await?;
-    Ok(())
+    );
 }
 
-async fn save_thread(tx: &Tx, tenant: &TenantId, t: &Thread) -> Result<()> {
-    tx.execute(
+fn save_thread(tx: &mut Tx, tenant: &TenantId, t: &Thread) {
+    tx.defer(
         "INSERT INTO threads (tenant, id, location_id, customer_number, folder_id, unread_count, last_message_id, last_message_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (tenant, id) DO UPDATE SET folder_id = excluded.folder_id, unread_count = excluded.unread_count,
            last_message_id = excluded.last_message_id, last_message_at = excluded.last_message_at",
-        &[
-            &tenant.as_str(),
-            &t.id.as_str(),
-            &t.location_id.as_str(),
-            &t.customer_number.as_str(),
-            &t.folder_id.as_ref().map(|f| f.as_str()),
-            &(t.unread_count.min(i32::MAX as u32) as i32),
-            &t.last_message.id.as_str(),
-            &t.last_message_at.micros(),
+        vec![
+            Box::new(tenant.as_str().to_owned()),
+            Box::new(t.id.as_str().to_owned()),
+            Box::new(t.location_id.as_str().to_owned()),
+            Box::new(t.customer_number.as_str().to_owned()),
+            Box::new(t.folder_id.as_ref().map(|f| f.as_str().to_owned())),
+            Box::new(t.unread_count.min(i32::MAX as u32) as i32),
+            Box::new(t.last_message.id.as_str().to_owned()),
+            Box::new(t.last_message_at.micros()),
         ],
-    )
-    .await?;
-    Ok(())
+    );
 }
 
 pub(super) async fn change_read_state(
@@ -479,7 +512,7 @@ pub(super) async fn change_read_state(
 
 /// Stores the thread a plan changed and stages its events.
 async fn apply(tx: &mut Tx, tenant: &TenantId, changed: plan::Changed) -> Result<Thread> {
-    save_thread(tx, tenant, &changed.thread).await?;
+    save_thread(tx, tenant, &changed.thread);
     tx.emit_all(changed.events);
     Ok(changed.thread)
 }
@@ -511,7 +544,7 @@ pub(super) async fn reply(
         Timestamp::now(),
         newer,
     )?;
-    save_message_and_thread(tx, tenant, &replied.message, &replied.thread).await?;
+    save_message_and_thread(tx, tenant, &replied.message, &replied.thread);
     tx.emit_all(replied.events);
     Ok(replied.message)
 }

@@ -91,7 +91,7 @@ impl ThreadRow {
 }
 
 /// The thread columns `ThreadRow::from_row` reads, then the last message's (`message_at(r, 7)`).
-const THREAD_AND_LAST: &str = "t.id, t.location_id, t.customer_number, t.folder_id, t.unread_count, t.last_message_id, t.last_message_at, \
+pub(super) const THREAD_AND_LAST: &str = "t.id, t.location_id, t.customer_number, t.folder_id, t.unread_count, t.last_message_id, t.last_message_at, \
      m.id, m.thread_id, m.direction, m.body, m.attachments, m.created_at, m.author_id, m.external_id, m.seq";
 
 /// The message columns `message_at` reads.
@@ -113,7 +113,7 @@ pub(super) fn attachments_json(attachments: &[Attachment]) -> String {
 }
 
 /// A message and its sequence number from the columns of `MESSAGE_COLUMNS`, from `at`.
-fn message_at(r: &Row, at: usize) -> Result<(Message, i64)> {
+pub(super) fn message_at(r: &Row, at: usize) -> Result<(Message, i64)> {
     let stored: Vec<StoredAttachment> =
         serde_json::from_str(r.get(at + 4)).map_err(|e| StoreError::Unavailable(format!("attachments: {e}")))?;
     let direction: &str = r.get(at + 2);

@@ -377,9 +377,16 @@ async fn a_write_that_waited_for_the_thread_sees_the_last_message_the_other_writ
     let ingest = tokio::spawn(async move { store.ingest(&tenant(), earlier).await });
     until_a_write_waits_for_a_lock(&maintenance, &f.db.name).await;
     change.commit().await.unwrap();
-    let ingested = ingest.await.unwrap().expect("the message lands once the change committed");
+    let ingested = ingest
+        .await
+        .unwrap()
+        .expect("the message lands once the change committed");
     assert_eq!(ingested.thread.id, thread);
-    assert_eq!(ingested.thread.last_message.id.as_str(), "M2", "the thread's last message as the change left it");
+    assert_eq!(
+        ingested.thread.last_message.id.as_str(),
+        "M2",
+        "the thread's last message as the change left it"
+    );
     assert_eq!(ingested.thread.last_message.body, "moved on");
 
     // Every other write locks the thread by id: marking it read, say.

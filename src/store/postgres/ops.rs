@@ -260,9 +260,10 @@ async fn lock_thread(tx: &Tx, tenant: &TenantId, id: &ThreadId, share: bool) -> 
     let row = tx
         .query_opt(
             &format!(
-                "SELECT {} FROM threads t LEFT JOIN messages m ON m.tenant = t.tenant AND m.id = t.last_message_id
+                "SELECT {} FROM threads t {}
                  WHERE t.tenant = $1 AND t.id = $2 FOR {lock} OF t",
-                reads::THREAD_AND_LAST
+                reads::THREAD_AND_LAST,
+                LAST_MESSAGE
             ),
             &[&tenant.as_str(), &id.as_str()],
         )
@@ -271,11 +272,25 @@ async fn lock_thread(tx: &Tx, tenant: &TenantId, id: &ThreadId, share: bool) -> 
     locked_thread(tx, tenant, &row).await
 }
 
-/// A thread from a row of `reads::THREAD_AND_LAST` that locked the thread and LEFT JOINed its
-/// last message. When the lock had to wait for a write that moved the thread on, PostgreSQL
-/// returns the thread as that write left it but joins it with the message row it found
-/// before the wait, which no longer matches (the join yields none): the last message is
-/// then read in a statement of its own, which sees that write. Otherwise no second read.
+/// The join of a thread (`t`) with its last message (`m`), for a statement that locks the
+/// thread. The message is looked up by its primary key from inside a LATERAL sub-select that
+/// the planner cannot merge into a join (`OFFSET 0`): a plain LEFT JOIN, planned while the
+/// tables were still empty (a new database), got a generic plan that scanned all of the
+/// tenant's messages for it, and kept it.
+macro_rules! last_message {
+    () => {
+        "LEFT JOIN LATERAL (SELECT m.id, m.thread_id, m.direction, m.body, m.attachments, m.created_at, m.author_id,
+                                   m.external_id, m.seq
+                            FROM messages m WHERE m.tenant = t.tenant AND m.id = t.last_message_id OFFSET 0) m ON true"
+    };
+}
+const LAST_MESSAGE: &str = last_message!();
+
+/// A thread from a row of `reads::THREAD_AND_LAST` that locked the thread and joined its
+/// last message (`LAST_MESSAGE`). When the lock had to wait for a write that moved the thread
+/// on, PostgreSQL returns the thread as that write left it but with the message row it found
+/// before the wait, which no longer matches: the last message is then read in a statement of
+/// its own, which sees that write. Otherwise no second read.
 async fn locked_thread(tx: &Tx, tenant: &TenantId, row: &tokio_postgres::Row) -> Result<Thread> {
     let thread = ThreadRow::from_row(row);
     match row.get::<_, Option<&str>>(7) {
@@ -313,7 +328,11 @@ async fn resources_of(tx: &Tx, tenant: &TenantId, thread: &Thread) -> Result<Res
 /// thread by its key through it, so that they need no answer of an earlier one.
 macro_rules! location_of {
     ($to:literal) => {
-        concat!("(SELECT location_id FROM location_numbers WHERE tenant = $1 AND number = ", $to, ")")
+        concat!(
+            "(SELECT location_id FROM location_numbers WHERE tenant = $1 AND number = ",
+            $to,
+            ")"
+        )
     };
 }
 
@@ -331,7 +350,9 @@ const INGEST_FIRST: &str = concat!(
 const INGEST_THREAD: &str = concat!(
     "SELECT t.id, t.location_id, t.customer_number, t.folder_id, t.unread_count, t.last_message_id, t.last_message_at,
             m.id, m.thread_id, m.direction, m.body, m.attachments, m.created_at, m.author_id, m.external_id, m.seq
-     FROM threads t LEFT JOIN messages m ON m.tenant = t.tenant AND m.id = t.last_message_id
+     FROM threads t ",
+    last_message!(),
+    "
      WHERE t.tenant = $1 AND t.location_id = ",
     location_of!("$2"),
     " AND t.customer_number = $3 FOR UPDATE OF t"

@@ -405,6 +405,156 @@ async fn a_write_that_waited_for_the_thread_sees_the_last_message_the_other_writ
     assert_eq!(again.last_message.id.as_str(), "M3");
 }
 
+async fn locate(store: &PgStore, id: &str, numbers: &[&str]) {
+    store
+        .upsert_location(
+            &tenant(),
+            &LocationId::parse(id).unwrap(),
+            LocationInput {
+                name: id.into(),
+                sms_numbers: numbers.iter().map(|n| phone(n)).collect(),
+            },
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_number_that_moves_to_another_location_while_a_message_to_it_is_read_does_not_mix_the_two() {
+    // An inbound message's reads go out together, each in a snapshot of its own: the first
+    // finds the location of `to`, the next the customer's thread there. A number moved in
+    // between must not give a thread of one location a folder of the other.
+    let f = fixture(1000).await;
+    locate(&f.store, "L1", &["+15550001111"]).await;
+    locate(&f.store, "L2", &["+15550002222"]).await;
+    let to = |number: &str, id: &str| InboundInput {
+        to: phone(number),
+        ..inbound(id, "hello")
+    };
+    f.store.ingest(&tenant(), to("+15550001111", "SM1")).await.unwrap();
+    let at_l2 = f
+        .store
+        .ingest(&tenant(), to("+15550002222", "SM2"))
+        .await
+        .unwrap()
+        .thread;
+    // A folder of L1 lists the customer: a thread of L1 without a folder would be given it.
+    f.store
+        .upsert_folder(
+            &tenant(),
+            &FolderId::parse("F1").unwrap(),
+            FolderInput {
+                name: "Smith kitchen".into(),
+                location_id: LocationId::parse("L1").unwrap(),
+                phone_numbers: vec![phone("+15551234567")],
+                sales_resource_id: Some(user("sam")),
+                service_resource_id: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    // The message's first statement reads L1 as the location of +15550001111, then waits for
+    // the preferences, which a transaction of the test holds.
+    let mut raw = connect(&f.db.url).await;
+    let hold = raw.transaction().await.unwrap();
+    hold.execute("SELECT 1 FROM preferences WHERE tenant = 'acme' FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let store = f.store.clone();
+    let ingest = tokio::spawn(async move { store.ingest(&tenant(), to("+15550001111", "SM3")).await });
+    until_a_write_waits_for_a_lock(&crate::helpers::postgres::maintenance_url(), &f.db.name).await;
+    // Meanwhile the number moves to L2.
+    locate(&f.store, "L1", &["+15550003333"]).await;
+    locate(&f.store, "L2", &["+15550002222", "+15550001111"]).await;
+    hold.commit().await.unwrap();
+
+    let ingested = ingest.await.unwrap().expect("the message lands");
+    assert_eq!(
+        ingested.thread.id, at_l2.id,
+        "the customer's thread at the number's new location"
+    );
+    assert_eq!(ingested.thread.location_id.as_str(), "L2");
+    assert_eq!(ingested.thread.folder_id, None, "no folder of L1 for a thread of L2");
+}
+
+#[tokio::test]
+async fn a_number_that_moves_while_a_message_waits_for_its_thread_does_not_route_by_another_threads_folder() {
+    // The same, one statement later: the thread is locked at the old location, then the
+    // folders' statement would find the customer's thread at the new one.
+    let f = fixture(1000).await;
+    locate(&f.store, "L1", &["+15550001111"]).await;
+    locate(&f.store, "L2", &["+15550002222"]).await;
+    for (folder, location, sales) in [("F1", "L1", "sam"), ("F2", "L2", "sal")] {
+        f.store
+            .upsert_folder(
+                &tenant(),
+                &FolderId::parse(folder).unwrap(),
+                FolderInput {
+                    name: folder.into(),
+                    location_id: LocationId::parse(location).unwrap(),
+                    phone_numbers: vec![phone("+15551234567")],
+                    sales_resource_id: Some(user(sales)),
+                    service_resource_id: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let to = |number: &str, id: &str| InboundInput {
+        to: phone(number),
+        ..inbound(id, "hello")
+    };
+    let at_l1 = f
+        .store
+        .ingest(&tenant(), to("+15550001111", "SM1"))
+        .await
+        .unwrap()
+        .thread;
+    let at_l2 = f
+        .store
+        .ingest(&tenant(), to("+15550002222", "SM2"))
+        .await
+        .unwrap()
+        .thread;
+    assert_eq!(at_l1.folder_id.as_ref().map(|f| f.as_str()), Some("F1"));
+    assert_eq!(at_l2.folder_id.as_ref().map(|f| f.as_str()), Some("F2"));
+
+    // The message finds L1 and waits for L1's thread, which a transaction of the test holds.
+    let mut raw = connect(&f.db.url).await;
+    let hold = raw.transaction().await.unwrap();
+    hold.execute(
+        "SELECT 1 FROM threads WHERE tenant = 'acme' AND id = $1 FOR UPDATE",
+        &[&at_l1.id.as_str()],
+    )
+    .await
+    .unwrap();
+    let store = f.store.clone();
+    let ingest = tokio::spawn(async move { store.ingest(&tenant(), to("+15550001111", "SM3")).await });
+    until_a_write_waits_for_a_lock(&crate::helpers::postgres::maintenance_url(), &f.db.name).await;
+    locate(&f.store, "L1", &["+15550003333"]).await;
+    locate(&f.store, "L2", &["+15550002222", "+15550001111"]).await;
+    hold.commit().await.unwrap();
+
+    let ingested = ingest.await.unwrap().expect("the message lands");
+    assert_eq!(
+        ingested.thread.id, at_l2.id,
+        "run again from its first read: the number is L2's now"
+    );
+    let new = f
+        .bus
+        .events()
+        .into_iter()
+        .rev()
+        .find(|e| e.kind == EventKind::MessageNew)
+        .expect("message.new");
+    assert_eq!(
+        new.route.users,
+        vec![user("sal")],
+        "routed by the folder of the thread it landed in"
+    );
+}
+
 #[tokio::test]
 async fn a_thread_write_waits_for_a_preference_change_in_flight_and_routes_by_its_outcome() {
     let f = fixture(1000).await;

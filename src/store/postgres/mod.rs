@@ -91,6 +91,9 @@ struct Inner {
 pub(super) enum Fail {
     Store(StoreError),
     Db(tokio_postgres::Error),
+    /// Statements of one round trip read disagreeing facts: a concurrent write committed
+    /// between two of them (each has a snapshot of its own). Run again, as after a collision.
+    Raced(&'static str),
 }
 
 impl From<StoreError> for Fail {
@@ -121,6 +124,7 @@ impl Fail {
     fn into_store(self) -> StoreError {
         match self {
             Fail::Store(e) => e,
+            Fail::Raced(what) => unavailable(format!("raced with a concurrent write: {what}")),
             // The driver's own text is only "db error": the server's code and message say why.
             Fail::Db(e) => match e.as_db_error() {
                 Some(db) => unavailable(format!("{} ({})", db.message(), db.code().code())),
@@ -131,6 +135,9 @@ impl Fail {
 
     /// Whether running the whole write again can succeed: it collided with a concurrent one.
     fn collided(&self) -> bool {
+        if let Fail::Raced(_) = self {
+            return true;
+        }
         let Fail::Db(e) = self else { return false };
         matches!(
             e.code(),

@@ -35,7 +35,7 @@ use std::collections::BTreeSet;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    Result, Tx,
+    Fail, Result, Tx,
     reads::{self, ThreadRow},
 };
 use crate::{
@@ -358,9 +358,10 @@ const INGEST_THREAD: &str = concat!(
     " AND t.customer_number = $3 FOR UPDATE OF t"
 );
 
-/// An inbound message's folders, locked FOR SHARE: the thread's folder (`listed` false; the
-/// thread is found by the customer, `$2`, and the location of `to`, `$3`), and every folder
-/// that lists the customer's number (`listed` true: auto-assignment's facts).
+/// An inbound message's folders, locked FOR SHARE: the thread's folder (`listed` false, with
+/// the thread's id; the thread is found by the customer, `$2`, and the location of `to`,
+/// `$3`), and every folder that lists the customer's number (`listed` true: auto-assignment's
+/// facts).
 ///
 /// It starts from those few folder ids and fetches each folder by its primary key in a
 /// LATERAL sub-select that the planner cannot merge into a join (`OFFSET 0`), so the plan is
@@ -369,10 +370,11 @@ const INGEST_THREAD: &str = concat!(
 /// index condition (1,000 folders: 0.5 ms a message, half of PostgreSQL's work in W4), and a
 /// correlated EXISTS got a generic plan that probed the trigram index (1 ms a message).
 const INGEST_FOLDERS: &str = concat!(
-    "SELECT f.id, f.location_id, f.sales_resource_id, f.service_resource_id, c.listed
-     FROM (SELECT n.folder_id AS id, true AS listed FROM folder_numbers n WHERE n.tenant = $1 AND n.number = $2
+    "SELECT f.id, f.location_id, f.sales_resource_id, f.service_resource_id, c.listed, c.thread
+     FROM (SELECT n.folder_id AS id, true AS listed, NULL::text AS thread FROM folder_numbers n
+           WHERE n.tenant = $1 AND n.number = $2
            UNION ALL
-           SELECT t.folder_id, false FROM threads t
+           SELECT t.folder_id, false, t.id FROM threads t
            WHERE t.tenant = $1 AND t.location_id = ",
     location_of!("$3"),
     " AND t.customer_number = $2 AND t.folder_id IS NOT NULL
@@ -431,7 +433,13 @@ pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) 
         Some(row) => Some(locked_thread(tx, tenant, &row).await?),
         None => None,
     };
-    let mut current = Resources::default();
+    // The thread was found through the location of `to` as of its own statement: if the
+    // number moved to another location after the first statement read it, the facts
+    // disagree (no folder of one location may be given to a thread of the other).
+    if thread.as_ref().is_some_and(|t| t.location_id != location) {
+        return Err(Fail::Raced("the number moved to another location"));
+    }
+    let mut current = None;
     let mut listing = Vec::new();
     for r in &folders {
         if r.get::<_, bool>(4) {
@@ -440,12 +448,16 @@ pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) 
                 location_id: LocationId::trusted(r.get::<_, String>(1)),
                 resources: reads::resources_at(r, 2),
             });
-        } else if thread.is_some() {
-            // (Without the thread locked, a racer's new thread may be here: this attempt
-            // then collides with it at COMMIT and runs again.)
-            current = reads::resources_at(r, 2);
+        } else if thread.as_ref().map(|t| t.id.as_str()) == r.get::<_, Option<&str>>(5) {
+            current = Some(reads::resources_at(r, 2));
         }
     }
+    // Folders are never deleted: a thread with a folder whose row did not come back was not
+    // the thread this statement found (the number moved after the thread was locked).
+    if thread.as_ref().is_some_and(|t| t.folder_id.is_some()) && current.is_none() {
+        return Err(Fail::Raced("the number moved to another location"));
+    }
+    let current = current.unwrap_or_default();
     let ids = plan::NewIds {
         thread: ThreadId::generate(),
         message: MessageId::generate(),

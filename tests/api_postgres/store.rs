@@ -13,7 +13,10 @@ use std::{
 use futures_util::future::join_all;
 use switchboard::{
     config::{PostgresSettings, Settings},
-    domain::{FolderId, Id, LocationId, MessageId, PhoneNumber, PhoneParser, TenantId, ThreadId, UserId},
+    domain::{
+        FolderId, Id, LocationId, MessageId, PhoneNumber, PhoneParser, TenantId, ThreadId, UserId,
+        model::{Ingested, Thread},
+    },
     event::{Event, EventKind},
     store::{
         EventLog, FolderInput, InboundInput, LocationInput, Paging, PreferencesPatch, Publisher, Replay, Scope, Store,
@@ -21,6 +24,7 @@ use switchboard::{
         postgres::{MIGRATIONS_TABLE, PgStore},
     },
 };
+use tokio_postgres::types::ToSql;
 
 use crate::helpers::{
     PATIENCE,
@@ -419,57 +423,74 @@ async fn locate(store: &PgStore, id: &str, numbers: &[&str]) {
         .unwrap();
 }
 
+/// The customer's message with this id to `number`.
+fn inbound_to(number: &str, id: &str) -> InboundInput {
+    InboundInput {
+        to: phone(number),
+        ..inbound(id, "hello")
+    }
+}
+
+/// Posts the customer's message SM3 to +15550001111 (L1's) while a transaction of the test
+/// holds a row lock (`lock`, a `SELECT … FOR UPDATE`) that one of the message's reads waits
+/// for; meanwhile the number moves to L2 (which has +15550002222), then the lock is let go.
+/// The message's answer.
+async fn ingest_while_the_number_moves(f: &Fixture, lock: &str, params: &[&(dyn ToSql + Sync)]) -> Ingested {
+    let mut raw = connect(&f.db.url).await;
+    let hold = raw.transaction().await.unwrap();
+    hold.execute(lock, params).await.unwrap();
+    let store = f.store.clone();
+    let ingest = tokio::spawn(async move { store.ingest(&tenant(), inbound_to("+15550001111", "SM3")).await });
+    until_a_write_waits_for_a_lock(&crate::helpers::postgres::maintenance_url(), &f.db.name).await;
+    locate(&f.store, "L1", &["+15550003333"]).await;
+    locate(&f.store, "L2", &["+15550002222", "+15550001111"]).await;
+    hold.commit().await.unwrap();
+    ingest.await.unwrap().expect("the message lands")
+}
+
+/// L1 (+15550001111) and L2 (+15550002222), the folders (id, location, sales resource) that
+/// list the customer, then the customer's thread at each location: (L1's, L2's).
+async fn the_customer_at_two_locations(f: &Fixture, folders: &[(&str, &str, &str)]) -> (Thread, Thread) {
+    locate(&f.store, "L1", &["+15550001111"]).await;
+    locate(&f.store, "L2", &["+15550002222"]).await;
+    for (folder, location, sales) in folders {
+        f.store
+            .upsert_folder(
+                &tenant(),
+                &FolderId::parse(folder).unwrap(),
+                FolderInput {
+                    name: folder.to_string(),
+                    location_id: LocationId::parse(location).unwrap(),
+                    phone_numbers: vec![phone("+15551234567")],
+                    sales_resource_id: Some(user(sales)),
+                    service_resource_id: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let mut threads = Vec::new();
+    for (number, id) in [("+15550001111", "SM1"), ("+15550002222", "SM2")] {
+        threads.push(f.store.ingest(&tenant(), inbound_to(number, id)).await.unwrap().thread);
+    }
+    let at_l2 = threads.pop().unwrap();
+    (threads.pop().unwrap(), at_l2)
+}
+
 #[tokio::test]
 async fn a_number_that_moves_to_another_location_while_a_message_to_it_is_read_does_not_mix_the_two() {
     // An inbound message's reads go out together, each in a snapshot of its own: the first
     // finds the location of `to`, the next the customer's thread there. A number moved in
-    // between must not give a thread of one location a folder of the other.
+    // between must not give a thread of one location a folder of the other: a folder of L1
+    // lists the customer, and L2's thread has no folder.
     let f = fixture(1000).await;
-    locate(&f.store, "L1", &["+15550001111"]).await;
-    locate(&f.store, "L2", &["+15550002222"]).await;
-    let to = |number: &str, id: &str| InboundInput {
-        to: phone(number),
-        ..inbound(id, "hello")
-    };
-    f.store.ingest(&tenant(), to("+15550001111", "SM1")).await.unwrap();
-    let at_l2 = f
-        .store
-        .ingest(&tenant(), to("+15550002222", "SM2"))
-        .await
-        .unwrap()
-        .thread;
-    // A folder of L1 lists the customer: a thread of L1 without a folder would be given it.
-    f.store
-        .upsert_folder(
-            &tenant(),
-            &FolderId::parse("F1").unwrap(),
-            FolderInput {
-                name: "Smith kitchen".into(),
-                location_id: LocationId::parse("L1").unwrap(),
-                phone_numbers: vec![phone("+15551234567")],
-                sales_resource_id: Some(user("sam")),
-                service_resource_id: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (_, at_l2) = the_customer_at_two_locations(&f, &[("F1", "L1", "sam")]).await;
+    assert_eq!(at_l2.folder_id, None);
 
-    // The message's first statement reads L1 as the location of +15550001111, then waits for
-    // the preferences, which a transaction of the test holds.
-    let mut raw = connect(&f.db.url).await;
-    let hold = raw.transaction().await.unwrap();
-    hold.execute("SELECT 1 FROM preferences WHERE tenant = 'acme' FOR UPDATE", &[])
-        .await
-        .unwrap();
-    let store = f.store.clone();
-    let ingest = tokio::spawn(async move { store.ingest(&tenant(), to("+15550001111", "SM3")).await });
-    until_a_write_waits_for_a_lock(&crate::helpers::postgres::maintenance_url(), &f.db.name).await;
-    // Meanwhile the number moves to L2.
-    locate(&f.store, "L1", &["+15550003333"]).await;
-    locate(&f.store, "L2", &["+15550002222", "+15550001111"]).await;
-    hold.commit().await.unwrap();
-
-    let ingested = ingest.await.unwrap().expect("the message lands");
+    // The message's first statement reads L1 as the location of the number, then waits for
+    // the preferences.
+    let ingested =
+        ingest_while_the_number_moves(&f, "SELECT 1 FROM preferences WHERE tenant = 'acme' FOR UPDATE", &[]).await;
     assert_eq!(
         ingested.thread.id, at_l2.id,
         "the customer's thread at the number's new location"
@@ -483,60 +504,17 @@ async fn a_number_that_moves_while_a_message_waits_for_its_thread_does_not_route
     // The same, one statement later: the thread is locked at the old location, then the
     // folders' statement would find the customer's thread at the new one.
     let f = fixture(1000).await;
-    locate(&f.store, "L1", &["+15550001111"]).await;
-    locate(&f.store, "L2", &["+15550002222"]).await;
-    for (folder, location, sales) in [("F1", "L1", "sam"), ("F2", "L2", "sal")] {
-        f.store
-            .upsert_folder(
-                &tenant(),
-                &FolderId::parse(folder).unwrap(),
-                FolderInput {
-                    name: folder.into(),
-                    location_id: LocationId::parse(location).unwrap(),
-                    phone_numbers: vec![phone("+15551234567")],
-                    sales_resource_id: Some(user(sales)),
-                    service_resource_id: None,
-                },
-            )
-            .await
-            .unwrap();
-    }
-    let to = |number: &str, id: &str| InboundInput {
-        to: phone(number),
-        ..inbound(id, "hello")
-    };
-    let at_l1 = f
-        .store
-        .ingest(&tenant(), to("+15550001111", "SM1"))
-        .await
-        .unwrap()
-        .thread;
-    let at_l2 = f
-        .store
-        .ingest(&tenant(), to("+15550002222", "SM2"))
-        .await
-        .unwrap()
-        .thread;
+    let (at_l1, at_l2) = the_customer_at_two_locations(&f, &[("F1", "L1", "sam"), ("F2", "L2", "sal")]).await;
     assert_eq!(at_l1.folder_id.as_ref().map(|f| f.as_str()), Some("F1"));
     assert_eq!(at_l2.folder_id.as_ref().map(|f| f.as_str()), Some("F2"));
 
-    // The message finds L1 and waits for L1's thread, which a transaction of the test holds.
-    let mut raw = connect(&f.db.url).await;
-    let hold = raw.transaction().await.unwrap();
-    hold.execute(
+    // The message finds L1 and waits for L1's thread.
+    let ingested = ingest_while_the_number_moves(
+        &f,
         "SELECT 1 FROM threads WHERE tenant = 'acme' AND id = $1 FOR UPDATE",
         &[&at_l1.id.as_str()],
     )
-    .await
-    .unwrap();
-    let store = f.store.clone();
-    let ingest = tokio::spawn(async move { store.ingest(&tenant(), to("+15550001111", "SM3")).await });
-    until_a_write_waits_for_a_lock(&crate::helpers::postgres::maintenance_url(), &f.db.name).await;
-    locate(&f.store, "L1", &["+15550003333"]).await;
-    locate(&f.store, "L2", &["+15550002222", "+15550001111"]).await;
-    hold.commit().await.unwrap();
-
-    let ingested = ingest.await.unwrap().expect("the message lands");
+    .await;
     assert_eq!(
         ingested.thread.id, at_l2.id,
         "run again from its first read: the number is L2's now"

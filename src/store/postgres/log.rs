@@ -98,12 +98,13 @@ pub(super) async fn commit(tx: &mut Tx, tenant: &TenantId, retention: u64) -> Ap
             Err(fail) => return Appended::NotSent(fail),
         }
     }
-    let appending = match events.is_empty() {
-        true => None,
-        false => match tx.prepare(APPEND, &append).await {
+    let appending = if events.is_empty() {
+        None
+    } else {
+        match tx.prepare(APPEND, &append).await {
             Ok(st) => Some(st),
             Err(fail) => return Appended::NotSent(fail),
-        },
+        }
     };
     let (written, appended, committed) = tokio::join!(
         biased;

@@ -16,9 +16,11 @@
 //!   per-tenant publisher that hands committed events to the bus in id order.
 //!
 //! # A write
-//! BEGIN (READ COMMITTED, sent with the op's first statement: `Conn::start`); the op reads its facts (`FOR SHARE` / `FOR UPDATE`, always in the
-//! order preferences → thread → folders → log head, so that writes never wait in a cycle) and
-//! writes its rows; the runner appends the plan's events last, pipelined with the COMMIT (the
+//! BEGIN (READ COMMITTED, sent with the op's first statement: `Conn::start`); the op reads
+//! its facts (`FOR SHARE` / `FOR UPDATE`, always in the order preferences → thread → folders →
+//! log head, so that writes never wait in a cycle) and stages the rows its plan writes
+//! (`Tx::defer`; an op that must read an answer back executes it at once); the runner sends
+//! those rows, the plan's events' append and the COMMIT in one pipeline (`log::commit`; the
 //! tenant's head row is the last lock taken and is held only until COMMIT); then, still in id
 //! order for the tenant, to the store's `Publisher` (the bus); then the caller's answer. A unique violation (two first messages
 //! racing to create a thread, one `external_id` posted twice at once, a number claimed twice),
@@ -484,9 +486,10 @@ impl Inner {
         // Publishing in id order: the tenant's turn is taken before its log head is locked
         // (so no write waits for the turn while holding the head) and kept until the events
         // are handed to the bus. A write with no events takes no turn and no head.
-        let turn = match tx.events.is_empty() {
-            true => None,
-            false => Some(self.outbox.turn(tenant).await),
+        let turn = if tx.events.is_empty() {
+            None
+        } else {
+            Some(self.outbox.turn(tenant).await)
         };
         match log::commit(&mut tx, tenant, self.retention).await {
             Appended::Committed(events) => {

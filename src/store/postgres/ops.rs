@@ -254,24 +254,6 @@ pub(super) async fn set_subscribe_all(tx: &mut Tx, scope: &Scope, on: bool) -> R
 // ---------------------------------------------------------------------------------------
 // Threads and messages
 
-/// The thread with this id, its row locked (`FOR UPDATE`, or `FOR SHARE` when `share`).
-async fn lock_thread(tx: &Tx, tenant: &TenantId, id: &ThreadId, share: bool) -> Result<Thread> {
-    let lock = if share { "SHARE" } else { "UPDATE" };
-    let row = tx
-        .query_opt(
-            &format!(
-                "SELECT {} FROM threads t {}
-                 WHERE t.tenant = $1 AND t.id = $2 FOR {lock} OF t",
-                reads::THREAD_AND_LAST,
-                LAST_MESSAGE
-            ),
-            &[&tenant.as_str(), &id.as_str()],
-        )
-        .await?
-        .ok_or(StoreError::NotFound("thread"))?;
-    locked_thread(tx, tenant, &row).await
-}
-
 /// The join of a thread (`t`) with its last message (`m`), for a statement that locks the
 /// thread. The message is looked up by its primary key from inside a LATERAL sub-select that
 /// the planner cannot merge into a join (`OFFSET 0`): a plain LEFT JOIN, planned while the
@@ -279,15 +261,39 @@ async fn lock_thread(tx: &Tx, tenant: &TenantId, id: &ThreadId, share: bool) -> 
 /// tenant's messages for it, and kept it.
 macro_rules! last_message {
     () => {
-        "LEFT JOIN LATERAL (SELECT m.id, m.thread_id, m.direction, m.body, m.attachments, m.created_at, m.author_id,
-                                   m.external_id, m.seq
-                            FROM messages m WHERE m.tenant = t.tenant AND m.id = t.last_message_id OFFSET 0) m ON true"
+        concat!(
+            "LEFT JOIN LATERAL (SELECT ",
+            reads::message_columns!(),
+            " FROM messages m WHERE m.tenant = t.tenant AND m.id = t.last_message_id OFFSET 0) m ON true"
+        )
     };
 }
-const LAST_MESSAGE: &str = last_message!();
 
-/// A thread from a row of `reads::THREAD_AND_LAST` that locked the thread and joined its
-/// last message (`LAST_MESSAGE`). When the lock had to wait for a write that moved the thread
+/// The thread with this id, its row locked (`FOR UPDATE`, or `FOR SHARE` when `share`).
+async fn lock_thread(tx: &Tx, tenant: &TenantId, id: &ThreadId, share: bool) -> Result<Thread> {
+    macro_rules! by_id {
+        ($lock:literal) => {
+            concat!(
+                "SELECT ",
+                reads::thread_and_last!(),
+                " FROM threads t ",
+                last_message!(),
+                " WHERE t.tenant = $1 AND t.id = $2 FOR ",
+                $lock,
+                " OF t"
+            )
+        };
+    }
+    let sql = if share { by_id!("SHARE") } else { by_id!("UPDATE") };
+    let row = tx
+        .query_opt(sql, &[&tenant.as_str(), &id.as_str()])
+        .await?
+        .ok_or(StoreError::NotFound("thread"))?;
+    locked_thread(tx, tenant, &row).await
+}
+
+/// A thread from a row of `reads::thread_and_last!()` that locked the thread and joined its
+/// last message (`last_message!()`). When the lock had to wait for a write that moved the thread
 /// on, PostgreSQL returns the thread as that write left it but with the message row it found
 /// before the wait, which no longer matches: the last message is then read in a statement of
 /// its own, which sees that write. Otherwise no second read.
@@ -348,9 +354,9 @@ const INGEST_FIRST: &str = concat!(
 /// The thread of the customer (`$3`) at the location of `to` (`$2`), locked, with its last
 /// message (`locked_thread`).
 const INGEST_THREAD: &str = concat!(
-    "SELECT t.id, t.location_id, t.customer_number, t.folder_id, t.unread_count, t.last_message_id, t.last_message_at,
-            m.id, m.thread_id, m.direction, m.body, m.attachments, m.created_at, m.author_id, m.external_id, m.seq
-     FROM threads t ",
+    "SELECT ",
+    reads::thread_and_last!(),
+    " FROM threads t ",
     last_message!(),
     "
      WHERE t.tenant = $1 AND t.location_id = ",

@@ -90,13 +90,29 @@ impl ThreadRow {
     }
 }
 
-/// The thread columns `ThreadRow::from_row` reads, then the last message's (`message_at(r, 7)`).
-pub(super) const THREAD_AND_LAST: &str = "t.id, t.location_id, t.customer_number, t.folder_id, t.unread_count, t.last_message_id, t.last_message_at, \
-     m.id, m.thread_id, m.direction, m.body, m.attachments, m.created_at, m.author_id, m.external_id, m.seq";
+/// The message columns `message_at` reads (a macro, so that `concat!` can build constant SQL
+/// with them; `MESSAGE_COLUMNS` is the same text).
+macro_rules! message_columns {
+    () => {
+        "m.id, m.thread_id, m.direction, m.body, m.attachments, m.created_at, m.author_id, m.external_id, m.seq"
+    };
+}
+pub(super) use message_columns;
 
-/// The message columns `message_at` reads.
-const MESSAGE_COLUMNS: &str =
-    "m.id, m.thread_id, m.direction, m.body, m.attachments, m.created_at, m.author_id, m.external_id, m.seq";
+/// The thread columns `ThreadRow::from_row` reads, then the last message's (`message_at(r, 7)`)
+/// (a macro, as `message_columns`; `THREAD_AND_LAST` is the same text).
+macro_rules! thread_and_last {
+    () => {
+        concat!(
+            "t.id, t.location_id, t.customer_number, t.folder_id, t.unread_count, t.last_message_id, t.last_message_at, ",
+            $crate::store::postgres::reads::message_columns!()
+        )
+    };
+}
+pub(super) use thread_and_last;
+
+const THREAD_AND_LAST: &str = thread_and_last!();
+const MESSAGE_COLUMNS: &str = message_columns!();
 
 /// An attachment as stored in `messages.attachments` (a JSON array).
 #[derive(Deserialize)]

@@ -28,9 +28,9 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-/** `cargo build --bin switchboard` (bounded: 10 minutes). */
+/** `scripts/build-debug.sh`: the hub, built as `cargo test --workspace` builds it (bounded: 10 minutes). */
 export function buildHub() {
-  const r = spawnSync('cargo', ['build', '--bin', 'switchboard'], { cwd: ROOT, stdio: 'inherit', timeout: 600_000 });
+  const r = spawnSync('bash', ['scripts/build-debug.sh'], { cwd: ROOT, stdio: 'inherit', timeout: 600_000 });
   if (r.status !== 0) throw new Error(`cargo build failed (${r.status ?? r.signal ?? r.error})`);
 }
 

@@ -21,7 +21,7 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$version"; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "schemathesis==$version"
 fi
-cargo build --locked -q --bin switchboard
+bash scripts/build-debug.sh -q
 bin="$target/debug/switchboard"
 
 work="$(mktemp -d)"

@@ -26,6 +26,7 @@ use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::TcpSocket,
     sync::{Semaphore, mpsc},
+    task::JoinSet,
 };
 use tokio_tungstenite::{client_async, tungstenite::Message};
 
@@ -210,6 +211,8 @@ pub async fn run() -> Result<()> {
     });
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut shared: Option<Arc<Shared>> = None;
+    // The clients' tasks: each holds a sender of `out`, so they end before the writer can.
+    let mut tasks = JoinSet::new();
     while let Some(line) = lines.next_line().await? {
         match serde_json::from_str::<Cmd>(&line).context("command")? {
             Cmd::Connect {
@@ -231,7 +234,7 @@ pub async fn run() -> Result<()> {
                     out: out.clone(),
                 });
                 shared = Some(s.clone());
-                let reply = connect_all(s, proto, &server, clients, &sources, parallel).await?;
+                let reply = connect_all(&mut tasks, s, proto, &server, clients, &sources, parallel).await?;
                 out.send(reply)?;
             }
             Cmd::Reset => {
@@ -247,6 +250,8 @@ pub async fn run() -> Result<()> {
             Cmd::Close => break,
         }
     }
+    tasks.shutdown().await;
+    drop(shared);
     drop(out);
     let _ = writer.await;
     Ok(())
@@ -254,6 +259,7 @@ pub async fn run() -> Result<()> {
 
 /// Opens every client (at most `parallel` handshakes at once) and leaves them reading.
 async fn connect_all(
+    tasks: &mut JoinSet<()>,
     shared: Arc<Shared>,
     proto: Proto,
     server: &str,
@@ -269,7 +275,7 @@ async fn connect_all(
         let source: SocketAddr = format!("{}:0", sources[i % sources.len()]).parse()?;
         let permit = gate.clone().acquire_owned().await?;
         let (shared, ready) = (shared.clone(), ready_tx.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, open(proto, source, server, &client)).await;
             let ws = match opened.unwrap_or_else(|_| Err(anyhow::anyhow!("no session within {HANDSHAKE_TIMEOUT:?}"))) {
                 Ok(ws) => ws,

@@ -52,12 +52,16 @@ fn leftovers(dir: &Path) -> Vec<PathBuf> {
 
 /// A base port such that every port the script takes is free now: base..=base+20, and the
 /// cluster bus ports 10000 above base+10..base+15. Each call looks from a block of its own, so
-/// the tests of this file (run in parallel) never pick the same one.
+/// the tests of this file (run in parallel) never pick the same one. Every block lies below
+/// Linux's ephemeral range (32768 and up by default), so no connection another test opens
+/// meanwhile is given one of these ports between this check and the script's start.
 fn free_base() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    for _ in 0..1000 {
-        let block = (std::process::id() * 7 + NEXT.fetch_add(1, Ordering::Relaxed)) % 1000;
-        let base = 20_000 + block as u16 * 25;
+    // 10000 + 509 * 25 + 10015 = 32740: the highest bus port stays below 32768.
+    const BLOCKS: u32 = 510;
+    for _ in 0..BLOCKS {
+        let block = (std::process::id() * 7 + NEXT.fetch_add(1, Ordering::Relaxed)) % BLOCKS;
+        let base = 10_000 + block as u16 * 25;
         let mut ports = (0..=20u16)
             .map(|i| base + i)
             .chain((10..=15).map(|i| base + i + 10_000));

@@ -52,20 +52,27 @@ fn settings(url: &str) -> PostgresSettings {
     }
 }
 
-/// A bus that records what the store published, in order.
+/// A bus that records what the store published, in order, and how many batches (one per
+/// commit) it came in.
 #[derive(Default)]
 struct Recorder {
     published: Mutex<Vec<Event>>,
+    batches: std::sync::atomic::AtomicUsize,
 }
 
 impl Recorder {
     fn events(&self) -> Vec<Event> {
         self.published.lock().unwrap().clone()
     }
+
+    fn batches(&self) -> usize {
+        self.batches.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Publisher for Recorder {
     fn publish(&self, events: Vec<Event>) {
+        self.batches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.published.lock().unwrap().extend(events);
     }
 }
@@ -243,6 +250,161 @@ async fn racing_first_messages_from_a_new_customer_make_one_thread_and_publish_e
         (1..=2 * n as u64).collect::<Vec<_>>(),
         "published once each, in id order"
     );
+}
+
+/// The log as it is, checked gap-free from 1 with each inbound message's two events together.
+async fn log_of_messages(f: &Fixture, messages: usize) -> Vec<Event> {
+    let Replay::Events(logged) = f.store.events_after(&tenant(), 0, 1000).await.unwrap() else {
+        panic!("the whole log is retained");
+    };
+    assert_eq!(logged.len(), 2 * messages);
+    for (i, pair) in logged.chunks(2).enumerate() {
+        assert_eq!(
+            (pair[0].id, pair[1].id),
+            (2 * i as u64 + 1, 2 * i as u64 + 2),
+            "gap-free"
+        );
+        assert_eq!(
+            (pair[0].kind, pair[1].kind),
+            (EventKind::MessageNew, EventKind::UnreadCount)
+        );
+    }
+    logged
+}
+
+// The tests below run on tokio's default single-threaded test runtime, where the store's
+// tasks run only when the test awaits: every ingest of a `join_all` is queued before the
+// tenant's writer takes its first batch, so the batches are known.
+
+#[tokio::test]
+async fn inbound_messages_waiting_for_their_tenant_are_written_in_one_transaction_each_with_its_answer() {
+    let f = fixture(1000).await;
+    seed_folder(&f.store).await;
+    let before = f.bus.batches();
+    let other_customer = |id: &str| InboundInput {
+        from: phone("+15557654321"),
+        ..inbound(id, "other")
+    };
+    let inputs = vec![
+        inbound("SM1", "one"),
+        other_customer("SM2"),
+        inbound("SM3", "three"),
+        inbound("SM1", "one"),
+    ];
+    let answers = join_all(inputs.into_iter().map(|input| {
+        let store = f.store.clone();
+        async move { store.ingest(&tenant(), input).await.expect("every message lands") }
+    }))
+    .await;
+    assert_eq!(f.bus.batches() - before, 1, "one commit, one publish");
+    assert_eq!(
+        answers.iter().map(|a| a.created).collect::<Vec<_>>(),
+        [true, true, true, false],
+        "the repeated external id is answered as stored by the message before it"
+    );
+    assert_eq!(answers[3].message.id, answers[0].message.id);
+    assert_eq!(
+        answers[0].thread.id, answers[2].thread.id,
+        "the second message found the thread the first made"
+    );
+    assert_ne!(answers[0].thread.id, answers[1].thread.id);
+    assert_eq!(answers[2].message.body, "three");
+    assert_eq!(answers[2].thread.unread_count, 2);
+    assert_eq!(
+        f.store
+            .thread(&tenant(), &answers[0].thread.id)
+            .await
+            .unwrap()
+            .unread_count,
+        2
+    );
+    let logged = log_of_messages(&f, 3).await;
+    let ids: Vec<u64> = f.bus.events().iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=6).collect::<Vec<_>>(), "published once each, in id order");
+    assert_eq!(logged.len(), 6);
+}
+
+#[tokio::test]
+async fn a_message_its_plan_refuses_gets_its_refusal_and_the_others_of_its_transaction_land() {
+    let f = fixture(1000).await;
+    seed_folder(&f.store).await;
+    let before = f.bus.batches();
+    let unknown_to = InboundInput {
+        to: phone("+15559999999"),
+        ..inbound("SM2", "lost")
+    };
+    let inputs = vec![inbound("SM1", "one"), unknown_to, inbound("SM3", "three")];
+    let answers = join_all(inputs.into_iter().map(|input| {
+        let store = f.store.clone();
+        async move { store.ingest(&tenant(), input).await }
+    }))
+    .await;
+    assert!(
+        matches!(&answers[1], Err(StoreError::Invalid { field: "to", .. })),
+        "{:?}",
+        answers[1]
+    );
+    assert!(answers[0].as_ref().unwrap().created && answers[2].as_ref().unwrap().created);
+    assert_eq!(f.bus.batches() - before, 1, "the two others in one commit");
+    log_of_messages(&f, 2).await;
+}
+
+#[tokio::test]
+async fn a_statement_that_fails_in_a_shared_transaction_fails_only_its_own_message() {
+    let f = fixture(1000).await;
+    seed_folder(&f.store).await;
+    let before = f.bus.batches();
+    // PostgreSQL's text holds no NUL: the message's INSERT fails, and with it the transaction
+    // the three share; each is then written alone.
+    let inputs = vec![inbound("SM1", "one"), inbound("SM2", "a\0b"), inbound("SM3", "three")];
+    let answers = join_all(inputs.into_iter().map(|input| {
+        let store = f.store.clone();
+        async move { store.ingest(&tenant(), input).await }
+    }))
+    .await;
+    assert!(
+        matches!(&answers[1], Err(StoreError::Unavailable(_))),
+        "{:?}",
+        answers[1]
+    );
+    let (one, three) = (answers[0].as_ref().unwrap(), answers[2].as_ref().unwrap());
+    assert!(one.created && three.created);
+    assert_eq!(
+        f.bus.batches() - before,
+        2,
+        "the two that can land, each in a commit of its own"
+    );
+    assert_eq!(f.store.thread(&tenant(), &one.thread.id).await.unwrap().unread_count, 2);
+    log_of_messages(&f, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_first_messages_of_a_new_customer_make_one_thread_with_a_gap_free_log() {
+    let f = fixture(1000).await;
+    seed_location(&f.store).await;
+    let other = Arc::new(
+        PgStore::connect(&settings(&f.db.url), f.bus.clone(), 1000)
+            .await
+            .expect("the second node connects"),
+    );
+    let n = 24;
+    let answers = join_all((0..n).map(|i| {
+        let store = if i % 2 == 0 { f.store.clone() } else { other.clone() };
+        tokio::spawn(async move { store.ingest(&tenant(), inbound(&format!("SM{i}"), "hi")).await })
+    }))
+    .await;
+    let threads: std::collections::BTreeSet<ThreadId> = answers
+        .into_iter()
+        .map(|a| {
+            let a = a.unwrap().expect("every racing call lands");
+            assert!(a.created);
+            a.thread.id
+        })
+        .collect();
+    assert_eq!(threads.len(), 1, "one thread for one customer at one location");
+    let id = threads.into_iter().next().unwrap();
+    assert_eq!(f.store.thread(&tenant(), &id).await.unwrap().unread_count, n);
+    log_of_messages(&f, n as usize).await;
 }
 
 #[tokio::test]

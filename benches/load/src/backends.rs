@@ -313,6 +313,15 @@ impl Postgres {
         })
     }
 
+    /// Gathers the planner's statistics of the database, as autovacuum would within a minute
+    /// of the first writes (W4's warm-up; a fresh database has none).
+    pub async fn analyze(&self) -> Result<()> {
+        run(Command::new("psql").args([self.url.as_str(), "-Atqc", "ANALYZE"]))
+            .await
+            .context("ANALYZE")?;
+        Ok(())
+    }
+
     /// What the figures count: "every process of a private server" or "its backends only".
     pub fn counted(&self) -> &'static str {
         match self.kind {

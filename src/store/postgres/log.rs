@@ -73,7 +73,10 @@ pub(super) enum Appended {
 /// A statement that fails aborts the transaction, and the COMMIT behind it rolls back: the
 /// first failure is the cause (the ones after it only say the transaction was aborted).
 pub(super) async fn commit(tx: &mut Tx, tenant: &TenantId, retention: u64) -> Appended {
-    let deferred = std::mem::take(&mut tx.deferred);
+    let writes = match tx.take_writes().await {
+        Ok(writes) => writes,
+        Err(fail) => return Appended::NotSent(fail),
+    };
     let events = std::mem::take(&mut tx.events);
     let n = events.len() as i64;
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
@@ -88,16 +91,7 @@ pub(super) async fn commit(tx: &mut Tx, tenant: &TenantId, retention: u64) -> Ap
     let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
     let (retention_i, every) = (retention as i64, trim_every(retention) as i64);
     let append: [&(dyn ToSql + Sync); 7] = [&tenant.as_str(), &n, &kinds, &routes, &data, &retention_i, &every];
-    let writes: Vec<Vec<&(dyn ToSql + Sync)>> = deferred.iter().map(|d| d.params()).collect();
-    // Every statement prepared (from the cache) before anything is sent: were one prepared
-    // in the pipeline, what follows it could reach the server first.
-    let mut statements = Vec::with_capacity(deferred.len());
-    for (d, params) in deferred.iter().zip(&writes) {
-        match tx.prepare(d.sql, params).await {
-            Ok(st) => statements.push(st),
-            Err(fail) => return Appended::NotSent(fail),
-        }
-    }
+    // Prepared before anything is sent, like the writes (`Tx::take_writes`).
     let appending = if events.is_empty() {
         None
     } else {
@@ -108,13 +102,7 @@ pub(super) async fn commit(tx: &mut Tx, tenant: &TenantId, retention: u64) -> Ap
     };
     let (written, appended, committed) = tokio::join!(
         biased;
-        // `join_all` polls its futures in order the first time: each request goes out then.
-        futures_util::future::join_all(
-            statements
-                .iter()
-                .zip(&writes)
-                .map(|(st, params)| tx.send(tx.client().execute(st, params)))
-        ),
+        tx.send_writes(&writes),
         async {
             match &appending {
                 Some(st) => tx.send(tx.client().query_one(st, &append)).await.map(Some),
@@ -123,7 +111,7 @@ pub(super) async fn commit(tx: &mut Tx, tenant: &TenantId, retention: u64) -> Ap
         },
         tx.control("COMMIT")
     );
-    let failed = written.into_iter().find_map(Result::err);
+    let failed = written.err();
     match (failed, appended, committed) {
         (None, Ok(row), Ok(())) => {
             let first = row.map_or(0, |row| row.get::<_, i64>(0) - n + 1) as u64;

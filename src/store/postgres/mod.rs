@@ -14,6 +14,8 @@
 //!   counts filter in SQL with `rules::AudienceFilter`.
 //! - `log`: the event log (append in the write's transaction, trim, `EventLog`) and the
 //!   per-tenant publisher that hands committed events to the bus in id order.
+//! - `batch`: group commit of inbound messages: a tenant's ingests that queue behind its
+//!   running transaction go in together, in one transaction.
 //!
 //! # A write
 //! BEGIN (READ COMMITTED, sent with the op's first statement: `Conn::start`); the op reads
@@ -79,6 +81,8 @@ struct Inner {
     sink: Arc<dyn Publisher>,
     /// Hands them over in id order per tenant.
     outbox: Outbox,
+    /// Inbound messages waiting to be written together, per tenant (`batch`).
+    batches: batch::Waiting,
     /// Set on a store made by `explaining`: every query is explained first (see `Conn`).
     explain: Option<Explained>,
     retention: u64,
@@ -306,11 +310,53 @@ impl Tx {
     pub(super) fn defer(&mut self, sql: &'static str, params: Vec<Param>) {
         self.deferred.push(Deferred { sql, params });
     }
+
+    /// Takes the staged writes, prepared (from the cache), to be sent in front of the
+    /// statements that come next (`Conn::send_writes`): a later op of the same transaction
+    /// (`batch`) or the append and COMMIT (`log::commit`). Preparing them all before anything
+    /// is sent keeps them in order: were one prepared in the pipeline, what follows it could
+    /// reach the server first.
+    pub(super) async fn take_writes(&mut self) -> Result<Writes> {
+        let deferred = std::mem::take(&mut self.deferred);
+        let mut statements = Vec::with_capacity(deferred.len());
+        for d in &deferred {
+            statements.push(self.prepare(d.sql, &d.params()).await?);
+        }
+        Ok(Writes { deferred, statements })
+    }
+}
+
+/// Staged writes ready to send (`Tx::take_writes`).
+pub(super) struct Writes {
+    deferred: Vec<Deferred>,
+    statements: Vec<Statement>,
+}
+
+impl Conn {
+    /// Sends staged writes, in order, each request going out as its future is first polled
+    /// (so a `biased` join sends them ahead of what it polls next); the first failure, if any.
+    pub(super) async fn send_writes(&self, writes: &Writes) -> Result<()> {
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = writes.deferred.iter().map(Deferred::params).collect();
+        // `join_all` polls its futures in order the first time: each request goes out then.
+        let written = futures_util::future::join_all(
+            writes
+                .statements
+                .iter()
+                .zip(&params)
+                .map(|(st, params)| self.send(self.client().execute(st, params))),
+        )
+        .await;
+        written.into_iter().find_map(Result::err).map_or(Ok(()), Err)
+    }
 }
 
 /// What finishing one attempt of a write came to.
 enum Finished<R> {
     Done(StoreResult<R>),
+    /// It failed and surely did not commit (COMMIT was never sent, or the server rolled the
+    /// transaction back), for a reason that running it again would not change.
+    RolledBack(StoreError),
+    /// It collided with a concurrent write, or lost its connection before COMMIT: run again.
     Retry,
 }
 
@@ -328,12 +374,16 @@ macro_rules! transact {
             let out = { $body };
             match inner.finish($tenant, $tx, out).await {
                 Finished::Done(r) => break r,
+                Finished::RolledBack(e) => break Err(e),
                 Finished::Retry if attempt < MAX_ATTEMPTS => attempt += 1,
                 Finished::Retry => break Err(unavailable("gave up after repeated collisions with concurrent writes")),
             }
         }
     }};
 }
+
+// Declared after `transact!`, which it uses.
+mod batch;
 
 impl PgStore {
     /// Opens the pool and creates or upgrades the schema (safe when several nodes start at
@@ -369,6 +419,7 @@ impl PgStore {
             inner: Arc::new(Inner {
                 pool,
                 outbox: Outbox::new(publisher.clone()),
+                batches: batch::Waiting::default(),
                 sink: publisher,
                 explain: None,
                 retention: retention.max(1),
@@ -392,6 +443,7 @@ impl PgStore {
                 pool: i.pool.clone(),
                 sink: i.sink.clone(),
                 outbox: Outbox::new(i.sink.clone()),
+                batches: batch::Waiting::default(),
                 explain: Some(explained.clone()),
                 retention: i.retention,
                 timeout: i.timeout,
@@ -510,7 +562,7 @@ impl Inner {
                 if fail.collided() {
                     Finished::Retry
                 } else {
-                    Finished::Done(Err(fail.into_store()))
+                    Finished::RolledBack(fail.into_store())
                 }
             }
             Appended::CommitFailed(fail) => {
@@ -531,7 +583,7 @@ impl Inner {
         if retry {
             Finished::Retry
         } else {
-            Finished::Done(Err(fail.into_store()))
+            Finished::RolledBack(fail.into_store())
         }
     }
 
@@ -626,9 +678,7 @@ impl Store for PgStore {
     }
 
     async fn ingest(&self, tenant: &TenantId, input: InboundInput) -> StoreResult<Ingested> {
-        let tenant = tenant.clone();
-        self.run(|i| async move { transact!(i, &tenant, |tx| ops::ingest(&mut tx, &tenant, input.clone()).await) })
-            .await
+        batch::ingest(&self.inner, tenant, input).await
     }
 
     async fn me(&self, scope: &Scope) -> StoreResult<Me> {

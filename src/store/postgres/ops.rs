@@ -28,7 +28,10 @@
 //! # Round trips
 //! An op's statements that need no earlier one's answer are sent together (ingest's reads:
 //! one round trip), and the rows a plan writes go with the COMMIT (`Tx::defer`): an inbound
-//! message is two round trips, BEGIN to COMMIT.
+//! message is two round trips, BEGIN to COMMIT. When several inbound messages share a
+//! transaction (`batch`), the rows one staged go out in front of the next one's reads
+//! (`Tx::take_writes`): a batch of n is n + 1 round trips. Its threads are locked in the order
+//! of their keys, so two batches never wait for each other in a cycle.
 
 use std::collections::BTreeSet;
 
@@ -399,17 +402,22 @@ pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) 
     let first_params: [&(dyn ToSql + Sync); 3] = [&t, &input.external_id, &to];
     let key: [&(dyn ToSql + Sync); 3] = [&t, &to, &from];
     let folder_params: [&(dyn ToSql + Sync); 3] = [&t, &from, &to];
+    // In a transaction of several inbound messages (`batch`), the writes the one before
+    // staged go first, in the same round trip: these reads see them.
+    let writes = tx.take_writes().await?;
     // Prepared (from the cache) before anything is sent, so the three go out in order.
     let first = tx.prepare(INGEST_FIRST, &first_params).await?;
     let thread = tx.prepare(INGEST_THREAD, &key).await?;
     let folders = tx.prepare(INGEST_FOLDERS, &folder_params).await?;
-    let (first, thread, folders) = tokio::join!(
+    let (written, first, thread, folders) = tokio::join!(
         biased;
+        tx.send_writes(&writes),
         tx.send(tx.client().query_one(&first, &first_params)),
         tx.send(tx.client().query_opt(&thread, &key)),
         tx.send(tx.client().query(&folders, &folder_params)),
     );
     // The first failure is the cause; the ones after it only say the transaction aborted.
+    written?;
     let (first, thread, folders) = (first?, thread?, folders?);
     if let Some(id) = first.get::<_, Option<String>>(0) {
         // The same message again: answered as it is, nothing changes.

@@ -1,0 +1,230 @@
+//! Group commit of inbound messages: the ingests of one tenant that arrive while one of its
+//! transactions is running on this node wait for it to end, then go in together, in one
+//! transaction, with one append of their events, one COMMIT (one WAL flush) and one publish.
+//!
+//! # Why
+//! A tenant's writes already pass one at a time through its log head (`log`): each holds the
+//! head's lock from its append to its COMMIT. Under load they queued there, each paying a
+//! transaction of its own: BEGIN, the preferences' lock, the append, the COMMIT and its
+//! flush, and a publish that wakes Redis and every node. Batching what queued anyway shares
+//! all of that, and adds no wait: a message that finds no transaction of its tenant running
+//! starts one at once, alone. The batch grows with the load, and only then.
+//!
+//! # How
+//! Per tenant, at most one transaction of ingests runs on this node: the first ingest starts a
+//! drainer task; later ones queue (at most `MAX_WAITING`) and are taken, up to `MAX_BATCH` at a
+//! time, when the running transaction ends. In the transaction each message is the same op as
+//! alone (`ops::ingest`, its plan in `crate::plan`), run in turn: the writes one op staged go
+//! out in front of the next op's reads (`Tx::take_writes`), so each reads what the ones before
+//! it wrote (a second message of a new thread finds the thread). The messages are taken in the
+//! order of their thread's key (`to`, then `from`, arrival order within), so two batches on
+//! two nodes lock common threads in one order and never wait for each other in a cycle.
+//!
+//! # Answers
+//! A message refused by its plan (no location has its `to`) gets its refusal; the others go
+//! on. If the transaction fails and surely did not commit (a collision with another node's
+//! write, a statement's error), each message is run again alone (`transact!`), so one bad
+//! message never fails the others. If the COMMIT's outcome is unknown (the connection went
+//! away, the deadline passed), every message of the batch gets the 503 a write alone would.
+//! Each message keeps its own deadline (`postgres.timeout_ms`): one whose deadline passed
+//! while it waited is answered 503 and not written; a transaction runs until the earliest
+//! deadline of its messages.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
+
+use tokio::{sync::oneshot, time::Instant};
+
+use super::{Finished, Inner, MAX_ATTEMPTS, ops, unavailable};
+use crate::{
+    domain::{TenantId, model::Ingested},
+    store::{InboundInput, StoreError, StoreResult},
+};
+
+/// The most messages one transaction writes.
+pub(super) const MAX_BATCH: usize = 32;
+/// The most messages of one tenant waiting on this node; beyond, an ingest answers 503.
+pub(super) const MAX_WAITING: usize = 4_096;
+
+/// Per tenant with a drainer running, the messages waiting for it (`Inner::batches`). A
+/// tenant is in the map exactly while its drainer runs.
+#[derive(Default)]
+pub(super) struct Waiting {
+    tenants: Mutex<HashMap<TenantId, VecDeque<Pending>>>,
+}
+
+/// One message waiting, and where its answer goes.
+struct Pending {
+    input: InboundInput,
+    deadline: Instant,
+    answer: oneshot::Sender<StoreResult<Ingested>>,
+}
+
+/// Writes one inbound message, with whatever else of its tenant waits (see the module's doc).
+pub(super) async fn ingest(inner: &Arc<Inner>, tenant: &TenantId, input: InboundInput) -> StoreResult<Ingested> {
+    let (answer, answered) = oneshot::channel();
+    let pending = Pending {
+        input,
+        deadline: Instant::now() + inner.timeout,
+        answer,
+    };
+    let start = {
+        let mut tenants = inner.batches.lock();
+        match tenants.get_mut(tenant) {
+            Some(queue) if queue.len() >= MAX_WAITING => {
+                return Err(unavailable(format!(
+                    "{MAX_WAITING} inbound messages of this tenant are already waiting to be written"
+                )));
+            }
+            Some(queue) => {
+                queue.push_back(pending);
+                false
+            }
+            None => {
+                tenants.insert(tenant.clone(), VecDeque::from([pending]));
+                true
+            }
+        }
+    };
+    if start {
+        let drainer = Drainer {
+            inner: inner.clone(),
+            tenant: tenant.clone(),
+            done: false,
+        };
+        inner.runtime.spawn(drainer.run());
+    }
+    answered
+        .await
+        .unwrap_or_else(|_| Err(unavailable("the write's task ended without an answer")))
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, VecDeque<Pending>>> {
+        // The lock is only held for short, non-panicking sections.
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Writes a tenant's waiting messages, a batch at a time, until none waits, then takes the
+/// tenant out of the map under the lock that found its queue empty. Dropped before that (a
+/// panic), it takes the tenant out all the same: the messages still waiting are answered 503
+/// (their senders dropped), and the next ingest starts a new drainer.
+struct Drainer {
+    inner: Arc<Inner>,
+    tenant: TenantId,
+    /// The tenant is out of the map already (`run` took it out).
+    done: bool,
+}
+
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner.batches.lock().remove(&self.tenant);
+        }
+    }
+}
+
+impl Drainer {
+    async fn run(mut self) {
+        loop {
+            let batch: Vec<Pending> = {
+                let mut tenants = self.inner.batches.lock();
+                if tenants.get(&self.tenant).is_none_or(VecDeque::is_empty) {
+                    tenants.remove(&self.tenant);
+                    self.done = true;
+                    return;
+                }
+                // unwrap: just found.
+                let queue = tenants.get_mut(&self.tenant).unwrap();
+                let n = queue.len().min(MAX_BATCH);
+                queue.drain(..n).collect()
+            };
+            let now = Instant::now();
+            let (mut live, late): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(|p| p.deadline > now);
+            for p in late {
+                let _ = p.answer.send(Err(timed_out(&self.inner)));
+            }
+            // By thread key, arrival order kept within one (see the module's doc).
+            live.sort_by(|a, b| (&a.input.to, &a.input.from).cmp(&(&b.input.to, &b.input.from)));
+            match live.len() {
+                0 => {}
+                1 => {
+                    let p = live.remove(0);
+                    let answer = alone(&self.inner, &self.tenant, p.input, p.deadline).await;
+                    let _ = p.answer.send(answer);
+                }
+                _ => self.together(live).await,
+            }
+        }
+    }
+
+    /// One transaction for the batch; each message alone if it surely did not commit.
+    async fn together(&self, batch: Vec<Pending>) {
+        let (inner, tenant) = (&self.inner, &self.tenant);
+        // unwrap: the batch is not empty.
+        let deadline = batch.iter().map(|p| p.deadline).min().unwrap();
+        let inputs: Vec<InboundInput> = batch.iter().map(|p| p.input.clone()).collect();
+        let finished = tokio::time::timeout_at(deadline, attempt(inner, tenant, inputs)).await;
+        match finished {
+            Ok(Finished::Done(Ok(answers))) => {
+                for (p, answer) in batch.into_iter().zip(answers) {
+                    let _ = p.answer.send(answer);
+                }
+            }
+            Ok(Finished::Done(Err(e))) => {
+                for p in batch {
+                    let _ = p.answer.send(Err(e.clone()));
+                }
+            }
+            Err(_) => {
+                for p in batch {
+                    let _ = p.answer.send(Err(timed_out(inner)));
+                }
+            }
+            Ok(Finished::Retry | Finished::RolledBack(_)) => {
+                for p in batch {
+                    let answer = alone(inner, tenant, p.input, p.deadline).await;
+                    let _ = p.answer.send(answer);
+                }
+            }
+        }
+    }
+}
+
+/// One attempt at writing the batch in one transaction: each message's answer, in order.
+async fn attempt(inner: &Inner, tenant: &TenantId, inputs: Vec<InboundInput>) -> Finished<Vec<StoreResult<Ingested>>> {
+    let mut tx = match inner.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return Finished::Done(Err(e)),
+    };
+    let mut answers = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let staged = (tx.deferred.len(), tx.events.len());
+        match ops::ingest(&mut tx, tenant, input).await {
+            Ok(ingested) => answers.push(Ok(ingested)),
+            Err(super::Fail::Store(refused)) => {
+                // Refused by its plan: nothing of it stays staged.
+                tx.deferred.truncate(staged.0);
+                tx.events.truncate(staged.1);
+                answers.push(Err(refused));
+            }
+            Err(fail) => return inner.finish(tenant, tx, Err(fail)).await,
+        }
+    }
+    inner.finish(tenant, tx, Ok(answers)).await
+}
+
+/// One message in a transaction of its own, run again on a collision, under its deadline.
+async fn alone(inner: &Inner, tenant: &TenantId, input: InboundInput, deadline: Instant) -> StoreResult<Ingested> {
+    let write = async { transact!(inner, tenant, |tx| ops::ingest(&mut tx, tenant, input.clone()).await) };
+    tokio::time::timeout_at(deadline, write)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(inner)))
+}
+
+fn timed_out(inner: &Inner) -> StoreError {
+    unavailable(format!("no answer within {:?}", inner.timeout))
+}

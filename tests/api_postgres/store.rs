@@ -378,6 +378,45 @@ async fn a_statement_that_fails_in_a_shared_transaction_fails_only_its_own_messa
     log_of_messages(&f, 2).await;
 }
 
+#[tokio::test]
+async fn messages_whose_deadline_passes_while_they_wait_for_their_tenant_answer_503_and_are_not_written() {
+    let f = fixture(1000).await;
+    seed_folder(&f.store).await;
+    let short = Arc::new(
+        PgStore::connect(
+            &PostgresSettings {
+                timeout_ms: 1000,
+                ..settings(&f.db.url)
+            },
+            f.bus.clone(),
+            1000,
+        )
+        .await
+        .expect("the store connects"),
+    );
+    // The preferences row held FOR UPDATE (as a change of the preferences holds it): the first
+    // message waits for it past its deadline, the other two wait for the first.
+    let mut raw = connect(&f.db.url).await;
+    let hold = raw.transaction().await.unwrap();
+    hold.execute("SELECT 1 FROM preferences WHERE tenant = 'acme' FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let answers = join_all((1..=3).map(|i| {
+        let store = short.clone();
+        async move { store.ingest(&tenant(), inbound(&format!("SM{i}"), "late")).await }
+    }))
+    .await;
+    for answer in &answers {
+        assert!(matches!(answer, Err(StoreError::Unavailable(_))), "{answer:?}");
+    }
+    hold.rollback().await.unwrap();
+
+    let again = short.ingest(&tenant(), inbound("SM1", "again")).await.unwrap();
+    assert!(again.created, "SM1 was not written by the call that answered 503");
+    assert_eq!(again.thread.unread_count, 1, "nor were SM2 and SM3");
+    assert_eq!(f.store.head(&tenant()).await.unwrap(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_racing_first_messages_of_a_new_customer_make_one_thread_with_a_gap_free_log() {
     let f = fixture(1000).await;

@@ -84,7 +84,7 @@ impl System {
     pub fn per_message(self) -> &'static str {
         match self {
             System::Switchboard => {
-                "verifies the JWT, validates the message, stores it durably with its thread, auto-assignment and unread state (W1–W3: SQLite WAL, fsync, group commit; W4: one PostgreSQL transaction, its events appended to the log in it, fsync at commit), routes by the product rules, writes `message.new` and `unread.count` to each recipient session; in W4 the writing node publishes the committed events once on Redis, and each node delivers them in log order"
+                "verifies the JWT, validates the message, stores it durably with its thread, auto-assignment and unread state (W1–W3: SQLite WAL, fsync, group commit; W4: a PostgreSQL transaction, shared by the tenant's messages that queued behind the one before it (group commit), its events appended to the log in it, fsync at commit), routes by the product rules, writes `message.new` and `unread.count` to each recipient session; in W4 the writing node publishes the committed events once on Redis, and each node delivers them in log order"
             }
             System::SwitchboardRedisCluster => {
                 "as switchboard in W4, with the events published on a Redis Cluster of 3 primaries (sharded pub/sub, SPUBLISH/SSUBSCRIBE)"
@@ -265,6 +265,10 @@ impl Driver {
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(1024)
+            // Below the servers' keep-alive (actix's is 5 s): a connection idle that long may
+            // be closing on the server's side just as a request is sent on it, which fails
+            // the request.
+            .pool_idle_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .build()?;
         Ok(Arc::new(Driver {

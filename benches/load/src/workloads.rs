@@ -316,9 +316,12 @@ impl Step {
         m.record(run);
         if self.errors > 0 || self.delivered < self.expected {
             run.notes.push(format!(
-                "{}: {} errors, {} of {} delivered",
+                "{}: {} errors{}, {} of {} delivered",
                 system.name(),
                 self.errors,
+                self.first_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" (the first: {e})")),
                 self.delivered,
                 self.expected
             ));

@@ -14,11 +14,15 @@
 //! Per tenant, at most one transaction of ingests runs on this node: the first ingest starts a
 //! drainer task; later ones queue (at most `MAX_WAITING`) and are taken, up to `MAX_BATCH` at a
 //! time, when the running transaction ends. In the transaction each message is the same op as
-//! alone (`ops::ingest`, its plan in `crate::plan`), run in turn: the writes one op staged go
-//! out in front of the next op's reads (`Tx::take_writes`), so each reads what the ones before
-//! it wrote (a second message of a new thread finds the thread). The messages are taken in the
-//! order of their thread's key (`to`, then `from`, arrival order within), so two batches on
-//! two nodes lock common threads in one order and never wait for each other in a cycle.
+//! alone (`ops::ingest_reads` then `ops::ingest_with`, its plan in `crate::plan`). The messages
+//! are taken in the order of their thread's key (`to`, then `from`, arrival order within), so
+//! two batches on two nodes lock common threads in one order and never wait for each other in
+//! a cycle, and cut into *waves* (`waves`): runs of messages of which no two have the same
+//! customer or `external_id`, so none can see another's rows. A wave is one round trip: the
+//! rows the wave before staged (`Tx::take_writes`), then the reads of every message in it;
+//! then each message's plan in turn. So a second message of a new thread (a later wave) finds
+//! the thread the first made, and a batch of different customers is two round trips: its reads,
+//! then its rows with the append and the COMMIT.
 //!
 //! # Answers
 //! A message refused by its plan (no location has its `to`) gets its refusal; the others go
@@ -35,9 +39,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use futures_util::future::join_all;
 use tokio::{sync::oneshot, time::Instant};
 
-use super::{Finished, Inner, MAX_ATTEMPTS, ops, unavailable};
+use super::{Fail, Finished, Inner, MAX_ATTEMPTS, Tx, ops, unavailable};
 use crate::{
     domain::{TenantId, model::Ingested},
     store::{InboundInput, StoreError, StoreResult},
@@ -201,20 +206,64 @@ async fn attempt(inner: &Inner, tenant: &TenantId, inputs: Vec<InboundInput>) ->
         Err(e) => return Finished::Done(Err(e)),
     };
     let mut answers = Vec::with_capacity(inputs.len());
+    for wave in waves(inputs) {
+        if let Err(fail) = write_wave(&mut tx, tenant, wave, &mut answers).await {
+            return inner.finish(tenant, tx, Err(fail)).await;
+        }
+    }
+    inner.finish(tenant, tx, Ok(answers)).await
+}
+
+/// Splits the batch, in order, into waves of messages that cannot see each other's rows: no
+/// two of a wave have the same customer (`from`: their thread may be one) or `external_id`.
+fn waves(inputs: Vec<InboundInput>) -> Vec<Vec<InboundInput>> {
+    let mut waves: Vec<Vec<InboundInput>> = Vec::new();
     for input in inputs {
+        let joins_last = waves.last().is_some_and(|wave| {
+            wave.iter()
+                .all(|other| other.from != input.from && other.external_id != input.external_id)
+        });
+        match waves.last_mut() {
+            Some(wave) if joins_last => wave.push(input),
+            _ => waves.push(vec![input]),
+        }
+    }
+    waves
+}
+
+/// One wave in one round trip: the rows the wave before staged, then every message's reads;
+/// then each message's plan in turn, its rows and events staged. A message its plan refuses
+/// gets its refusal (nothing of it stays staged); any other failure fails the transaction.
+async fn write_wave(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    wave: Vec<InboundInput>,
+    answers: &mut Vec<StoreResult<Ingested>>,
+) -> Result<(), Fail> {
+    let writes = tx.take_writes().await?;
+    let statements = ops::prepare_ingest(tx, tenant, &wave[0]).await?;
+    let (written, facts) = tokio::join!(
+        biased;
+        tx.send_writes(&writes),
+        // `join_all` polls its futures in order the first time: each message's reads go out then.
+        join_all(wave.iter().map(|input| ops::ingest_reads(tx, &statements, tenant, input))),
+    );
+    // The first failure is the cause; the ones after it only say the transaction aborted.
+    written?;
+    let facts = facts.into_iter().collect::<Result<Vec<_>, _>>()?;
+    for (input, facts) in wave.into_iter().zip(facts) {
         let staged = (tx.deferred.len(), tx.events.len());
-        match ops::ingest(&mut tx, tenant, input).await {
+        match ops::ingest_with(tx, tenant, input, facts).await {
             Ok(ingested) => answers.push(Ok(ingested)),
-            Err(super::Fail::Store(refused)) => {
-                // Refused by its plan: nothing of it stays staged.
+            Err(Fail::Store(refused)) => {
                 tx.deferred.truncate(staged.0);
                 tx.events.truncate(staged.1);
                 answers.push(Err(refused));
             }
-            Err(fail) => return inner.finish(tenant, tx, Err(fail)).await,
+            Err(fail) => return Err(fail),
         }
     }
-    inner.finish(tenant, tx, Ok(answers)).await
+    Ok(())
 }
 
 /// One message in a transaction of its own, run again on a collision, under its deadline.
@@ -227,4 +276,52 @@ async fn alone(inner: &Inner, tenant: &TenantId, input: InboundInput, deadline: 
 
 fn timed_out(inner: &Inner) -> StoreError {
     unavailable(format!("no answer within {:?}", inner.timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PhoneParser;
+
+    fn input(external_id: &str, from: &str) -> InboundInput {
+        let phone = |s: &str| PhoneParser::new("US").unwrap().parse(s).unwrap();
+        InboundInput {
+            external_id: external_id.into(),
+            from: phone(from),
+            to: phone("+15550001111"),
+            body: String::new(),
+            attachments: Vec::new(),
+            received_at: None,
+        }
+    }
+
+    #[test]
+    fn a_wave_ends_before_a_message_that_could_see_one_of_its_rows() {
+        let (a, b, c) = ("+15551110001", "+15551110002", "+15551110003");
+        // (external id, customer) of each message, in order; the external ids of each wave.
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a [&'a str]]);
+        let cases: [Case; 5] = [
+            (&[("m1", a)], &[&["m1"]]),
+            (&[("m1", a), ("m2", b), ("m3", c)], &[&["m1", "m2", "m3"]]),
+            // The same customer: the second reads the thread the first wrote.
+            (&[("m1", a), ("m2", a), ("m3", b)], &[&["m1"], &["m2", "m3"]]),
+            // The same external id: the second is answered with the first's message.
+            (&[("m1", a), ("m1", b)], &[&["m1"], &["m1"]]),
+            (
+                &[("m1", a), ("m2", b), ("m3", a), ("m4", c)],
+                &[&["m1", "m2"], &["m3", "m4"]],
+            ),
+        ];
+        for (inputs, expected) in cases {
+            let got: Vec<Vec<String>> = waves(inputs.iter().map(|(id, from)| input(id, from)).collect())
+                .into_iter()
+                .map(|wave| wave.into_iter().map(|i| i.external_id).collect())
+                .collect();
+            assert_eq!(
+                got,
+                expected.iter().map(|w| w.to_vec()).collect::<Vec<_>>(),
+                "{inputs:?}"
+            );
+        }
+    }
 }

@@ -29,13 +29,13 @@
 //! An op's statements that need no earlier one's answer are sent together (ingest's reads:
 //! one round trip), and the rows a plan writes go with the COMMIT (`Tx::defer`): an inbound
 //! message is two round trips, BEGIN to COMMIT. When several inbound messages share a
-//! transaction (`batch`), the rows one staged go out in front of the next one's reads
-//! (`Tx::take_writes`): a batch of n is n + 1 round trips. Its threads are locked in the order
-//! of their keys, so two batches never wait for each other in a cycle.
+//! transaction (`batch`), the reads of those of different customers go out together, behind
+//! the rows the ones before them staged (`Tx::take_writes`): a batch of different customers is
+//! two round trips too.
 
 use std::collections::BTreeSet;
 
-use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement, types::ToSql};
 
 use super::{
     Fail, Result, Tx,
@@ -393,32 +393,81 @@ const INGEST_FOLDERS: &str = concat!(
      FOR SHARE OF f"
 );
 
-pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) -> Result<Ingested> {
-    // Three statements in one round trip, in lock order (preferences, thread, folders). Each
-    // finds what it needs by the message's numbers, not by an earlier one's answer, and runs
-    // after the one before it, in a snapshot of its own (READ COMMITTED): so the folders are
-    // read with the thread already locked.
+/// An inbound message's three reads (`INGEST_FIRST`, `INGEST_THREAD`, `INGEST_FOLDERS`),
+/// prepared: the same statements for every message.
+pub(super) struct IngestStatements([Statement; 3]);
+
+/// What those reads found for one message.
+pub(super) struct IngestFacts {
+    first: Row,
+    thread: Option<Row>,
+    folders: Vec<Row>,
+}
+
+/// Prepares (from the cache) the reads of an inbound message, before anything is sent, so
+/// that every read goes out in the order it is sent in.
+pub(super) async fn prepare_ingest(tx: &Tx, tenant: &TenantId, input: &InboundInput) -> Result<IngestStatements> {
+    let (t, to, from) = (tenant.as_str(), input.to.as_str(), input.from.as_str());
+    Ok(IngestStatements([
+        tx.prepare(INGEST_FIRST, &[&t, &input.external_id, &to]).await?,
+        tx.prepare(INGEST_THREAD, &[&t, &to, &from]).await?,
+        tx.prepare(INGEST_FOLDERS, &[&t, &from, &to]).await?,
+    ]))
+}
+
+/// Sends an inbound message's three reads, in lock order (preferences, thread, folders),
+/// each request going out as this future is first polled (so a `biased` join sends them in
+/// order). Each finds what it needs by the message's numbers, not by an earlier one's answer,
+/// and runs after the one before it, in a snapshot of its own (READ COMMITTED): so the folders
+/// are read with the thread already locked.
+pub(super) async fn ingest_reads(
+    tx: &Tx,
+    statements: &IngestStatements,
+    tenant: &TenantId,
+    input: &InboundInput,
+) -> Result<IngestFacts> {
     let (t, to, from) = (tenant.as_str(), input.to.as_str(), input.from.as_str());
     let first_params: [&(dyn ToSql + Sync); 3] = [&t, &input.external_id, &to];
     let key: [&(dyn ToSql + Sync); 3] = [&t, &to, &from];
     let folder_params: [&(dyn ToSql + Sync); 3] = [&t, &from, &to];
-    // In a transaction of several inbound messages (`batch`), the writes the one before
-    // staged go first, in the same round trip: these reads see them.
-    let writes = tx.take_writes().await?;
-    // Prepared (from the cache) before anything is sent, so the three go out in order.
-    let first = tx.prepare(INGEST_FIRST, &first_params).await?;
-    let thread = tx.prepare(INGEST_THREAD, &key).await?;
-    let folders = tx.prepare(INGEST_FOLDERS, &folder_params).await?;
-    let (written, first, thread, folders) = tokio::join!(
+    let [first, thread, folders] = &statements.0;
+    let (first, thread, folders) = tokio::join!(
         biased;
-        tx.send_writes(&writes),
-        tx.send(tx.client().query_one(&first, &first_params)),
-        tx.send(tx.client().query_opt(&thread, &key)),
-        tx.send(tx.client().query(&folders, &folder_params)),
+        tx.send(tx.client().query_one(first, &first_params)),
+        tx.send(tx.client().query_opt(thread, &key)),
+        tx.send(tx.client().query(folders, &folder_params)),
     );
     // The first failure is the cause; the ones after it only say the transaction aborted.
+    Ok(IngestFacts {
+        first: first?,
+        thread: thread?,
+        folders: folders?,
+    })
+}
+
+/// One inbound message: its reads in one round trip (behind the writes an earlier message
+/// of the same transaction staged, which they then see), then `ingest_with`.
+pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) -> Result<Ingested> {
+    let writes = tx.take_writes().await?;
+    let statements = prepare_ingest(tx, tenant, &input).await?;
+    let (written, facts) = tokio::join!(
+        biased;
+        tx.send_writes(&writes),
+        ingest_reads(tx, &statements, tenant, &input),
+    );
     written?;
-    let (first, thread, folders) = (first?, thread?, folders?);
+    ingest_with(tx, tenant, input, facts?).await
+}
+
+/// The rest of an inbound message, from what its reads found: the plan, and its rows and
+/// events staged.
+pub(super) async fn ingest_with(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    input: InboundInput,
+    facts: IngestFacts,
+) -> Result<Ingested> {
+    let IngestFacts { first, thread, folders } = facts;
     if let Some(id) = first.get::<_, Option<String>>(0) {
         // The same message again: answered as it is, nothing changes.
         let message = reads::message(tx, tenant, &MessageId::trusted(id)).await?;

@@ -195,6 +195,24 @@ async fn until_a_write_waits_for_a_lock(url: &str, db: &str) {
     }
 }
 
+/// Checks that racing first messages of one customer were each created, all in one thread
+/// that counts them all unread; that thread.
+async fn one_unread_thread_of(f: &Fixture, answers: Vec<Result<Ingested, StoreError>>) -> ThreadId {
+    let n = answers.len();
+    let threads: std::collections::BTreeSet<ThreadId> = answers
+        .into_iter()
+        .map(|a| {
+            let a = a.expect("every racing call lands");
+            assert!(a.created);
+            a.thread.id
+        })
+        .collect();
+    assert_eq!(threads.len(), 1, "one thread for one customer at one location");
+    let id = threads.into_iter().next().unwrap();
+    assert_eq!(f.store.thread(&tenant(), &id).await.unwrap().unread_count as usize, n);
+    id
+}
+
 #[tokio::test]
 async fn racing_first_messages_from_a_new_customer_make_one_thread_and_publish_every_event_in_order() {
     let f = fixture(1000).await;
@@ -209,17 +227,7 @@ async fn racing_first_messages_from_a_new_customer_make_one_thread_and_publish_e
         }
     }))
     .await;
-    let threads: std::collections::BTreeSet<ThreadId> = results
-        .into_iter()
-        .map(|r| {
-            let r = r.expect("every racing call lands");
-            assert!(r.created);
-            r.thread.id
-        })
-        .collect();
-    assert_eq!(threads.len(), 1, "one thread for one customer at one location");
-    let id = threads.into_iter().next().unwrap();
-    assert_eq!(f.store.thread(&tenant(), &id).await.unwrap().unread_count, n);
+    let id = one_unread_thread_of(&f, results).await;
     let page = f
         .store
         .thread_messages(
@@ -432,18 +440,8 @@ async fn two_nodes_racing_first_messages_of_a_new_customer_make_one_thread_with_
         tokio::spawn(async move { store.ingest(&tenant(), inbound(&format!("SM{i}"), "hi")).await })
     }))
     .await;
-    let threads: std::collections::BTreeSet<ThreadId> = answers
-        .into_iter()
-        .map(|a| {
-            let a = a.unwrap().expect("every racing call lands");
-            assert!(a.created);
-            a.thread.id
-        })
-        .collect();
-    assert_eq!(threads.len(), 1, "one thread for one customer at one location");
-    let id = threads.into_iter().next().unwrap();
-    assert_eq!(f.store.thread(&tenant(), &id).await.unwrap().unread_count, n);
-    log_of_messages(&f, n as usize).await;
+    one_unread_thread_of(&f, answers.into_iter().map(|a| a.unwrap()).collect()).await;
+    log_of_messages(&f, n).await;
 }
 
 #[tokio::test]

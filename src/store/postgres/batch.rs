@@ -16,8 +16,10 @@
 //! time, when the running transaction ends. In the transaction each message is the same op as
 //! alone (`ops::ingest_reads` then `ops::ingest_with`, its plan in `crate::plan`). The messages
 //! are taken in the order of their thread's key (`to`, then `from`, arrival order within), so
-//! two batches on two nodes lock common threads in one order and never wait for each other in
-//! a cycle, and cut into *waves* (`waves`): runs of messages of which no two have the same
+//! two batches on two nodes lock common threads in one order (the one cycle left, two numbers
+//! of one location reaching one customer in opposite orders, is broken by PostgreSQL's
+//! deadlock detection, and the batch runs again message by message), and cut into *waves*
+//! (`waves`): runs of messages of which no two have the same
 //! customer or `external_id`, so none can see another's rows. A wave is one round trip: the
 //! rows the wave before staged (`Tx::take_writes`), then the reads of every message in it;
 //! then each message's plan in turn. So a second message of a new thread (a later wave) finds

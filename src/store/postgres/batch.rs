@@ -14,7 +14,7 @@
 //! Per tenant, at most one transaction of ingests runs on this node: the first ingest starts a
 //! drainer task; later ones queue (at most `MAX_WAITING`) and are taken, up to `MAX_BATCH` at a
 //! time, when the running transaction ends. In the transaction each message is the same op as
-//! alone (`ops::ingest_reads` then `ops::ingest_with`, its plan in `crate::plan`). The messages
+//! alone (`ops::ingest_reads_all` then `ops::ingest_with`, its plan in `crate::plan`). The messages
 //! are taken in the order of their thread's key (`to`, then `from`, arrival order within), so
 //! two batches on two nodes lock common threads in one order (the one cycle left, two numbers
 //! of one location reaching one customer in opposite orders, is broken by PostgreSQL's
@@ -41,7 +41,6 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use futures_util::future::join_all;
 use tokio::{sync::oneshot, time::Instant};
 
 use super::{Fail, Finished, Inner, MAX_ATTEMPTS, Tx, ops, unavailable};
@@ -242,17 +241,7 @@ async fn write_wave(
     wave: Vec<InboundInput>,
     answers: &mut Vec<StoreResult<Ingested>>,
 ) -> Result<(), Fail> {
-    let writes = tx.take_writes().await?;
-    let statements = ops::prepare_ingest(tx, tenant, &wave[0]).await?;
-    let (written, facts) = tokio::join!(
-        biased;
-        tx.send_writes(&writes),
-        // `join_all` polls its futures in order the first time: each message's reads go out then.
-        join_all(wave.iter().map(|input| ops::ingest_reads(tx, &statements, tenant, input))),
-    );
-    // The first failure is the cause; the ones after it only say the transaction aborted.
-    written?;
-    let facts = facts.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let facts = ops::ingest_reads_all(tx, tenant, &wave).await?;
     for (input, facts) in wave.into_iter().zip(facts) {
         let staged = (tx.deferred.len(), tx.events.len());
         match ops::ingest_with(tx, tenant, input, facts).await {

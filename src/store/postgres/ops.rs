@@ -406,7 +406,7 @@ pub(super) struct IngestFacts {
 
 /// Prepares (from the cache) the reads of an inbound message, before anything is sent, so
 /// that every read goes out in the order it is sent in.
-pub(super) async fn prepare_ingest(tx: &Tx, tenant: &TenantId, input: &InboundInput) -> Result<IngestStatements> {
+async fn prepare_ingest(tx: &Tx, tenant: &TenantId, input: &InboundInput) -> Result<IngestStatements> {
     let (t, to, from) = (tenant.as_str(), input.to.as_str(), input.from.as_str());
     Ok(IngestStatements([
         tx.prepare(INGEST_FIRST, &[&t, &input.external_id, &to]).await?,
@@ -420,7 +420,7 @@ pub(super) async fn prepare_ingest(tx: &Tx, tenant: &TenantId, input: &InboundIn
 /// order). Each finds what it needs by the message's numbers, not by an earlier one's answer,
 /// and runs after the one before it, in a snapshot of its own (READ COMMITTED): so the folders
 /// are read with the thread already locked.
-pub(super) async fn ingest_reads(
+async fn ingest_reads(
     tx: &Tx,
     statements: &IngestStatements,
     tenant: &TenantId,
@@ -445,18 +445,36 @@ pub(super) async fn ingest_reads(
     })
 }
 
-/// One inbound message: its reads in one round trip (behind the writes an earlier message
-/// of the same transaction staged, which they then see), then `ingest_with`.
-pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) -> Result<Ingested> {
+/// The reads of inbound messages that cannot see each other's rows (one, or a `batch`
+/// wave), in one round trip: behind the rows staged before them (`Tx::take_writes`), which
+/// they then see. What each found, in order.
+pub(super) async fn ingest_reads_all(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    inputs: &[InboundInput],
+) -> Result<Vec<IngestFacts>> {
+    let Some(any) = inputs.first() else {
+        return Ok(Vec::new());
+    };
     let writes = tx.take_writes().await?;
-    let statements = prepare_ingest(tx, tenant, &input).await?;
+    let statements = prepare_ingest(tx, tenant, any).await?;
     let (written, facts) = tokio::join!(
         biased;
         tx.send_writes(&writes),
-        ingest_reads(tx, &statements, tenant, &input),
+        // `join_all` polls its futures in order the first time: each message's reads go out then.
+        futures_util::future::join_all(inputs.iter().map(|input| ingest_reads(tx, &statements, tenant, input))),
     );
+    // The first failure is the cause; the ones after it only say the transaction aborted.
     written?;
-    ingest_with(tx, tenant, input, facts?).await
+    facts.into_iter().collect()
+}
+
+/// One inbound message: its reads (`ingest_reads_all`), then `ingest_with`.
+pub(super) async fn ingest(tx: &mut Tx, tenant: &TenantId, input: InboundInput) -> Result<Ingested> {
+    let facts = ingest_reads_all(tx, tenant, std::slice::from_ref(&input)).await?;
+    // unwrap: one message, one answer.
+    let facts = facts.into_iter().next().unwrap();
+    ingest_with(tx, tenant, input, facts).await
 }
 
 /// The rest of an inbound message, from what its reads found: the plan, and its rows and

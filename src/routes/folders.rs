@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 
 use super::{
     Caller, State,
-    input::{Query, path_id},
+    input::{self, Query, path_id},
     paging::{self, MessageList},
 };
 use crate::{
@@ -31,7 +31,10 @@ pub async fn search(state: State, caller: Caller, q: Query) -> Result<HttpRespon
             Some(digits)
         }
     };
-    let text = q.get("q").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let text = match q.get("q") {
+        Some(s) => Some(input::without_nul("q", s)?.trim().to_owned()).filter(|s| !s.is_empty()),
+        None => None,
+    };
     Ok(HttpResponse::Ok().json(state.store.search_folders(&scope, digits, text).await?))
 }
 

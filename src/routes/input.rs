@@ -38,7 +38,7 @@ impl Body {
 
     pub fn string(&self, field: &str) -> Result<String, ApiError> {
         match self.get(field) {
-            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::String(s)) => without_nul(field, s).map(str::to_owned),
             Some(_) => Err(ApiError::invalid(field, "must be a string")),
             None => Err(ApiError::invalid(field, "is required")),
         }
@@ -115,6 +115,16 @@ impl Body {
             Some(_) => Err(ApiError::invalid(field, "must be an array")),
         }
     }
+}
+
+/// `s` if it holds no NUL character (U+0000). JSON and query strings may carry one, but no
+/// text of the hub's may: PostgreSQL refuses it in `text`, so on that backend it would be a
+/// failed write instead of the caller's 422 naming the field.
+pub fn without_nul<'a>(field: &str, s: &'a str) -> Result<&'a str, ApiError> {
+    if s.contains('\0') {
+        return Err(ApiError::invalid(field, "must not contain the NUL character (U+0000)"));
+    }
+    Ok(s)
 }
 
 /// A path segment that must be an id.

@@ -575,6 +575,39 @@ async fn a_bad_phone_number_is_a_422_problem_naming_the_field() {
 }
 
 #[tokio::test]
+async fn a_nul_character_in_any_text_is_a_422_problem_naming_the_field_and_stores_nothing() {
+    let app = spawn_app().await;
+    app.seed().await;
+    let olga = olga();
+    let (status, resp) = app.inbound("SM1", CUSTOMER, L1_SMS, "a\u{0}b").await;
+    assert_invalid(status, &resp, "body");
+    let (status, resp) = app.inbound("SM\u{0}2", CUSTOMER, L1_SMS, "hi").await;
+    assert_invalid(status, &resp, "external_id");
+    assert!(mine(&app, &olga).await.is_empty(), "no thread from a refused message");
+    let (status, resp) = put(
+        &app,
+        "/api/v1/locations/L2",
+        &service_token(),
+        json!({"name": "L\u{0}2", "sms_numbers": []}),
+    )
+    .await;
+    assert_invalid(status, &resp, "name");
+    let (status, resp) = put(
+        &app,
+        "/api/v1/folders/F2",
+        &service_token(),
+        json!({"name": "F\u{0}2", "location_id": "L1", "phone_numbers": []}),
+    )
+    .await;
+    assert_invalid(status, &resp, "name");
+    problem(app.get("/api/v1/folders/F2", &olga).await, 404).await;
+    let (status, resp) = get(&app, "/api/v1/folders?q=a%00b", &olga).await;
+    assert_invalid(status, &resp, "q");
+    let (status, _) = app.inbound("SM1", CUSTOMER, L1_SMS, "ab").await;
+    assert_eq!(status, 201, "the refused message's external id is still free");
+}
+
+#[tokio::test]
 async fn paging_parameters_out_of_range_are_422_problems_naming_them() {
     let app = spawn_app().await;
     app.seed().await;

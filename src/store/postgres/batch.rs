@@ -243,12 +243,11 @@ async fn write_wave(
 ) -> Result<(), Fail> {
     let facts = ops::ingest_reads_all(tx, tenant, &wave).await?;
     for (input, facts) in wave.into_iter().zip(facts) {
-        let staged = (tx.deferred.len(), tx.events.len());
+        let mark = tx.mark();
         match ops::ingest_with(tx, tenant, input, facts).await {
             Ok(ingested) => answers.push(Ok(ingested)),
             Err(Fail::Store(refused)) => {
-                tx.deferred.truncate(staged.0);
-                tx.events.truncate(staged.1);
+                tx.back_to(mark);
                 answers.push(Err(refused));
             }
             Err(fail) => return Err(fail),

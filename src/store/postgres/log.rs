@@ -68,7 +68,7 @@ pub(super) enum Appended {
     CommitFailed(Fail),
 }
 
-/// Ends a write's transaction in one round trip: its deferred writes (`Tx::defer`), then
+/// Ends a write's transaction in one round trip: its staged rows (`Tx::take_writes`), then
 /// its events appended to the tenant's log, then COMMIT, all sent before any answer is read.
 /// A statement that fails aborts the transaction, and the COMMIT behind it rolls back: the
 /// first failure is the cause (the ones after it only say the transaction was aborted).

@@ -21,7 +21,8 @@
 //! BEGIN (READ COMMITTED, sent with the op's first statement: `Conn::start`); the op reads
 //! its facts (`FOR SHARE` / `FOR UPDATE`, always in the order preferences → thread → folders →
 //! log head, so that writes never wait in a cycle) and stages the rows its plan writes
-//! (`Tx::defer`; an op that must read an answer back executes it at once); the runner sends
+//! (`Tx::stage_message`, `Tx::stage_thread`: written one statement per table, `staged`; an op
+//! that must read an answer back executes it at once); the runner sends
 //! those rows, the plan's events' append and the COMMIT in one pipeline (`log::commit`; the
 //! tenant's head row is the last lock taken and is held only until COMMIT); then, still in id
 //! order for the tenant, to the store's `Publisher` (the bus); then the caller's answer. A unique violation (two first messages
@@ -42,6 +43,7 @@ mod log;
 mod migrate;
 mod ops;
 mod reads;
+mod staged;
 
 use std::{sync::Arc, time::Duration};
 
@@ -51,7 +53,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio::runtime::Handle;
 use tokio_postgres::{NoTls, Row, Statement, error::SqlState, types::ToSql};
 
-use self::log::{Appended, Outbox};
+use self::{
+    log::{Appended, Outbox},
+    staged::Staged,
+};
 use super::*;
 use crate::{
     config::PostgresSettings,
@@ -267,28 +272,13 @@ impl Conn {
 }
 
 /// A write's transaction: its connection, the rows its plan wrote that nothing reads back
-/// in the transaction (`Tx::defer`), and the events its plan emitted (`Tx::emit_all`). The
-/// runner sends those last writes, the events' append and the COMMIT together, in one
-/// round trip (`log::commit`).
+/// in the transaction (`Tx::stage_message`, `Tx::stage_thread`), and the events its plan
+/// emitted (`Tx::emit_all`). The runner sends those rows, the events' append and the COMMIT
+/// together, in one round trip (`log::commit`).
 pub(super) struct Tx {
     conn: Conn,
-    deferred: Vec<Deferred>,
+    staged: Staged,
     events: Vec<NewEvent>,
-}
-
-/// A parameter of a deferred statement, owned: it is sent after the op returned.
-pub(super) type Param = Box<dyn ToSql + Sync + Send>;
-
-/// A write staged by `Tx::defer`: a statement and its parameters.
-pub(super) struct Deferred {
-    sql: &'static str,
-    params: Vec<Param>,
-}
-
-impl Deferred {
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
-    }
 }
 
 impl std::ops::Deref for Tx {
@@ -298,52 +288,81 @@ impl std::ops::Deref for Tx {
     }
 }
 
+/// How much a transaction had staged at one moment (`Tx::mark`), to go back to.
+#[derive(Clone, Copy)]
+pub(super) struct TxMark {
+    staged: staged::Mark,
+    events: usize,
+}
+
 impl Tx {
     /// Stages a plan's events, in order.
     pub(super) fn emit_all(&mut self, events: Vec<NewEvent>) {
         self.events.extend(events);
     }
 
-    /// Stages a write whose outcome the op does not read: the runner sends it, in staging
-    /// order, in the COMMIT's round trip. Its failure (a collision with a racer's row, say)
-    /// fails the write as an executed statement's would, only later.
-    pub(super) fn defer(&mut self, sql: &'static str, params: Vec<Param>) {
-        self.deferred.push(Deferred { sql, params });
+    /// Stages a new message, to be written with the other staged rows (`Tx::take_writes`):
+    /// in the COMMIT's round trip, or in front of a later op's reads. Its failure (a
+    /// collision with a racer's row, say) fails the write as an executed statement's would,
+    /// only later.
+    pub(super) fn stage_message(&mut self, tenant: &TenantId, m: &Message) {
+        self.staged.message(tenant, m);
     }
 
-    /// Takes the staged writes, prepared (from the cache), to be sent in front of the
-    /// statements that come next (`Conn::send_writes`): a later op of the same transaction
-    /// (`batch`) or the append and COMMIT (`log::commit`). Preparing them all before anything
-    /// is sent keeps them in order: were one prepared in the pipeline, what follows it could
-    /// reach the server first.
-    pub(super) async fn take_writes(&mut self) -> Result<Writes> {
-        let deferred = std::mem::take(&mut self.deferred);
-        let mut statements = Vec::with_capacity(deferred.len());
-        for d in &deferred {
-            statements.push(self.prepare(d.sql, &d.params()).await?);
+    /// Stages a new or changed thread, like `stage_message`.
+    pub(super) fn stage_thread(&mut self, tenant: &TenantId, t: &Thread) {
+        self.staged.thread(tenant, t);
+    }
+
+    /// What is staged now, rows and events.
+    pub(super) fn mark(&self) -> TxMark {
+        TxMark {
+            staged: self.staged.mark(),
+            events: self.events.len(),
         }
-        Ok(Writes { deferred, statements })
+    }
+
+    /// Unstages the rows and events staged after `mark`.
+    pub(super) fn back_to(&mut self, mark: TxMark) {
+        self.staged.truncate(mark.staged);
+        self.events.truncate(mark.events);
+    }
+
+    /// Takes the staged rows (one statement per table, `staged`), prepared (from the cache),
+    /// to be sent in front of the statements that come next (`Conn::send_writes`): a later
+    /// op of the same transaction (`batch`) or the append and COMMIT (`log::commit`).
+    /// Preparing them all before anything is sent keeps them in order: were one prepared in
+    /// the pipeline, what follows it could reach the server first.
+    pub(super) async fn take_writes(&mut self) -> Result<Writes> {
+        let staged = std::mem::take(&mut self.staged);
+        let mut statements = Vec::with_capacity(2);
+        if !staged.is_empty() {
+            for (sql, params) in staged.statements() {
+                statements.push(self.prepare(sql, &params).await?);
+            }
+        }
+        Ok(Writes { staged, statements })
     }
 }
 
-/// Staged writes ready to send (`Tx::take_writes`).
+/// Staged rows ready to send (`Tx::take_writes`).
 pub(super) struct Writes {
-    deferred: Vec<Deferred>,
+    staged: Staged,
     statements: Vec<Statement>,
 }
 
 impl Conn {
-    /// Sends staged writes, in order, each request going out as its future is first polled
+    /// Sends staged rows, in order, each request going out as its future is first polled
     /// (so a `biased` join sends them ahead of what it polls next); the first failure, if any.
     pub(super) async fn send_writes(&self, writes: &Writes) -> Result<()> {
-        let params: Vec<Vec<&(dyn ToSql + Sync)>> = writes.deferred.iter().map(Deferred::params).collect();
+        let params = writes.staged.statements();
         // `join_all` polls its futures in order the first time: each request goes out then.
         let written = futures_util::future::join_all(
             writes
                 .statements
                 .iter()
                 .zip(&params)
-                .map(|(st, params)| self.send(self.client().execute(st, params))),
+                .map(|(st, (_, params))| self.send(self.client().execute(st, params))),
         )
         .await;
         written.into_iter().find_map(Result::err).map_or(Ok(()), Err)
@@ -523,7 +542,7 @@ impl Inner {
         conn.start("BEGIN");
         Ok(Tx {
             conn,
-            deferred: Vec::new(),
+            staged: Staged::default(),
             events: Vec::new(),
         })
     }

@@ -27,8 +27,8 @@
 //!
 //! # Round trips
 //! An op's statements that need no earlier one's answer are sent together (ingest's reads:
-//! one round trip), and the rows a plan writes go with the COMMIT (`Tx::defer`): an inbound
-//! message is two round trips, BEGIN to COMMIT. When several inbound messages share a
+//! one round trip), and the rows a plan writes go with the COMMIT (`Tx::stage_message`; one
+//! statement per table, `staged`): an inbound message is two round trips, BEGIN to COMMIT. When several inbound messages share a
 //! transaction (`batch`), the reads of those of different customers go out together, behind
 //! the rows the ones before them staged (`Tx::take_writes`): a batch of different customers is
 //! two round trips too.
@@ -564,48 +564,11 @@ pub(super) async fn ingest_with(
     })
 }
 
-/// Stages a new message and the thread it moved (`Tx::defer`): both are written in the
-/// COMMIT's round trip.
+/// Stages a new message and the thread it moved (`Tx::stage_message`): both are written
+/// in the COMMIT's round trip.
 fn save_message_and_thread(tx: &mut Tx, tenant: &TenantId, m: &Message, t: &Thread) {
-    insert_message(tx, tenant, m);
-    save_thread(tx, tenant, t);
-}
-
-fn insert_message(tx: &mut Tx, tenant: &TenantId, m: &Message) {
-    tx.defer(
-        "INSERT INTO messages (tenant, id, thread_id, direction, body, attachments, created_at, author_id, external_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        vec![
-            Box::new(tenant.as_str().to_owned()),
-            Box::new(m.id.as_str().to_owned()),
-            Box::new(m.thread_id.as_str().to_owned()),
-            Box::new(m.direction.as_str()),
-            Box::new(m.body.clone()),
-            Box::new(reads::attachments_json(&m.attachments)),
-            Box::new(m.created_at.micros()),
-            Box::new(m.author_id.as_ref().map(|u| u.as_str().to_owned())),
-            Box::new(m.external_id.clone()),
-        ],
-    );
-}
-
-fn save_thread(tx: &mut Tx, tenant: &TenantId, t: &Thread) {
-    tx.defer(
-        "INSERT INTO threads (tenant, id, location_id, customer_number, folder_id, unread_count, last_message_id, last_message_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (tenant, id) DO UPDATE SET folder_id = excluded.folder_id, unread_count = excluded.unread_count,
-           last_message_id = excluded.last_message_id, last_message_at = excluded.last_message_at",
-        vec![
-            Box::new(tenant.as_str().to_owned()),
-            Box::new(t.id.as_str().to_owned()),
-            Box::new(t.location_id.as_str().to_owned()),
-            Box::new(t.customer_number.as_str().to_owned()),
-            Box::new(t.folder_id.as_ref().map(|f| f.as_str().to_owned())),
-            Box::new(t.unread_count.min(i32::MAX as u32) as i32),
-            Box::new(t.last_message.id.as_str().to_owned()),
-            Box::new(t.last_message_at.micros()),
-        ],
-    );
+    tx.stage_message(tenant, m);
+    tx.stage_thread(tenant, t);
 }
 
 pub(super) async fn change_read_state(
@@ -626,7 +589,7 @@ pub(super) async fn change_read_state(
 
 /// Stores the thread a plan changed and stages its events.
 async fn apply(tx: &mut Tx, tenant: &TenantId, changed: plan::Changed) -> Result<Thread> {
-    save_thread(tx, tenant, &changed.thread);
+    tx.stage_thread(tenant, &changed.thread);
     tx.emit_all(changed.events);
     Ok(changed.thread)
 }

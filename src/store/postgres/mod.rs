@@ -49,7 +49,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, QueueMode, RecyclingMethod, Runtime};
 use tokio::runtime::Handle;
 use tokio_postgres::{NoTls, Row, Statement, error::SqlState, types::ToSql};
 
@@ -428,6 +428,9 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size.max(1))
+            // The connection used last is handed out first: under a light load a few hot
+            // backends serve every write, instead of each call waking the coldest one.
+            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(settings.timeout()))
             .create_timeout(Some(settings.connect_timeout()))

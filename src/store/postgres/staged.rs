@@ -185,3 +185,82 @@ impl Staged {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{
+        FolderId, LocationId, MessageId, PhoneNumber, ThreadId,
+        model::{Direction, Timestamp},
+    };
+
+    fn message(id: &str, thread: &str) -> Message {
+        Message {
+            id: MessageId::trusted(id),
+            thread_id: ThreadId::trusted(thread),
+            direction: Direction::Inbound,
+            body: "hi".into(),
+            attachments: Vec::new(),
+            created_at: Timestamp::from_micros(100),
+            author_id: None,
+            external_id: Some(format!("x-{id}")),
+        }
+    }
+
+    fn thread(id: &str, folder: Option<&str>, unread: u32) -> Thread {
+        Thread {
+            id: ThreadId::trusted(id),
+            location_id: LocationId::trusted("L1"),
+            customer_number: PhoneNumber::trusted("+15551234567"),
+            folder_id: folder.map(FolderId::trusted),
+            unread: unread > 0,
+            unread_count: unread,
+            last_message: message("m0", id),
+            last_message_at: Timestamp::from_micros(100),
+        }
+    }
+
+    #[test]
+    fn a_thread_staged_twice_is_one_row_with_its_last_state() {
+        let tenant = TenantId::trusted("acme");
+        let mut staged = Staged::default();
+        staged.thread(&tenant, &thread("t1", None, 1));
+        staged.thread(&tenant, &thread("t2", None, 1));
+        staged.thread(&tenant, &thread("t1", Some("F1"), 2));
+        assert_eq!(staged.threads.id, ["t1", "t2"]);
+        assert_eq!(staged.threads.folder_id, [Some("F1".to_owned()), None]);
+        assert_eq!(staged.threads.unread_count, [2, 1]);
+        let statements = staged.statements();
+        assert_eq!(statements.len(), 1, "threads only");
+        assert_eq!(statements[0].0, SAVE_THREADS);
+    }
+
+    #[test]
+    fn back_to_a_mark_unstages_what_came_after_it_in_every_column() {
+        let tenant = TenantId::trusted("acme");
+        let mut staged = Staged::default();
+        assert!(staged.is_empty() && staged.statements().is_empty());
+        staged.message(&tenant, &message("m1", "t1"));
+        staged.thread(&tenant, &thread("t1", None, 1));
+        let mark = staged.mark();
+        staged.message(&tenant, &message("m2", "t2"));
+        staged.thread(&tenant, &thread("t2", None, 1));
+        staged.truncate(mark);
+        let (m, t) = (&staged.messages, &staged.threads);
+        assert_eq!(m.id, ["m1"]);
+        assert_eq!(
+            [m.thread_id.len(), m.direction.len(), m.body.len(), m.attachments.len()],
+            [1; 4]
+        );
+        assert_eq!([m.created_at.len(), m.author_id.len(), m.external_id.len()], [1; 3]);
+        assert_eq!(t.id, ["t1"]);
+        assert_eq!(
+            [t.location_id.len(), t.customer_number.len(), t.folder_id.len(), t.last_message_id.len()],
+            [1; 4]
+        );
+        assert_eq!([t.unread_count.len(), t.last_message_at.len()], [1; 2]);
+        let sql: Vec<&str> = staged.statements().iter().map(|(sql, _)| *sql).collect();
+        assert_eq!(sql, [INSERT_MESSAGES, SAVE_THREADS], "messages, then threads");
+        assert_eq!(staged.statements()[0].1.len(), 9, "tenant and eight columns");
+    }
+}

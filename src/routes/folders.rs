@@ -31,10 +31,8 @@ pub async fn search(state: State, caller: Caller, q: Query) -> Result<HttpRespon
             Some(digits)
         }
     };
-    let text = match q.get("q") {
-        Some(s) => Some(input::without_nul("q", s)?.trim().to_owned()).filter(|s| !s.is_empty()),
-        None => None,
-    };
+    let text = q.get("q").map(|s| input::without_nul("q", s)).transpose()?;
+    let text = text.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
     Ok(HttpResponse::Ok().json(state.store.search_folders(&scope, digits, text).await?))
 }
 

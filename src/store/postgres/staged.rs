@@ -255,7 +255,12 @@ mod tests {
         assert_eq!([m.created_at.len(), m.author_id.len(), m.external_id.len()], [1; 3]);
         assert_eq!(t.id, ["t1"]);
         assert_eq!(
-            [t.location_id.len(), t.customer_number.len(), t.folder_id.len(), t.last_message_id.len()],
+            [
+                t.location_id.len(),
+                t.customer_number.len(),
+                t.folder_id.len(),
+                t.last_message_id.len()
+            ],
             [1; 4]
         );
         assert_eq!([t.unread_count.len(), t.last_message_at.len()], [1; 2]);

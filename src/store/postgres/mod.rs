@@ -334,20 +334,18 @@ impl Tx {
     /// Preparing them all before anything is sent keeps them in order: were one prepared in
     /// the pipeline, what follows it could reach the server first.
     pub(super) async fn take_writes(&mut self) -> Result<Writes> {
-        let staged = std::mem::take(&mut self.staged);
+        let columns = std::mem::take(&mut self.staged).columns();
         let mut statements = Vec::with_capacity(2);
-        if !staged.is_empty() {
-            for (sql, params) in staged.statements() {
-                statements.push(self.prepare(sql, &params).await?);
-            }
+        for (sql, params) in columns.statements() {
+            statements.push(self.prepare(sql, &params).await?);
         }
-        Ok(Writes { staged, statements })
+        Ok(Writes { columns, statements })
     }
 }
 
 /// Staged rows ready to send (`Tx::take_writes`).
 pub(super) struct Writes {
-    staged: Staged,
+    columns: staged::Columns,
     statements: Vec<Statement>,
 }
 
@@ -355,7 +353,7 @@ impl Conn {
     /// Sends staged rows, in order, each request going out as its future is first polled
     /// (so a `biased` join sends them ahead of what it polls next); the first failure, if any.
     pub(super) async fn send_writes(&self, writes: &Writes) -> Result<()> {
-        let params = writes.staged.statements();
+        let params = writes.columns.statements();
         // `join_all` polls its futures in order the first time: each request goes out then.
         let written = futures_util::future::join_all(
             writes

@@ -1,11 +1,12 @@
 //! The rows a write's plan staged and nothing in its transaction reads back (messages and
-//! threads, `Tx::stage_message` / `Tx::stage_thread`), held column by column so that each
-//! table's rows go out as one statement however many there are (`Tx::take_writes`): a
-//! batch's wave of N inbound messages is two statements, not 2N.
+//! threads, `Tx::stage_message` / `Tx::stage_thread`), and how they are written: each
+//! table's rows as one statement however many there are (`Tx::take_writes`), so a batch's
+//! wave of N inbound messages is two statements, not 2N.
 //!
-//! Each statement takes its rows as arrays and `unnest`s them, in staging order. A thread
-//! staged twice keeps its last state (one `ON CONFLICT DO UPDATE` statement may not touch a
-//! row twice, and the later state supersedes the earlier anyway).
+//! Each statement takes its rows as arrays, a column each (`Columns`), and `unnest`s them,
+//! in staging order. A thread staged twice is one row, in its last state (one `ON CONFLICT
+//! DO UPDATE` statement may not touch a row twice, and the later state supersedes the
+//! earlier anyway).
 
 use tokio_postgres::types::ToSql;
 
@@ -28,37 +29,12 @@ pub(super) const SAVE_THREADS: &str = "
     ON CONFLICT (tenant, id) DO UPDATE SET folder_id = excluded.folder_id, unread_count = excluded.unread_count,
       last_message_id = excluded.last_message_id, last_message_at = excluded.last_message_at";
 
-/// Staged messages, a column each.
-#[derive(Default)]
-pub(super) struct Messages {
-    id: Vec<String>,
-    thread_id: Vec<String>,
-    direction: Vec<&'static str>,
-    body: Vec<String>,
-    attachments: Vec<String>,
-    created_at: Vec<i64>,
-    author_id: Vec<Option<String>>,
-    external_id: Vec<Option<String>>,
-}
-
-/// Staged threads, a column each.
-#[derive(Default)]
-pub(super) struct Threads {
-    id: Vec<String>,
-    location_id: Vec<String>,
-    customer_number: Vec<String>,
-    folder_id: Vec<Option<String>>,
-    unread_count: Vec<i32>,
-    last_message_id: Vec<String>,
-    last_message_at: Vec<i64>,
-}
-
-/// What a write staged so far, for its tenant.
+/// What a write staged so far, for its tenant, in staging order.
 #[derive(Default)]
 pub(super) struct Staged {
     tenant: String,
-    messages: Messages,
-    threads: Threads,
+    messages: Vec<Message>,
+    threads: Vec<Thread>,
 }
 
 /// How much was staged at one moment (`Staged::mark`), to go back to (`Staged::truncate`).
@@ -71,39 +47,15 @@ pub(super) struct Mark {
 impl Staged {
     pub(super) fn message(&mut self, tenant: &TenantId, m: &Message) {
         self.tenant_is(tenant);
-        let rows = &mut self.messages;
-        rows.id.push(m.id.as_str().to_owned());
-        rows.thread_id.push(m.thread_id.as_str().to_owned());
-        rows.direction.push(m.direction.as_str());
-        rows.body.push(m.body.clone());
-        rows.attachments.push(reads::attachments_json(&m.attachments));
-        rows.created_at.push(m.created_at.micros());
-        rows.author_id.push(m.author_id.as_ref().map(|u| u.as_str().to_owned()));
-        rows.external_id.push(m.external_id.clone());
+        self.messages.push(m.clone());
     }
 
     pub(super) fn thread(&mut self, tenant: &TenantId, t: &Thread) {
         self.tenant_is(tenant);
-        let rows = &mut self.threads;
-        let at = match rows.id.iter().position(|id| id == t.id.as_str()) {
-            Some(at) => at,
-            None => {
-                rows.id.push(t.id.as_str().to_owned());
-                rows.location_id.push(String::new());
-                rows.customer_number.push(String::new());
-                rows.folder_id.push(None);
-                rows.unread_count.push(0);
-                rows.last_message_id.push(String::new());
-                rows.last_message_at.push(0);
-                rows.id.len() - 1
-            }
-        };
-        rows.location_id[at] = t.location_id.as_str().to_owned();
-        rows.customer_number[at] = t.customer_number.as_str().to_owned();
-        rows.folder_id[at] = t.folder_id.as_ref().map(|f| f.as_str().to_owned());
-        rows.unread_count[at] = t.unread_count.min(i32::MAX as u32) as i32;
-        rows.last_message_id[at] = t.last_message.id.as_str().to_owned();
-        rows.last_message_at[at] = t.last_message_at.micros();
+        match self.threads.iter_mut().find(|staged| staged.id == t.id) {
+            Some(staged) => *staged = t.clone(),
+            None => self.threads.push(t.clone()),
+        }
     }
 
     fn tenant_is(&mut self, tenant: &TenantId) {
@@ -112,77 +64,117 @@ impl Staged {
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.messages.id.is_empty() && self.threads.id.is_empty()
-    }
-
     pub(super) fn mark(&self) -> Mark {
         Mark {
-            messages: self.messages.id.len(),
-            threads: self.threads.id.len(),
+            messages: self.messages.len(),
+            threads: self.threads.len(),
         }
     }
 
-    /// Unstages what was staged after `mark` (a message its plan refused). A thread that
-    /// was staged before `mark` and again after keeps its later state: only a refused
-    /// message's own plan could have staged it, and a refused plan stages nothing.
+    /// Unstages what was staged after `mark` (a message its plan refused). A thread staged
+    /// before `mark` and again after it keeps its later state; no caller does that (a plan
+    /// that refuses stages nothing).
     pub(super) fn truncate(&mut self, mark: Mark) {
-        let m = &mut self.messages;
-        m.id.truncate(mark.messages);
-        m.thread_id.truncate(mark.messages);
-        m.direction.truncate(mark.messages);
-        m.body.truncate(mark.messages);
-        m.attachments.truncate(mark.messages);
-        m.created_at.truncate(mark.messages);
-        m.author_id.truncate(mark.messages);
-        m.external_id.truncate(mark.messages);
-        let t = &mut self.threads;
-        t.id.truncate(mark.threads);
-        t.location_id.truncate(mark.threads);
-        t.customer_number.truncate(mark.threads);
-        t.folder_id.truncate(mark.threads);
-        t.unread_count.truncate(mark.threads);
-        t.last_message_id.truncate(mark.threads);
-        t.last_message_at.truncate(mark.threads);
+        self.messages.truncate(mark.messages);
+        self.threads.truncate(mark.threads);
     }
 
+    /// The staged rows as the statements' columns.
+    pub(super) fn columns(&self) -> Columns {
+        let (ms, ts) = (&self.messages, &self.threads);
+        Columns {
+            tenant: self.tenant.clone(),
+            messages: MessageColumns {
+                id: ms.iter().map(|m| m.id.as_str().to_owned()).collect(),
+                thread_id: ms.iter().map(|m| m.thread_id.as_str().to_owned()).collect(),
+                direction: ms.iter().map(|m| m.direction.as_str()).collect(),
+                body: ms.iter().map(|m| m.body.clone()).collect(),
+                attachments: ms.iter().map(|m| reads::attachments_json(&m.attachments)).collect(),
+                created_at: ms.iter().map(|m| m.created_at.micros()).collect(),
+                author_id: ms
+                    .iter()
+                    .map(|m| m.author_id.as_ref().map(|u| u.as_str().to_owned()))
+                    .collect(),
+                external_id: ms.iter().map(|m| m.external_id.clone()).collect(),
+            },
+            threads: ThreadColumns {
+                id: ts.iter().map(|t| t.id.as_str().to_owned()).collect(),
+                location_id: ts.iter().map(|t| t.location_id.as_str().to_owned()).collect(),
+                customer_number: ts.iter().map(|t| t.customer_number.as_str().to_owned()).collect(),
+                folder_id: ts
+                    .iter()
+                    .map(|t| t.folder_id.as_ref().map(|f| f.as_str().to_owned()))
+                    .collect(),
+                unread_count: ts.iter().map(|t| t.unread_count.min(i32::MAX as u32) as i32).collect(),
+                last_message_id: ts.iter().map(|t| t.last_message.id.as_str().to_owned()).collect(),
+                last_message_at: ts.iter().map(|t| t.last_message_at.micros()).collect(),
+            },
+        }
+    }
+}
+
+/// Staged rows, a column each: the statements' parameters (`Columns::statements`).
+pub(super) struct Columns {
+    tenant: String,
+    messages: MessageColumns,
+    threads: ThreadColumns,
+}
+
+struct MessageColumns {
+    id: Vec<String>,
+    thread_id: Vec<String>,
+    direction: Vec<&'static str>,
+    body: Vec<String>,
+    attachments: Vec<String>,
+    created_at: Vec<i64>,
+    author_id: Vec<Option<String>>,
+    external_id: Vec<Option<String>>,
+}
+
+struct ThreadColumns {
+    id: Vec<String>,
+    location_id: Vec<String>,
+    customer_number: Vec<String>,
+    folder_id: Vec<Option<String>>,
+    unread_count: Vec<i32>,
+    last_message_id: Vec<String>,
+    last_message_at: Vec<i64>,
+}
+
+impl Columns {
     /// The statements to send, in order (messages, then threads), each with its parameters;
     /// a table with nothing staged has none.
     pub(super) fn statements(&self) -> Vec<(&'static str, Vec<&(dyn ToSql + Sync)>)> {
-        let mut out = Vec::with_capacity(2);
-        let (tenant, m, t) = (&self.tenant, &self.messages, &self.threads);
-        if !m.id.is_empty() {
-            out.push((
-                INSERT_MESSAGES,
-                vec![
-                    tenant as &(dyn ToSql + Sync),
-                    &m.id,
-                    &m.thread_id,
-                    &m.direction,
-                    &m.body,
-                    &m.attachments,
-                    &m.created_at,
-                    &m.author_id,
-                    &m.external_id,
-                ],
-            ));
-        }
-        if !t.id.is_empty() {
-            out.push((
-                SAVE_THREADS,
-                vec![
-                    tenant as &(dyn ToSql + Sync),
-                    &t.id,
-                    &t.location_id,
-                    &t.customer_number,
-                    &t.folder_id,
-                    &t.unread_count,
-                    &t.last_message_id,
-                    &t.last_message_at,
-                ],
-            ));
-        }
-        out
+        let (tenant, m, t) = (&self.tenant as &(dyn ToSql + Sync), &self.messages, &self.threads);
+        let messages = vec![
+            tenant,
+            &m.id,
+            &m.thread_id,
+            &m.direction,
+            &m.body,
+            &m.attachments,
+            &m.created_at,
+            &m.author_id,
+            &m.external_id,
+        ];
+        let threads = vec![
+            tenant,
+            &t.id,
+            &t.location_id,
+            &t.customer_number,
+            &t.folder_id,
+            &t.unread_count,
+            &t.last_message_id,
+            &t.last_message_at,
+        ];
+        [
+            (m.id.len(), INSERT_MESSAGES, messages),
+            (t.id.len(), SAVE_THREADS, threads),
+        ]
+        .into_iter()
+        .filter(|(rows, _, _)| *rows > 0)
+        .map(|(_, sql, params)| (sql, params))
+        .collect()
     }
 }
 
@@ -227,45 +219,34 @@ mod tests {
         staged.thread(&tenant, &thread("t1", None, 1));
         staged.thread(&tenant, &thread("t2", None, 1));
         staged.thread(&tenant, &thread("t1", Some("F1"), 2));
-        assert_eq!(staged.threads.id, ["t1", "t2"]);
-        assert_eq!(staged.threads.folder_id, [Some("F1".to_owned()), None]);
-        assert_eq!(staged.threads.unread_count, [2, 1]);
-        let statements = staged.statements();
+        let columns = staged.columns();
+        assert_eq!(columns.threads.id, ["t1", "t2"]);
+        assert_eq!(columns.threads.folder_id, [Some("F1".to_owned()), None]);
+        assert_eq!(columns.threads.unread_count, [2, 1]);
+        let statements = columns.statements();
         assert_eq!(statements.len(), 1, "threads only");
         assert_eq!(statements[0].0, SAVE_THREADS);
+        assert_eq!(statements[0].1.len(), 8, "tenant and seven columns");
     }
 
     #[test]
-    fn back_to_a_mark_unstages_what_came_after_it_in_every_column() {
+    fn back_to_a_mark_unstages_what_came_after_it() {
         let tenant = TenantId::trusted("acme");
         let mut staged = Staged::default();
-        assert!(staged.is_empty() && staged.statements().is_empty());
+        assert!(staged.columns().statements().is_empty());
         staged.message(&tenant, &message("m1", "t1"));
         staged.thread(&tenant, &thread("t1", None, 1));
         let mark = staged.mark();
         staged.message(&tenant, &message("m2", "t2"));
         staged.thread(&tenant, &thread("t2", None, 1));
         staged.truncate(mark);
-        let (m, t) = (&staged.messages, &staged.threads);
-        assert_eq!(m.id, ["m1"]);
-        assert_eq!(
-            [m.thread_id.len(), m.direction.len(), m.body.len(), m.attachments.len()],
-            [1; 4]
-        );
-        assert_eq!([m.created_at.len(), m.author_id.len(), m.external_id.len()], [1; 3]);
-        assert_eq!(t.id, ["t1"]);
-        assert_eq!(
-            [
-                t.location_id.len(),
-                t.customer_number.len(),
-                t.folder_id.len(),
-                t.last_message_id.len()
-            ],
-            [1; 4]
-        );
-        assert_eq!([t.unread_count.len(), t.last_message_at.len()], [1; 2]);
-        let sql: Vec<&str> = staged.statements().iter().map(|(sql, _)| *sql).collect();
+        let columns = staged.columns();
+        assert_eq!(columns.messages.id, ["m1"]);
+        assert_eq!(columns.messages.external_id, [Some("x-m1".to_owned())]);
+        assert_eq!(columns.threads.id, ["t1"]);
+        let statements = columns.statements();
+        let sql: Vec<&str> = statements.iter().map(|(sql, _)| *sql).collect();
         assert_eq!(sql, [INSERT_MESSAGES, SAVE_THREADS], "messages, then threads");
-        assert_eq!(staged.statements()[0].1.len(), 9, "tenant and eight columns");
+        assert_eq!(statements[0].1.len(), 9, "tenant and eight columns");
     }
 }

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub ingested: IntCounter,
     /// Time to store an inbound message durably and publish its events.
     pub ingest_seconds: Histogram,
+    /// Inbound messages per committed ingestion transaction (the PostgreSQL store's group
+    /// commit: 1 when a message found no transaction of its tenant running).
+    pub ingest_batch_messages: Histogram,
     /// HTTP responses, by status class.
     pub http_responses: IntCounterVec,
     /// Batches of events this node failed to publish to the other nodes (they read them from
@@ -49,6 +52,14 @@ impl Metrics {
             .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0]),
         )
         .unwrap();
+        let ingest_batch_messages = Histogram::with_opts(
+            HistogramOpts::new(
+                "ingest_batch_messages",
+                "Inbound messages per committed ingestion transaction (PostgreSQL group commit)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
+        )
+        .unwrap();
         let http_responses =
             IntCounterVec::new(Opts::new("http_responses_total", "HTTP responses"), &["class"]).unwrap();
         let publish_failures = IntCounter::new(
@@ -74,6 +85,7 @@ impl Metrics {
         registry.register(Box::new(queue_overflows.clone())).unwrap();
         registry.register(Box::new(ingested.clone())).unwrap();
         registry.register(Box::new(ingest_seconds.clone())).unwrap();
+        registry.register(Box::new(ingest_batch_messages.clone())).unwrap();
         registry.register(Box::new(http_responses.clone())).unwrap();
         registry.register(Box::new(publish_failures.clone())).unwrap();
         registry.register(Box::new(catch_ups.clone())).unwrap();
@@ -87,6 +99,7 @@ impl Metrics {
             queue_overflows,
             ingested,
             ingest_seconds,
+            ingest_batch_messages,
             http_responses,
             publish_failures,
             catch_ups,

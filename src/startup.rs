@@ -130,6 +130,7 @@ impl Application {
                 let store = Arc::new(
                     PgStore::connect(&settings.postgres, Arc::new(publisher), settings.events.retention).await?,
                 );
+                store.report_to(metrics.clone());
                 let transport: Arc<dyn pubsub::PubSub> = match bus_backend {
                     BusBackend::Local => Arc::new(pubsub::Loopback::new(router.clone())),
                     BusBackend::Redis => pubsub::connect(&settings.redis, router.clone())

@@ -18,6 +18,7 @@ use switchboard::{
         model::{Ingested, Thread},
     },
     event::{Event, EventKind},
+    metrics::Metrics,
     store::{
         EventLog, FolderInput, InboundInput, LocationInput, Paging, PreferencesPatch, Publisher, Replay, Scope, Store,
         StoreError,
@@ -288,6 +289,8 @@ async fn log_of_messages(f: &Fixture, messages: usize) -> Vec<Event> {
 async fn inbound_messages_waiting_for_their_tenant_are_written_in_one_transaction_each_with_its_answer() {
     let f = fixture(1000).await;
     seed_folder(&f.store).await;
+    let metrics = Arc::new(Metrics::new());
+    f.store.report_to(metrics.clone());
     let before = f.bus.batches();
     let other_customer = |id: &str| InboundInput {
         from: phone("+15557654321"),
@@ -305,6 +308,12 @@ async fn inbound_messages_waiting_for_their_tenant_are_written_in_one_transactio
     }))
     .await;
     assert_eq!(f.bus.batches() - before, 1, "one commit, one publish");
+    let batch = &metrics.ingest_batch_messages;
+    assert_eq!(
+        (batch.get_sample_count(), batch.get_sample_sum()),
+        (1, 4.0),
+        "the metric counts one transaction of four messages"
+    );
     assert_eq!(
         answers.iter().map(|a| a.created).collect::<Vec<_>>(),
         [true, true, true, false],
@@ -330,6 +339,28 @@ async fn inbound_messages_waiting_for_their_tenant_are_written_in_one_transactio
     let ids: Vec<u64> = f.bus.events().iter().map(|e| e.id).collect();
     assert_eq!(ids, (1..=6).collect::<Vec<_>>(), "published once each, in id order");
     assert_eq!(logged.len(), 6);
+}
+
+#[tokio::test]
+async fn a_node_on_postgres_reports_the_messages_of_each_ingestion_transaction_in_its_metrics() {
+    let app = crate::helpers::spawn_app().await;
+    app.seed().await;
+    crate::helpers::http::ingest(&app, "SM1", crate::helpers::http::CUSTOMER).await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "switchboard_ingest_batch_messages_count 1",
+        "switchboard_ingest_batch_messages_sum 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
 }
 
 #[tokio::test]
@@ -361,6 +392,8 @@ async fn a_message_its_plan_refuses_gets_its_refusal_and_the_others_of_its_trans
 async fn a_statement_that_fails_in_a_shared_transaction_fails_only_its_own_message() {
     let f = fixture(1000).await;
     seed_folder(&f.store).await;
+    let metrics = Arc::new(Metrics::new());
+    f.store.report_to(metrics.clone());
     let before = f.bus.batches();
     // PostgreSQL's text holds no NUL: the message's INSERT fails, and with it the transaction
     // the three share; each is then written alone. (The HTTP edge refuses a NUL with a 422
@@ -382,6 +415,12 @@ async fn a_statement_that_fails_in_a_shared_transaction_fails_only_its_own_messa
         f.bus.batches() - before,
         2,
         "the two that can land, each in a commit of its own"
+    );
+    let batch = &metrics.ingest_batch_messages;
+    assert_eq!(
+        (batch.get_sample_count(), batch.get_sample_sum()),
+        (2, 2.0),
+        "two transactions of one message each; the one that failed counts nowhere"
     );
     assert_eq!(f.store.thread(&tenant(), &one.thread.id).await.unwrap().unread_count, 2);
     log_of_messages(&f, 2).await;

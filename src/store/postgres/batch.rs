@@ -35,6 +35,9 @@
 //! Each message keeps its own deadline (`postgres.timeout_ms`): one whose deadline passed
 //! while it waited is answered 503 and not written; a transaction runs until the earliest
 //! deadline of its messages.
+//!
+//! Each committed transaction's count of messages goes to `switchboard_ingest_batch_messages`
+//! (`PgStore::report_to`): how much the batching is doing, for an operator.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -176,6 +179,7 @@ impl Drainer {
         let finished = tokio::time::timeout_at(deadline, attempt(inner, tenant, inputs)).await;
         match finished {
             Ok(Finished::Done(Ok(answers))) => {
+                committed(inner, answers.iter().filter(|a| a.is_ok()).count());
                 for (p, answer) in batch.into_iter().zip(answers) {
                     let _ = p.answer.send(answer);
                 }
@@ -259,9 +263,22 @@ async fn write_wave(
 /// One message in a transaction of its own, run again on a collision, under its deadline.
 async fn alone(inner: &Inner, tenant: &TenantId, input: InboundInput, deadline: Instant) -> StoreResult<Ingested> {
     let write = async { transact!(inner, tenant, |tx| ops::ingest(&mut tx, tenant, input.clone()).await) };
-    tokio::time::timeout_at(deadline, write)
+    let answer = tokio::time::timeout_at(deadline, write)
         .await
-        .unwrap_or_else(|_| Err(timed_out(inner)))
+        .unwrap_or_else(|_| Err(timed_out(inner)));
+    if answer.is_ok() {
+        committed(inner, 1);
+    }
+    answer
+}
+
+/// Counts a committed ingestion transaction of `messages` messages (`PgStore::report_to`).
+/// Messages answered from an earlier write (a repeated `external_id`) count: they were
+/// answered by the transaction, as the others.
+fn committed(inner: &Inner, messages: usize) {
+    if let (Some(metrics), 1..) = (inner.metrics.get(), messages) {
+        metrics.ingest_batch_messages.observe(messages as f64);
+    }
 }
 
 fn timed_out(inner: &Inner) -> StoreError {

@@ -65,6 +65,7 @@ use crate::{
         User,
     },
     event::NewEvent,
+    metrics::Metrics,
     rules::ReadChange,
 };
 
@@ -88,6 +89,8 @@ struct Inner {
     outbox: Outbox,
     /// Inbound messages waiting to be written together, per tenant (`batch`).
     batches: batch::Waiting,
+    /// Where `batch` counts the messages of each ingestion transaction (`PgStore::report_to`).
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
     /// Set on a store made by `explaining`: every query is explained first (see `Conn`).
     explain: Option<Explained>,
     retention: u64,
@@ -440,6 +443,7 @@ impl PgStore {
                 pool,
                 outbox: Outbox::new(publisher.clone()),
                 batches: batch::Waiting::default(),
+                metrics: std::sync::OnceLock::new(),
                 sink: publisher,
                 explain: None,
                 retention: retention.max(1),
@@ -449,6 +453,12 @@ impl PgStore {
         };
         store.ping().await.context("connecting to PostgreSQL")?;
         Ok(store)
+    }
+
+    /// Counts into `metrics` how many inbound messages each ingestion transaction committed
+    /// (`switchboard_ingest_batch_messages`). The first call wins; `serve` makes it once.
+    pub fn report_to(&self, metrics: Arc<Metrics>) {
+        let _ = self.inner.metrics.set(metrics);
     }
 
     /// The same store (pool, settings), explaining every query it runs into the returned
@@ -464,6 +474,7 @@ impl PgStore {
                 sink: i.sink.clone(),
                 outbox: Outbox::new(i.sink.clone()),
                 batches: batch::Waiting::default(),
+                metrics: std::sync::OnceLock::new(),
                 explain: Some(explained.clone()),
                 retention: i.retention,
                 timeout: i.timeout,

@@ -108,6 +108,10 @@ pub struct PostgresSettings {
     pub timeout_ms: u64,
     /// Longest opening one connection may take, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// How long, in microseconds, a tenant's next ingestion transaction waits after the one
+    /// before it for more inbound messages to go in with it (0: never; at most 100,000, larger
+    /// values count as 100,000). A message that finds its tenant idle never waits.
+    pub ingest_linger_us: u64,
 }
 
 impl PostgresSettings {
@@ -117,6 +121,11 @@ impl PostgresSettings {
 
     pub fn connect_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// `ingest_linger_us`, bounded; `None` for 0.
+    pub fn ingest_linger(&self) -> Option<std::time::Duration> {
+        (self.ingest_linger_us > 0).then(|| std::time::Duration::from_micros(self.ingest_linger_us.min(100_000)))
     }
 }
 
@@ -198,6 +207,21 @@ pub fn configured(s: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ingest_linger_is_off_at_zero_and_bounded_at_100_ms() {
+        let with = |us| PostgresSettings {
+            ingest_linger_us: us,
+            ..Settings::defaults().postgres
+        };
+        assert_eq!(Settings::defaults().postgres.ingest_linger(), None, "off by default");
+        assert_eq!(with(0).ingest_linger(), None);
+        assert_eq!(with(250).ingest_linger(), Some(std::time::Duration::from_micros(250)));
+        assert_eq!(
+            with(5_000_000).ingest_linger(),
+            Some(std::time::Duration::from_millis(100))
+        );
+    }
 
     #[test]
     fn built_in_defaults_describe_the_embedded_single_node() {

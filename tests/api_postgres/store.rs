@@ -342,6 +342,48 @@ async fn inbound_messages_waiting_for_their_tenant_are_written_in_one_transactio
 }
 
 #[tokio::test]
+async fn with_a_linger_messages_that_arrive_just_after_a_commit_wait_for_company_and_go_in_together() {
+    const LINGER: Duration = Duration::from_millis(100);
+    let f = fixture(1000).await;
+    seed_folder(&f.store).await;
+    let lingering = Arc::new(
+        PgStore::connect(
+            &PostgresSettings {
+                ingest_linger_us: LINGER.as_micros() as u64,
+                ..settings(&f.db.url)
+            },
+            f.bus.clone(),
+            1000,
+        )
+        .await
+        .expect("the store connects"),
+    );
+    let metrics = Arc::new(Metrics::new());
+    lingering.report_to(metrics.clone());
+    let started = Instant::now();
+    let first = lingering.ingest(&tenant(), inbound("SM1", "one")).await.unwrap();
+    assert!(first.created, "a message to an idle tenant goes in at once, alone");
+    // Sent after the first one committed: they wait for the linger, and go in together.
+    let later = join_all(["SM2", "SM3"].map(|id| {
+        let store = lingering.clone();
+        async move { store.ingest(&tenant(), inbound(id, id)).await.unwrap() }
+    }))
+    .await;
+    assert!(
+        started.elapsed() >= LINGER,
+        "answered no sooner than the linger after the first commit"
+    );
+    assert!(later.iter().all(|m| m.created));
+    let batch = &metrics.ingest_batch_messages;
+    assert_eq!(
+        (batch.get_sample_count(), batch.get_sample_sum()),
+        (2, 3.0),
+        "one transaction of one, then one of two"
+    );
+    assert_eq!(later[1].thread.unread_count, 3);
+}
+
+#[tokio::test]
 async fn a_node_on_postgres_reports_the_messages_of_each_ingestion_transaction_in_its_metrics() {
     use crate::helpers::{http, ws::metric_total};
     let app = crate::helpers::spawn_app().await;

@@ -36,6 +36,14 @@
 //! while it waited is answered 503 and not written; a transaction runs until the earliest
 //! deadline of its messages.
 //!
+//! # Waiting for company
+//! With `postgres.ingest_linger_us` set, a drainer whose transaction just ended waits until
+//! that long after its end before taking the next batch (unless a full batch already
+//! waits), and only then ends if nothing came. So under a steady load messages are written
+//! a few at a time instead of one by one, at the cost of up to that wait each; a message that
+//! finds its tenant idle (no drainer running) still starts its transaction at once. Off (0)
+//! by default.
+//!
 //! Each committed transaction's count of messages goes to `switchboard_ingest_batch_messages`
 //! (`PgStore::report_to`): how much the batching is doing, for an operator.
 
@@ -138,7 +146,15 @@ impl Drop for Drainer {
 
 impl Drainer {
     async fn run(mut self) {
+        // When this drainer's last transaction ended: from then on the tenant is busy, and
+        // the next transaction may wait for company (`postgres.ingest_linger_us`).
+        let mut ended: Option<Instant> = None;
         loop {
+            if let (Some(ended), Some(linger)) = (ended, self.inner.linger)
+                && self.waiting() < MAX_BATCH
+            {
+                tokio::time::sleep_until(ended + linger).await;
+            }
             let batch: Vec<Pending> = {
                 let mut tenants = self.inner.batches.lock();
                 if tenants.get(&self.tenant).is_none_or(VecDeque::is_empty) {
@@ -167,7 +183,13 @@ impl Drainer {
                 }
                 _ => self.together(live).await,
             }
+            ended = Some(Instant::now());
         }
+    }
+
+    /// How many messages of the tenant wait now.
+    fn waiting(&self) -> usize {
+        self.inner.batches.lock().get(&self.tenant).map_or(0, VecDeque::len)
     }
 
     /// One transaction for the batch; each message alone if it surely did not commit.

@@ -95,6 +95,8 @@ struct Inner {
     explain: Option<Explained>,
     retention: u64,
     timeout: Duration,
+    /// `postgres.ingest_linger_us` (`batch`).
+    linger: Option<Duration>,
     /// The runtime the store was opened on: calls run there, whichever actix worker asked,
     /// so the pool's connections live on one runtime for the store's whole life.
     runtime: Handle,
@@ -448,6 +450,7 @@ impl PgStore {
                 explain: None,
                 retention: retention.max(1),
                 timeout: settings.timeout(),
+                linger: settings.ingest_linger(),
                 runtime: Handle::current(),
             }),
         };
@@ -478,6 +481,7 @@ impl PgStore {
                 explain: Some(explained.clone()),
                 retention: i.retention,
                 timeout: i.timeout,
+                linger: i.linger,
                 runtime: i.runtime.clone(),
             }),
         };

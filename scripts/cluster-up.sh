@@ -179,8 +179,9 @@ tail_log() {
     done
 }
 
-# Polls (bounded: 30 s) until "$@" succeeds; fails if process $2 (pid) exits first or the time
-# runs out, with the end of the logs in $3 (a space-separated list).
+# Polls (bounded: 300 tries 0.1 s apart, each check bounded too: curl gets --max-time) until
+# "$@" succeeds; fails if process $2 (pid) exits first or the time runs out, with the end of
+# the logs in $3 (a space-separated list).
 await() {
     local what=$1 pid=$2 log=$3
     shift 3
@@ -285,7 +286,7 @@ for i in 0 1 2; do
 done
 for i in 0 1 2; do
     await "node $((i + 1)) on ${NODES[$i]}" "${node_pids[$i]}" "$RUN/node$((i + 1)).log" \
-        curl -fs "http://127.0.0.1:${NODES[$i]}/readyz"
+        curl -fs --max-time 5 "http://127.0.0.1:${NODES[$i]}/readyz"
 done
 
 sed -e "s|@RUN@|$RUN|g" -e "s|@LISTEN@|127.0.0.1:$PORT|" \
@@ -300,7 +301,7 @@ front+=("$nginx_pid")
 ours() {
     local answer
     [[ $(cat "$RUN/nginx.pid" 2>/dev/null) == "$nginx_pid" ]] &&
-        answer=$(curl -fsi "http://127.0.0.1:$PORT/healthz") &&
+        answer=$(curl -fsi --max-time 5 "http://127.0.0.1:$PORT/healthz") &&
         grep -qi '^server: nginx' <<<"$answer"
 }
 await "nginx on $PORT" "$nginx_pid" "$RUN/nginx-stderr.log" ours

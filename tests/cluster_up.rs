@@ -96,7 +96,19 @@ fn run_to_end(mut cmd: Command) -> Output {
         Ok(out) => out.unwrap(),
         Err(_) => {
             let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-            panic!("cluster-up.sh did not end within {START:?}");
+            // What it said, to tell a script that kept running from a process it started
+            // that still holds its output open.
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Ok(out)) => panic!(
+                    "cluster-up.sh did not end within {START:?}; stopped, it said:\n{}\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                _ => panic!(
+                    "cluster-up.sh did not end within {START:?}, and its output stayed open 30 s \
+                     after SIGTERM (a process it started still holds it)"
+                ),
+            }
         }
     }
 }

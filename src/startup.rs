@@ -244,15 +244,36 @@ impl Application {
         self.server.await
     }
 
-    /// Like `run_until_stopped`, also stopping gracefully on SIGTERM or SIGINT.
+    /// Like `run_until_stopped`, also stopping gracefully on SIGTERM or SIGINT. The stop is
+    /// bounded: should the server not have ended a while after the sessions' and the
+    /// requests' own time limits (once seen in CI: a node whose HTTP workers had all ended
+    /// but whose server never said so, left running), this returns anyway, and the process
+    /// exits.
     pub async fn run_with_signals(self) -> std::io::Result<()> {
         let stopper = self.stopper.clone();
+        // The sessions' drain, then actix's graceful stop, each up to `timeout`; then slack.
+        let bound = 2 * stopper.timeout + Duration::from_secs(5);
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             wait_for_signal().await;
             info!("signal received: closing sessions (1001), finishing requests");
+            let _ = signalled.send(());
             stopper.stop().await;
         });
-        self.server.await
+        let overdue = async {
+            match on_signal.await {
+                Ok(()) => tokio::time::sleep(bound).await,
+                // The task ended without a signal: no bound to keep.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ended = self.server => ended,
+            () = overdue => {
+                warn!(?bound, "the server did not end within its bound after the signal: exiting anyway");
+                Ok(())
+            }
+        }
     }
 }
 

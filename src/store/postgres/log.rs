@@ -73,7 +73,7 @@ pub(super) enum Appended {
 /// A statement that fails aborts the transaction, and the COMMIT behind it rolls back: the
 /// first failure is the cause (the ones after it only say the transaction was aborted).
 pub(super) async fn commit(tx: &mut Tx, tenant: &TenantId, retention: u64) -> Appended {
-    let writes = match tx.take_writes().await {
+    let writes = match tx.take_writes(tenant).await {
         Ok(writes) => writes,
         Err(fail) => return Appended::NotSent(fail),
     };

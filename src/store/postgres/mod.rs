@@ -21,9 +21,9 @@
 //! BEGIN (READ COMMITTED, sent with the op's first statement: `Conn::start`); the op reads
 //! its facts (`FOR SHARE` / `FOR UPDATE`, always in the order preferences → thread → folders →
 //! log head, so that writes never wait in a cycle) and stages the rows its plan writes
-//! (`Tx::stage_message`, `Tx::stage_thread`: written one statement per table, `staged`; an op
-//! that must read an answer back executes it at once); the runner sends
-//! those rows, the plan's events' append and the COMMIT in one pipeline (`log::commit`; the
+//! (`Tx::stage_message`, `Tx::stage_thread`: written one statement per table, `staged`; an
+//! op that must read an answer back executes it at once); the runner sends those rows, the
+//! plan's events' append and the COMMIT in one pipeline (`log::commit`; the
 //! tenant's head row is the last lock taken and is held only until COMMIT); then, still in id
 //! order for the tenant, to the store's `Publisher` (the bus); then the caller's answer. A unique violation (two first messages
 //! racing to create a thread, one `external_id` posted twice at once, a number claimed twice),
@@ -310,13 +310,13 @@ impl Tx {
     /// in the COMMIT's round trip, or in front of a later op's reads. Its failure (a
     /// collision with a racer's row, say) fails the write as an executed statement's would,
     /// only later.
-    pub(super) fn stage_message(&mut self, tenant: &TenantId, m: &Message) {
-        self.staged.message(tenant, m);
+    pub(super) fn stage_message(&mut self, m: &Message) {
+        self.staged.message(m);
     }
 
     /// Stages a new or changed thread, like `stage_message`.
-    pub(super) fn stage_thread(&mut self, tenant: &TenantId, t: &Thread) {
-        self.staged.thread(tenant, t);
+    pub(super) fn stage_thread(&mut self, t: &Thread) {
+        self.staged.thread(t);
     }
 
     /// What is staged now, rows and events.
@@ -338,8 +338,8 @@ impl Tx {
     /// op of the same transaction (`batch`) or the append and COMMIT (`log::commit`).
     /// Preparing them all before anything is sent keeps them in order: were one prepared in
     /// the pipeline, what follows it could reach the server first.
-    pub(super) async fn take_writes(&mut self) -> Result<Writes> {
-        let columns = std::mem::take(&mut self.staged).columns();
+    pub(super) async fn take_writes(&mut self, tenant: &TenantId) -> Result<Writes> {
+        let columns = std::mem::take(&mut self.staged).columns(tenant);
         let mut statements = Vec::with_capacity(2);
         for (sql, params) in columns.statements() {
             statements.push(self.prepare(sql, &params).await?);

@@ -28,10 +28,10 @@
 //! # Round trips
 //! An op's statements that need no earlier one's answer are sent together (ingest's reads:
 //! one round trip), and the rows a plan writes go with the COMMIT (`Tx::stage_message`; one
-//! statement per table, `staged`): an inbound message is two round trips, BEGIN to COMMIT. When several inbound messages share a
-//! transaction (`batch`), the reads of those of different customers go out together, behind
-//! the rows the ones before them staged (`Tx::take_writes`): a batch of different customers is
-//! two round trips too.
+//! statement per table, `staged`): an inbound message is two round trips, BEGIN to COMMIT.
+//! When several inbound messages share a transaction (`batch`), the reads of those of
+//! different customers go out together, behind the rows the ones before them staged
+//! (`Tx::take_writes`): a batch of different customers is two round trips too.
 
 use std::collections::BTreeSet;
 
@@ -456,7 +456,7 @@ pub(super) async fn ingest_reads_all(
     let Some(any) = inputs.first() else {
         return Ok(Vec::new());
     };
-    let writes = tx.take_writes().await?;
+    let writes = tx.take_writes(tenant).await?;
     let statements = prepare_ingest(tx, tenant, any).await?;
     let (written, facts) = tokio::join!(
         biased;
@@ -555,7 +555,7 @@ pub(super) async fn ingest_with(
     // A new thread collides with a racer's (threads_by_key), a repeated external_id with the
     // racer's message (messages_by_external_id), when these are written at COMMIT: the
     // runner runs this again.
-    save_message_and_thread(tx, tenant, &planned.message, &planned.thread);
+    save_message_and_thread(tx, &planned.message, &planned.thread);
     tx.emit_all(planned.events);
     Ok(Ingested {
         message: planned.message,
@@ -566,9 +566,9 @@ pub(super) async fn ingest_with(
 
 /// Stages a new message and the thread it moved (`Tx::stage_message`): both are written
 /// in the COMMIT's round trip.
-fn save_message_and_thread(tx: &mut Tx, tenant: &TenantId, m: &Message, t: &Thread) {
-    tx.stage_message(tenant, m);
-    tx.stage_thread(tenant, t);
+fn save_message_and_thread(tx: &mut Tx, m: &Message, t: &Thread) {
+    tx.stage_message(m);
+    tx.stage_thread(t);
 }
 
 pub(super) async fn change_read_state(
@@ -583,15 +583,15 @@ pub(super) async fn change_read_state(
     let resources = resources_of(tx, tenant, &thread).await?;
     match plan::read_state(&thread, &resources, prefs, by, change) {
         None => Ok(thread),
-        Some(changed) => apply(tx, tenant, changed).await,
+        Some(changed) => Ok(apply(tx, changed)),
     }
 }
 
 /// Stores the thread a plan changed and stages its events.
-async fn apply(tx: &mut Tx, tenant: &TenantId, changed: plan::Changed) -> Result<Thread> {
-    tx.stage_thread(tenant, &changed.thread);
+fn apply(tx: &mut Tx, changed: plan::Changed) -> Thread {
+    tx.stage_thread(&changed.thread);
     tx.emit_all(changed.events);
-    Ok(changed.thread)
+    changed.thread
 }
 
 pub(super) async fn reply(
@@ -621,7 +621,7 @@ pub(super) async fn reply(
         Timestamp::now(),
         newer,
     )?;
-    save_message_and_thread(tx, tenant, &replied.message, &replied.thread);
+    save_message_and_thread(tx, &replied.message, &replied.thread);
     tx.emit_all(replied.events);
     Ok(replied.message)
 }
@@ -650,7 +650,7 @@ pub(super) async fn assign(
     let current = resources_of(tx, tenant, &thread).await?;
     match plan::assign(&thread, &current, &target, prefs, by)? {
         None => Ok(thread),
-        Some(changed) => apply(tx, tenant, changed).await,
+        Some(changed) => Ok(apply(tx, changed)),
     }
 }
 

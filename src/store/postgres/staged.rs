@@ -29,10 +29,9 @@ pub(super) const SAVE_THREADS: &str = "
     ON CONFLICT (tenant, id) DO UPDATE SET folder_id = excluded.folder_id, unread_count = excluded.unread_count,
       last_message_id = excluded.last_message_id, last_message_at = excluded.last_message_at";
 
-/// What a write staged so far, for its tenant, in staging order.
+/// What a write staged so far, in staging order.
 #[derive(Default)]
 pub(super) struct Staged {
-    tenant: String,
     messages: Vec<Message>,
     threads: Vec<Thread>,
 }
@@ -45,22 +44,14 @@ pub(super) struct Mark {
 }
 
 impl Staged {
-    pub(super) fn message(&mut self, tenant: &TenantId, m: &Message) {
-        self.tenant_is(tenant);
+    pub(super) fn message(&mut self, m: &Message) {
         self.messages.push(m.clone());
     }
 
-    pub(super) fn thread(&mut self, tenant: &TenantId, t: &Thread) {
-        self.tenant_is(tenant);
+    pub(super) fn thread(&mut self, t: &Thread) {
         match self.threads.iter_mut().find(|staged| staged.id == t.id) {
             Some(staged) => *staged = t.clone(),
             None => self.threads.push(t.clone()),
-        }
-    }
-
-    fn tenant_is(&mut self, tenant: &TenantId) {
-        if self.tenant != tenant.as_str() {
-            self.tenant = tenant.as_str().to_owned();
         }
     }
 
@@ -79,23 +70,24 @@ impl Staged {
         self.threads.truncate(mark.threads);
     }
 
-    /// The staged rows as the statements' columns.
-    pub(super) fn columns(&self) -> Columns {
-        let (ms, ts) = (&self.messages, &self.threads);
+    /// The staged rows of `tenant`'s write as the statements' columns.
+    pub(super) fn columns(self, tenant: &TenantId) -> Columns {
+        let (ms, ts) = (self.messages, self.threads);
         Columns {
-            tenant: self.tenant.clone(),
+            tenant: tenant.as_str().to_owned(),
             messages: MessageColumns {
-                id: ms.iter().map(|m| m.id.as_str().to_owned()).collect(),
                 thread_id: ms.iter().map(|m| m.thread_id.as_str().to_owned()).collect(),
                 direction: ms.iter().map(|m| m.direction.as_str()).collect(),
-                body: ms.iter().map(|m| m.body.clone()).collect(),
                 attachments: ms.iter().map(|m| reads::attachments_json(&m.attachments)).collect(),
                 created_at: ms.iter().map(|m| m.created_at.micros()).collect(),
                 author_id: ms
                     .iter()
                     .map(|m| m.author_id.as_ref().map(|u| u.as_str().to_owned()))
                     .collect(),
+                id: ms.iter().map(|m| m.id.as_str().to_owned()).collect(),
+                // Moved, not copied: the bodies are the bulk of the rows.
                 external_id: ms.iter().map(|m| m.external_id.clone()).collect(),
+                body: ms.into_iter().map(|m| m.body).collect(),
             },
             threads: ThreadColumns {
                 id: ts.iter().map(|t| t.id.as_str().to_owned()).collect(),
@@ -216,10 +208,10 @@ mod tests {
     fn a_thread_staged_twice_is_one_row_with_its_last_state() {
         let tenant = TenantId::trusted("acme");
         let mut staged = Staged::default();
-        staged.thread(&tenant, &thread("t1", None, 1));
-        staged.thread(&tenant, &thread("t2", None, 1));
-        staged.thread(&tenant, &thread("t1", Some("F1"), 2));
-        let columns = staged.columns();
+        staged.thread(&thread("t1", None, 1));
+        staged.thread(&thread("t2", None, 1));
+        staged.thread(&thread("t1", Some("F1"), 2));
+        let columns = staged.columns(&tenant);
         assert_eq!(columns.threads.id, ["t1", "t2"]);
         assert_eq!(columns.threads.folder_id, [Some("F1".to_owned()), None]);
         assert_eq!(columns.threads.unread_count, [2, 1]);
@@ -233,14 +225,14 @@ mod tests {
     fn back_to_a_mark_unstages_what_came_after_it() {
         let tenant = TenantId::trusted("acme");
         let mut staged = Staged::default();
-        assert!(staged.columns().statements().is_empty());
-        staged.message(&tenant, &message("m1", "t1"));
-        staged.thread(&tenant, &thread("t1", None, 1));
+        assert!(Staged::default().columns(&tenant).statements().is_empty());
+        staged.message(&message("m1", "t1"));
+        staged.thread(&thread("t1", None, 1));
         let mark = staged.mark();
-        staged.message(&tenant, &message("m2", "t2"));
-        staged.thread(&tenant, &thread("t2", None, 1));
+        staged.message(&message("m2", "t2"));
+        staged.thread(&thread("t2", None, 1));
         staged.truncate(mark);
-        let columns = staged.columns();
+        let columns = staged.columns(&tenant);
         assert_eq!(columns.messages.id, ["m1"]);
         assert_eq!(columns.messages.external_id, [Some("x-m1".to_owned())]);
         assert_eq!(columns.threads.id, ["t1"]);

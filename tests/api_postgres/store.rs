@@ -341,6 +341,117 @@ async fn inbound_messages_waiting_for_their_tenant_are_written_in_one_transactio
     assert_eq!(logged.len(), 6);
 }
 
+/// Four customers of L1: A (listed by F1, which has a thread already), B (listed by F2, with
+/// a thread in F2), C (a thread in no folder) and D (listed by F2, no thread yet).
+const WAVE_CUSTOMERS: [&str; 4] = ["+15551234567", "+15557654321", "+15553334444", "+15559990000"];
+
+/// F1 (`seed_folder`), F2 listing B and D with sal (sales) only, and a first message from
+/// each of A, B and C, one at a time.
+async fn seed_wave(store: &PgStore) {
+    seed_folder(store).await;
+    store
+        .upsert_folder(
+            &tenant(),
+            &FolderId::parse("F2").unwrap(),
+            FolderInput {
+                name: "Jones roof".into(),
+                location_id: LocationId::parse("L1").unwrap(),
+                phone_numbers: vec![phone(WAVE_CUSTOMERS[1]), phone(WAVE_CUSTOMERS[3])],
+                sales_resource_id: Some(user("sal")),
+                service_resource_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    for (i, from) in WAVE_CUSTOMERS[..3].iter().enumerate() {
+        let first = InboundInput {
+            from: phone(from),
+            ..inbound(&format!("first{i}"), "hello")
+        };
+        store.ingest(&tenant(), first).await.unwrap();
+    }
+}
+
+/// What a run of the wave's messages left: each customer's thread (folder, unread count) and
+/// the events it published after the seeding, as (kind, route), in the order published.
+async fn after_the_wave(
+    f: &Fixture,
+    answers: &[Ingested],
+    seeded: usize,
+) -> (Vec<(Option<String>, u32)>, Vec<(String, String)>) {
+    let mut threads = Vec::new();
+    for answer in answers {
+        let thread = f.store.thread(&tenant(), &answer.thread.id).await.unwrap();
+        threads.push((thread.folder_id.map(|id| id.as_str().to_owned()), thread.unread_count));
+    }
+    let events = f.bus.events()[seeded..]
+        .iter()
+        .map(|e| (e.kind.as_str().to_owned(), serde_json::to_string(&e.route).unwrap()))
+        .collect();
+    (threads, events)
+}
+
+#[tokio::test]
+async fn a_wave_of_customers_read_together_decides_what_each_message_alone_would() {
+    let messages = || {
+        WAVE_CUSTOMERS
+            .iter()
+            .enumerate()
+            .map(|(i, from)| InboundInput {
+                from: phone(from),
+                ..inbound(&format!("wave{i}"), "again")
+            })
+            .collect::<Vec<_>>()
+    };
+    // The four at once: one transaction, one wave (four customers), three reads in all.
+    let together = fixture(1000).await;
+    seed_wave(&together.store).await;
+    let metrics = Arc::new(Metrics::new());
+    together.store.report_to(metrics.clone());
+    let seeded = together.bus.events().len();
+    let answers = join_all(messages().into_iter().map(|input| {
+        let store = together.store.clone();
+        async move { store.ingest(&tenant(), input).await.expect("every message lands") }
+    }))
+    .await;
+    let batch = &metrics.ingest_batch_messages;
+    assert_eq!(
+        (batch.get_sample_count(), batch.get_sample_sum()),
+        (1, 4.0),
+        "one transaction of the four"
+    );
+    assert!(answers.iter().all(|a| a.created));
+    // The same four one by one, on a store of their own.
+    let alone = fixture(1000).await;
+    seed_wave(&alone.store).await;
+    let mut alone_answers = Vec::new();
+    for input in messages() {
+        alone_answers.push(alone.store.ingest(&tenant(), input).await.unwrap());
+    }
+    let (threads, events) = after_the_wave(&together, &answers, seeded).await;
+    assert_eq!(
+        threads,
+        [
+            (Some("F1".to_owned()), 2),
+            (Some("F2".to_owned()), 2),
+            (None, 2),
+            (Some("F2".to_owned()), 1)
+        ],
+        "each message found its own thread and folders: D was assigned to F2 as it lists D"
+    );
+    let (alone_threads, alone_events) = after_the_wave(&alone, &alone_answers, seeded).await;
+    assert_eq!(threads, alone_threads);
+    let sorted = |mut v: Vec<(String, String)>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(events),
+        sorted(alone_events),
+        "the same events to the same people"
+    );
+}
+
 #[tokio::test]
 async fn with_a_linger_messages_that_arrive_just_after_a_commit_wait_for_company_and_go_in_together() {
     const LINGER: Duration = Duration::from_millis(100);

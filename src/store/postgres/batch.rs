@@ -21,8 +21,9 @@
 //! deadlock detection, and the batch runs again message by message), and cut into *waves*
 //! (`waves`): runs of messages of which no two have the same
 //! customer or `external_id`, so none can see another's rows. A wave is one round trip: the
-//! rows the wave before staged (`Tx::take_writes`), then the reads of every message in it;
-//! then each message's plan in turn. So a second message of a new thread (a later wave) finds
+//! rows the wave before staged (`Tx::take_writes`), then the reads of all its messages, three
+//! statements for the whole wave (`ops::ingest_reads_all`: its threads locked in the wave's
+//! order); then each message's plan in turn. So a second message of a new thread (a later wave) finds
 //! the thread the first made, and a batch of different customers is two round trips: its reads,
 //! then its rows with the append and the COMMIT.
 //!

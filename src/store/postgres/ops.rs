@@ -30,8 +30,9 @@
 //! one round trip), and the rows a plan writes go with the COMMIT (`Tx::stage_message`; one
 //! statement per table, `staged`): an inbound message is two round trips, BEGIN to COMMIT.
 //! When several inbound messages share a transaction (`batch`), the reads of those of
-//! different customers go out together, behind the rows the ones before them staged
-//! (`Tx::take_writes`): a batch of different customers is two round trips too.
+//! different customers go out together, one statement per read for all of them (`WAVE_FIRST`),
+//! behind the rows the ones before them staged (`Tx::take_writes`): a batch of different
+//! customers is two round trips too.
 
 use std::collections::BTreeSet;
 
@@ -40,6 +41,7 @@ use tokio_postgres::{Row, Statement, types::ToSql};
 use super::{
     Fail, Result, Tx,
     reads::{self, ThreadRow},
+    unavailable,
 };
 use crate::{
     domain::{
@@ -393,6 +395,57 @@ const INGEST_FOLDERS: &str = concat!(
      FOR SHARE OF f"
 );
 
+/// The three reads of a wave of several inbound messages (`batch`), one statement each for
+/// all of them: the same facts as `INGEST_FIRST`, `INGEST_THREAD` and `INGEST_FOLDERS`, in
+/// the same columns, found through arrays with an element per message (`$2`, `$3`: the
+/// columns of `unnest` named in each), each row ending with its message's place in the wave
+/// (from 1). Each statement's fixed cost is paid once per wave instead of once per message:
+/// PostgreSQL spends on the reads of a wave of eight about 0.4 of what it spends reading them
+/// one by one, of two about 0.9; for one message alone these cost about 1.2 times its own three,
+/// which it keeps.
+///
+/// The facts of each message, and the preferences once (an InitPlan), locked FOR SHARE.
+const WAVE_FIRST: &str = concat!(
+    "SELECT (SELECT id FROM messages WHERE tenant = $1 AND external_id = u.external_id), ",
+    location_of!("u.to_number"),
+    ", (SELECT ARRAY[notify_sales, notify_service] FROM preferences WHERE tenant = $1 FOR SHARE), u.place
+     FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(external_id, to_number, place)
+     ORDER BY u.place"
+);
+
+/// Each message's thread, locked in the wave's order (that of the threads' keys, `batch`):
+/// the lock is taken inside the LATERAL sub-select, row by row as the array is walked.
+const WAVE_THREAD: &str = concat!(
+    "SELECT ",
+    reads::thread_and_last!(),
+    ", u.place FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(to_number, customer, place)
+     JOIN LATERAL (SELECT * FROM threads t WHERE t.tenant = $1 AND t.location_id = ",
+    location_of!("u.to_number"),
+    " AND t.customer_number = u.customer OFFSET 0) t ON true ",
+    last_message!(),
+    " ORDER BY u.place FOR UPDATE OF t"
+);
+
+/// Each message's folders (as `INGEST_FOLDERS`, per message by a LATERAL sub-select), all
+/// locked FOR SHARE in the order of their ids.
+const WAVE_FOLDERS: &str = concat!(
+    "SELECT f.id, f.location_id, f.sales_resource_id, f.service_resource_id, c.listed, c.thread, c.place
+     FROM (SELECT u.place, c.id, c.listed, c.thread
+           FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(customer, to_number, place),
+           LATERAL (SELECT n.folder_id AS id, true AS listed, NULL::text AS thread FROM folder_numbers n
+                    WHERE n.tenant = $1 AND n.number = u.customer
+                    UNION ALL
+                    SELECT t.folder_id, false, t.id FROM threads t
+                    WHERE t.tenant = $1 AND t.location_id = ",
+    location_of!("u.to_number"),
+    " AND t.customer_number = u.customer AND t.folder_id IS NOT NULL
+                    OFFSET 0) c
+           ORDER BY c.id, u.place) c,
+     LATERAL (SELECT f.id, f.location_id, f.sales_resource_id, f.service_resource_id FROM folders f
+              WHERE f.tenant = $1 AND f.id = c.id OFFSET 0) f
+     FOR SHARE OF f"
+);
+
 /// An inbound message's three reads (`INGEST_FIRST`, `INGEST_THREAD`, `INGEST_FOLDERS`),
 /// prepared: the same statements for every message.
 pub(super) struct IngestStatements([Statement; 3]);
@@ -447,26 +500,81 @@ async fn ingest_reads(
 
 /// The reads of inbound messages that cannot see each other's rows (one, or a `batch`
 /// wave), in one round trip: behind the rows staged before them (`Tx::take_writes`), which
-/// they then see. What each found, in order.
+/// they then see. What each found, in order. A wave of several is read with one statement
+/// per read (`WAVE_FIRST`), a message alone with its own three (`INGEST_FIRST`).
 pub(super) async fn ingest_reads_all(
     tx: &mut Tx,
     tenant: &TenantId,
     inputs: &[InboundInput],
 ) -> Result<Vec<IngestFacts>> {
-    let Some(any) = inputs.first() else {
-        return Ok(Vec::new());
-    };
     let writes = tx.take_writes(tenant).await?;
-    let statements = prepare_ingest(tx, tenant, any).await?;
-    let (written, facts) = tokio::join!(
-        biased;
-        tx.send_writes(&writes),
-        // `join_all` polls its futures in order the first time: each message's reads go out then.
-        futures_util::future::join_all(inputs.iter().map(|input| ingest_reads(tx, &statements, tenant, input))),
-    );
+    let (written, facts) = match inputs {
+        [] => return Ok(Vec::new()),
+        [input] => {
+            let statements = prepare_ingest(tx, tenant, input).await?;
+            tokio::join!(biased; tx.send_writes(&writes), async {
+                Ok(vec![ingest_reads(tx, &statements, tenant, input).await?])
+            })
+        }
+        wave => tokio::join!(biased; tx.send_writes(&writes), wave_reads(tx, tenant, wave)),
+    };
     // The first failure is the cause; the ones after it only say the transaction aborted.
     written?;
-    facts.into_iter().collect()
+    facts
+}
+
+/// The reads of a wave of several messages: three statements (`WAVE_FIRST`, `WAVE_THREAD`,
+/// `WAVE_FOLDERS`), sent in that order as this future is first polled, their rows then
+/// dealt out to the messages by the place each row ends with.
+async fn wave_reads(tx: &Tx, tenant: &TenantId, wave: &[InboundInput]) -> Result<Vec<IngestFacts>> {
+    let t = tenant.as_str();
+    let external_ids: Vec<&str> = wave.iter().map(|i| i.external_id.as_str()).collect();
+    let tos: Vec<&str> = wave.iter().map(|i| i.to.as_str()).collect();
+    let froms: Vec<&str> = wave.iter().map(|i| i.from.as_str()).collect();
+    let first_params: [&(dyn ToSql + Sync); 3] = [&t, &external_ids, &tos];
+    let thread_params: [&(dyn ToSql + Sync); 3] = [&t, &tos, &froms];
+    let folder_params: [&(dyn ToSql + Sync); 3] = [&t, &froms, &tos];
+    // Prepared (from the cache) before anything is sent, so that all go out in order.
+    let first = tx.prepare(WAVE_FIRST, &first_params).await?;
+    let thread = tx.prepare(WAVE_THREAD, &thread_params).await?;
+    let folders = tx.prepare(WAVE_FOLDERS, &folder_params).await?;
+    let (first, thread, folders) = tokio::join!(
+        biased;
+        tx.send(tx.client().query(&first, &first_params)),
+        tx.send(tx.client().query(&thread, &thread_params)),
+        tx.send(tx.client().query(&folders, &folder_params)),
+    );
+    let (first, thread, folders) = (first?, thread?, folders?);
+    let mut facts: Vec<(Option<Row>, Option<Row>, Vec<Row>)> = wave.iter().map(|_| (None, None, Vec::new())).collect();
+    for row in first {
+        let i = place(&row, wave.len())?;
+        facts[i].0 = Some(row);
+    }
+    for row in thread {
+        let i = place(&row, wave.len())?;
+        facts[i].1 = Some(row);
+    }
+    for row in folders {
+        let i = place(&row, wave.len())?;
+        facts[i].2.push(row);
+    }
+    facts
+        .into_iter()
+        .map(|(first, thread, folders)| {
+            let first = first.ok_or_else(|| Fail::Store(unavailable("a message of the wave was not read")))?;
+            Ok(IngestFacts { first, thread, folders })
+        })
+        .collect()
+}
+
+/// Which message of a wave of `len` a row of a `WAVE_*` read is of: its last column, from 1.
+fn place(row: &Row, len: usize) -> Result<usize> {
+    let place: i64 = row.get(row.len() - 1);
+    usize::try_from(place - 1).ok().filter(|&i| i < len).ok_or_else(|| {
+        Fail::Store(unavailable(format!(
+            "a read of the wave named message {place} of {len}"
+        )))
+    })
 }
 
 /// One inbound message: its reads (`ingest_reads_all`), then `ingest_with`.

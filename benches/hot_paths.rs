@@ -1,5 +1,6 @@
 //! The hub's hot paths, in-process: who receives an event (the rules), encoding an event
-//! frame, and fanning one event out to N local sessions through the hub.
+//! frame, fanning one event out to N local sessions through the hub, and parsing an inbound
+//! message's phone numbers (a number never seen, and one parsed before).
 //!
 //! `cargo bench --bench hot_paths` (CI builds it: `cargo bench --no-run`).
 
@@ -8,7 +9,7 @@ use std::{hint::black_box, sync::Arc, time::Instant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use switchboard::{
     bus::EventSink,
-    domain::{Id, LocationId, TenantId, UserId},
+    domain::{Id, LocationId, PhoneParser, TenantId, UserId},
     event::{Event, EventKind, Route},
     hub::{Hub, QueueBounds},
     metrics::Metrics,
@@ -134,5 +135,23 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, audience, encoding, fan_out);
+fn phones(c: &mut Criterion) {
+    let mut group = c.benchmark_group("phone");
+    let parser = PhoneParser::new("US").expect("US is a country");
+    let mut n = 0u32;
+    // A new number every time (the memo cleared as it fills): what every parse cost before
+    // the parser remembered numbers.
+    group.bench_function("parse_a_new_number", |b| {
+        b.iter(|| {
+            n = (n + 1) % 10_000_000;
+            black_box(parser.parse(&format!("+1 (555) {:03}-{:04}", n / 10_000 % 800 + 200, n % 10_000)))
+        })
+    });
+    group.bench_function("parse_a_known_number", |b| {
+        b.iter(|| black_box(parser.parse(black_box("+1 (555) 123-4567"))))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, audience, encoding, fan_out, phones);
 criterion_main!(benches);

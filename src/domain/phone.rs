@@ -5,8 +5,16 @@
 //! libphonenumber is lenient on purpose (it accepts letters, extensions, "tel:" URIs), and
 //! the contract is not. We do not require the number to be *assigned* in the numbering plan:
 //! test numbers such as +1 555 … are legitimate input here.
+//!
+//! Parsing is dear (libphonenumber's regexes: two parses, since the result is read back; about
+//! 30 µs of a node's CPU per inbound message in W4) and the same few numbers come back all day
+//! (a company's own numbers in every `to`, its customers in `from`), so a parser remembers the
+//! numbers it parsed lately (`MEMO_ENTRIES`, each input at most `MEMO_INPUT_BYTES`): the
+//! outcome is a function of the input and the default country alone.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, sync::Arc};
+
+use dashmap::DashMap;
 
 use phonenumber::{Mode, country};
 use serde::Serialize;
@@ -51,10 +59,18 @@ impl fmt::Display for PhoneNumber {
     }
 }
 
-/// Parses numbers with a default country for national input.
-#[derive(Debug, Clone, Copy)]
+/// How many parsed numbers a parser (and its clones) remember; when full, it forgets them all
+/// and starts again, so a stream of numbers never seen before costs no more than without it.
+const MEMO_ENTRIES: usize = 4_096;
+/// Longer input is parsed every time (a number, however decorated, is shorter).
+const MEMO_INPUT_BYTES: usize = 32;
+
+/// Parses numbers with a default country for national input. Clones share what was parsed.
+#[derive(Debug, Clone)]
 pub struct PhoneParser {
     default_country: country::Id,
+    /// Input lately parsed to a number, as given, and that number.
+    memo: Arc<DashMap<Box<str>, PhoneNumber>>,
 }
 
 impl PhoneParser {
@@ -69,11 +85,29 @@ impl PhoneParser {
     pub fn new(default_country: &str) -> Result<Self, String> {
         let _ = &*phonenumber::metadata::DATABASE;
         country::Id::from_str(&default_country.to_ascii_uppercase())
-            .map(|default_country| Self { default_country })
+            .map(|default_country| Self {
+                default_country,
+                memo: Arc::default(),
+            })
             .map_err(|_| format!("unknown country {default_country:?}"))
     }
 
+    /// The number `input` names, in E.164; remembered (see the module's doc).
     pub fn parse(&self, input: &str) -> Result<PhoneNumber, InvalidPhone> {
+        if let Some(known) = self.memo.get(input) {
+            return Ok(known.clone());
+        }
+        let number = self.parse_anew(input)?;
+        if input.len() <= MEMO_INPUT_BYTES {
+            if self.memo.len() >= MEMO_ENTRIES {
+                self.memo.clear();
+            }
+            self.memo.insert(input.into(), number.clone());
+        }
+        Ok(number)
+    }
+
+    fn parse_anew(&self, input: &str) -> Result<PhoneNumber, InvalidPhone> {
         let trimmed = input.trim();
         let allowed = |(i, c): (usize, char)| {
             c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')') || (c == '+' && i == 0)
@@ -151,6 +185,30 @@ mod tests {
         for input in ["555-123-4567", "+44 20 7946 0958", "+15550001111", "+14987887"] {
             let n = us().parse(input).unwrap_or_else(|_| panic!("{input}"));
             assert_eq!(us().parse(n.as_str()), Ok(n.clone()), "{input}");
+        }
+    }
+
+    #[test]
+    fn a_number_parsed_again_is_the_same_and_the_memo_stays_bounded() {
+        let parser = us();
+        let inputs: Vec<String> = (0..MEMO_ENTRIES + 10)
+            .map(|i| format!("555-{:03}-{:04}", i / 10_000 + 200, i % 10_000))
+            .collect();
+        for input in &inputs {
+            let first = parser.parse(input).unwrap();
+            assert_eq!(parser.parse(input), Ok(first.clone()), "{input}");
+            assert_eq!(parser.parse_anew(input), Ok(first), "{input}");
+            assert!(parser.memo.len() <= MEMO_ENTRIES);
+        }
+        assert!(!parser.memo.is_empty(), "numbers are remembered");
+        let clone = parser.clone();
+        assert_eq!(clone.memo.len(), parser.memo.len(), "clones share the memo");
+        let long = format!("+1 555 123 4567{}", " ".repeat(MEMO_INPUT_BYTES));
+        let before = parser.memo.len();
+        assert_eq!(parser.parse(&long).unwrap().as_str(), "+15551234567");
+        assert_eq!(parser.memo.len(), before, "long input is not remembered");
+        for bad in ["abc", "12", "11114987887"] {
+            assert!(parser.parse(bad).is_err() && parser.parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,6 +1,6 @@
 //! The hub's hot paths, in-process: who receives an event (the rules), encoding an event
 //! frame, fanning one event out to N local sessions through the hub, and parsing an inbound
-//! message's phone numbers (a number never seen, and one parsed before).
+//! message's phone numbers and verifying its token (never seen, and seen before).
 //!
 //! `cargo bench --bench hot_paths` (CI builds it: `cargo bench --no-run`).
 
@@ -8,7 +8,9 @@ use std::{hint::black_box, sync::Arc, time::Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use switchboard::{
+    auth::{TokenSpec, Verifier, mint_hs256},
     bus::EventSink,
+    config::Settings,
     domain::{Id, LocationId, PhoneParser, TenantId, UserId},
     event::{Event, EventKind, Route},
     hub::{Hub, QueueBounds},
@@ -153,5 +155,25 @@ fn phones(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, audience, encoding, fan_out, phones);
+fn tokens(c: &mut Criterion) {
+    let mut group = c.benchmark_group("auth");
+    let mut settings = Settings::defaults().auth;
+    settings.hs256_secret = "bench-secret".into();
+    // A verifier per new token, so that none is remembered: what every request paid before.
+    let token = mint_hs256("bench-secret", &TokenSpec::new("ingest", "acme", &["service"], &[]));
+    group.bench_function("verify_a_new_token_hs256", |b| {
+        b.iter_batched(
+            || Verifier::from_settings(&settings).expect("a secret is set"),
+            |v| black_box(v.verify(&token).is_ok()),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let verifier = Verifier::from_settings(&settings).expect("a secret is set");
+    group.bench_function("verify_a_known_token_hs256", |b| {
+        b.iter(|| black_box(verifier.verify(black_box(&token)).is_ok()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, audience, encoding, fan_out, phones, tokens);
 criterion_main!(benches);

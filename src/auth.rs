@@ -25,13 +25,13 @@ use std::{
 };
 
 use anyhow::Context;
-use dashmap::DashMap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{AuthSettings, configured},
     domain::{Id, LocationId, TenantId, UserId},
+    memo::Memo,
 };
 
 /// The roles of the contract.
@@ -148,7 +148,7 @@ pub struct Verifier {
     public: Option<(DecodingKey, Validation)>,
     leeway: u64,
     /// Tokens verified lately, as given, and whom they name (see the module's doc).
-    verified: DashMap<Box<str>, Principal>,
+    verified: Memo<Principal>,
 }
 
 impl Verifier {
@@ -178,7 +178,7 @@ impl Verifier {
             hs256,
             public,
             leeway: s.leeway_secs,
-            verified: DashMap::new(),
+            verified: Memo::new(MEMO_TOKENS, MEMO_TOKEN_BYTES),
         })
     }
 
@@ -200,15 +200,10 @@ impl Verifier {
             if known.exp < now.saturating_sub(self.leeway) {
                 return Err(AuthError::Expired);
             }
-            return Ok(known.clone());
+            return Ok(known);
         }
         let principal = self.verify_anew(token)?;
-        if token.len() <= MEMO_TOKEN_BYTES {
-            if self.verified.len() >= MEMO_TOKENS {
-                self.verified.clear();
-            }
-            self.verified.insert(token.into(), principal.clone());
-        }
+        self.verified.remember(token, &principal);
         Ok(principal)
     }
 

@@ -10,8 +10,8 @@
 //!   counts, who receives an event), pure functions, and [`rules::plan`]: one pure plan per mutating call (the new state and the events it
 //!   emits), built from the rules; every store reads facts, plans, and applies.
 //! - [`domain`]: parsed ids and phone numbers, and the contract's JSON shapes.
-//! - [`store`]: the `Store` trait (durable state and the event log), on embedded SQLite, on
-//!   PostgreSQL, or on Redis.
+//! - [`store`]: the `Store` trait (durable state and the event log), on embedded SQLite or on
+//!   PostgreSQL.
 //! - [`bus`]: the `Bus` trait (committed events to every node): in-process, or Redis pub/sub
 //!   with catch-up from the log.
 //! - [`hub`]: this node's sessions and the fan-out of events to their bounded queues.
@@ -25,7 +25,8 @@
 //! - [`auth`]: JWT verification and the caller's identity; [`limits`]: per-token rate limits.
 //! - [`cursor`]: the paged lists' cursors, signed with the deployment's key.
 //! - [`event`]: events, their routes and frames.
-//! - [`config`], [`startup`], [`telemetry`], [`metrics`]: running it.
+//! - [`config`], [`startup`], [`telemetry`], [`metrics`]: running it; [`memo`]: a bounded memo
+//!   of a dear function's answers (phone numbers, tokens).
 
 pub mod auth;
 pub mod bus;
@@ -36,6 +37,7 @@ pub mod error;
 pub mod event;
 pub mod hub;
 pub mod limits;
+pub mod memo;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;

@@ -10,56 +10,23 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// What a module of pure code must not use: the web framework, the runtime, any database.
+const PURE: &[&str] = &[
+    "actix_web",
+    "actix_http",
+    "tokio",
+    "redis",
+    "rusqlite",
+    "tokio_postgres",
+];
+
 /// Each top module, with the crate's modules it may use and the outside crates it must not.
 const RULES: &[(&str, &[&str], &[&str])] = &[
-    (
-        "domain",
-        &[],
-        &[
-            "actix_web",
-            "actix_http",
-            "tokio",
-            "redis",
-            "rusqlite",
-            "tokio_postgres",
-        ],
-    ),
-    (
-        "event",
-        &["domain"],
-        &[
-            "actix_web",
-            "actix_http",
-            "tokio",
-            "redis",
-            "rusqlite",
-            "tokio_postgres",
-        ],
-    ),
-    (
-        "rules",
-        &["domain", "event"],
-        &[
-            "actix_web",
-            "actix_http",
-            "tokio",
-            "redis",
-            "rusqlite",
-            "tokio_postgres",
-        ],
-    ),
-    (
-        "protocol",
-        &["domain", "event"],
-        &[
-            "actix_web",
-            "actix_http",
-            "tokio",
-            "redis",
-            "rusqlite",
-            "tokio_postgres",
-        ],
-    ),
+    ("memo", &[], PURE),
+    ("domain", &["memo"], PURE),
+    ("event", &["domain"], PURE),
+    ("rules", &["domain", "event"], PURE),
+    ("protocol", &["domain", "event"], PURE),
     (
         "presence",
         &["domain"],
@@ -68,7 +35,7 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
     ("config", &[], &["actix_web", "actix_http"]),
     ("metrics", &[], &["actix_web", "actix_http"]),
     ("cursor", &["domain"], &["actix_web", "actix_http", "tokio"]),
-    ("auth", &["config", "domain"], &["actix_web", "actix_http"]),
+    ("auth", &["config", "domain", "memo"], &["actix_web", "actix_http"]),
     ("limits", &["auth", "config", "domain"], &["actix_web", "actix_http"]),
     (
         "store",

@@ -14,10 +14,10 @@
 
 use std::{fmt, str::FromStr, sync::Arc};
 
-use dashmap::DashMap;
-
 use phonenumber::{Mode, country};
 use serde::Serialize;
+
+use crate::memo::Memo;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("must be a phone number: E.164 (+ and 8-15 digits) or a national number")]
@@ -70,7 +70,7 @@ const MEMO_INPUT_BYTES: usize = 32;
 pub struct PhoneParser {
     default_country: country::Id,
     /// Input lately parsed to a number, as given, and that number.
-    memo: Arc<DashMap<Box<str>, PhoneNumber>>,
+    memo: Arc<Memo<PhoneNumber>>,
 }
 
 impl PhoneParser {
@@ -87,7 +87,7 @@ impl PhoneParser {
         country::Id::from_str(&default_country.to_ascii_uppercase())
             .map(|default_country| Self {
                 default_country,
-                memo: Arc::default(),
+                memo: Arc::new(Memo::new(MEMO_ENTRIES, MEMO_INPUT_BYTES)),
             })
             .map_err(|_| format!("unknown country {default_country:?}"))
     }
@@ -95,15 +95,10 @@ impl PhoneParser {
     /// The number `input` names, in E.164; remembered (see the module's doc).
     pub fn parse(&self, input: &str) -> Result<PhoneNumber, InvalidPhone> {
         if let Some(known) = self.memo.get(input) {
-            return Ok(known.clone());
+            return Ok(known);
         }
         let number = self.parse_anew(input)?;
-        if input.len() <= MEMO_INPUT_BYTES {
-            if self.memo.len() >= MEMO_ENTRIES {
-                self.memo.clear();
-            }
-            self.memo.insert(input.into(), number.clone());
-        }
+        self.memo.remember(input, &number);
         Ok(number)
     }
 

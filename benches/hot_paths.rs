@@ -159,7 +159,7 @@ fn tokens(c: &mut Criterion) {
     let mut group = c.benchmark_group("auth");
     let mut settings = Settings::defaults().auth;
     settings.hs256_secret = "bench-secret".into();
-    // A verifier per new token, so that none is remembered: what every request paid before.
+    // A new verifier each time, which has never seen the token: what every request paid before.
     let token = mint_hs256("bench-secret", &TokenSpec::new("ingest", "acme", &["service"], &[]));
     group.bench_function("verify_a_new_token_hs256", |b| {
         b.iter_batched(

@@ -185,11 +185,7 @@ impl Verifier {
     /// Verifies `token` and parses its claims; a token verified lately is only checked for
     /// expiry (see the module's doc).
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        self.verify_at(token, now)
+        self.verify_at(token, now_secs())
     }
 
     /// `verify`, the expiry of a remembered token checked against `now` (seconds since the

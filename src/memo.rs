@@ -29,12 +29,13 @@ impl<V: Clone> Memo<V> {
         self.map.get(key).map(|v| v.clone())
     }
 
-    /// Keeps `value` for `key`, unless the key is too long; forgets everything first if full.
+    /// Keeps `value` for `key`, unless the key is too long; forgets everything first if full
+    /// (and the key is new).
     pub fn remember(&self, key: &str, value: &V) {
         if key.len() > self.key_bytes {
             return;
         }
-        if self.map.len() >= self.entries {
+        if self.map.len() >= self.entries && !self.map.contains_key(key) {
             self.map.clear();
         }
         self.map.insert(key.into(), value.clone());
@@ -67,6 +68,8 @@ mod tests {
         memo.remember("b", &2);
         memo.remember("c", &3);
         assert_eq!(memo.len(), 3);
+        memo.remember("c", &3);
+        assert_eq!(memo.len(), 3, "a key kept already does not empty a full memo");
         memo.remember("d", &4);
         assert_eq!(memo.len(), 1, "full: everything forgotten, then the new key kept");
         assert_eq!((memo.get("a"), memo.get("d")), (None, Some(4)));

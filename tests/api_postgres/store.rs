@@ -424,6 +424,7 @@ async fn a_wave_of_customers_read_together_decides_what_each_message_alone_would
     // The same four one by one, on a store of their own.
     let alone = fixture(1000).await;
     seed_wave(&alone.store).await;
+    let alone_seeded = alone.bus.events().len();
     let mut alone_answers = Vec::new();
     for input in messages() {
         alone_answers.push(alone.store.ingest(&tenant(), input).await.unwrap());
@@ -439,7 +440,7 @@ async fn a_wave_of_customers_read_together_decides_what_each_message_alone_would
         ],
         "each message found its own thread and folders: D was assigned to F2 as it lists D"
     );
-    let (alone_threads, alone_events) = after_the_wave(&alone, &alone_answers, seeded).await;
+    let (alone_threads, alone_events) = after_the_wave(&alone, &alone_answers, alone_seeded).await;
     assert_eq!(threads, alone_threads);
     let sorted = |mut v: Vec<(String, String)>| {
         v.sort();

@@ -13,8 +13,9 @@
 //! # How
 //! Per tenant, at most one transaction of ingests runs on this node: the first ingest starts a
 //! drainer task; later ones queue (at most `MAX_WAITING`) and are taken, up to `MAX_BATCH` at a
-//! time, when the running transaction ends. In the transaction each message is the same op as
-//! alone (`ops::ingest_reads_all` then `ops::ingest_with`, its plan in `crate::plan`). The messages
+//! time, when the running transaction ends. In the transaction each message gets the same facts
+//! and the same plan as alone (`ops::ingest_reads_all`, then `ops::ingest_with`, its plan in
+//! `crate::plan`). The messages
 //! are taken in the order of their thread's key (`to`, then `from`, arrival order within), so
 //! two batches on two nodes lock common threads in one order (the one cycle left, two numbers
 //! of one location reaching one customer in opposite orders, is broken by PostgreSQL's
@@ -23,8 +24,8 @@
 //! customer or `external_id`, so none can see another's rows. A wave is one round trip: the
 //! rows the wave before staged (`Tx::take_writes`), then the reads of all its messages, three
 //! statements for the whole wave (`ops::ingest_reads_all`: its threads locked in the wave's
-//! order); then each message's plan in turn. So a second message of a new thread (a later wave) finds
-//! the thread the first made, and a batch of different customers is two round trips: its reads,
+//! order); then each message's plan in turn. So a second message of a new thread (a later
+//! wave) finds the thread the first made, and a batch of different customers is two round trips: its reads,
 //! then its rows with the append and the COMMIT.
 //!
 //! # Answers

@@ -554,8 +554,13 @@ impl Inner {
     }
 
     async fn begin(&self) -> StoreResult<Tx> {
+        self.begin_with("BEGIN").await
+    }
+
+    /// A write's transaction opened by `begin`, a BEGIN statement of the caller's (`batch`).
+    async fn begin_with(&self, begin: &'static str) -> StoreResult<Tx> {
         let conn = self.conn().await?;
-        conn.start("BEGIN");
+        conn.start(begin);
         Ok(Tx {
             conn,
             staged: Staged::default(),

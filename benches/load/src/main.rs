@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    results::{Run, Suite},
+    results::{Measured, Run, Suite},
     systems::{Env, System},
     workloads::Scale,
 };
@@ -181,36 +181,27 @@ async fn suite(
     merge: Option<PathBuf>,
     append: bool,
 ) -> Result<()> {
+    // A run is re-measured when both its system and its workload are; the others are kept,
+    // each with the machine and command it was measured by.
+    let names: Vec<&str> = systems.iter().map(|s| s.name()).collect();
     let kept = match merge {
         Some(path) => {
             let old: Suite = serde_json::from_slice(&std::fs::read(&path).context("--merge results")?)?;
-            // A run is re-measured when both its system and its workload are.
-            let names: Vec<&str> = systems.iter().map(|s| s.name()).collect();
-            let runs: Vec<Run> = old
-                .runs
+            old.runs
                 .into_iter()
                 .filter(|r| append || !(names.contains(&r.system.as_str()) && workloads.contains(&r.workload)))
-                .collect();
-            Some((old.scale, old.command, runs))
+                .collect()
         }
-        None => None,
+        None => Vec::new(),
     };
-    let (scale_name, command, kept) = match kept {
-        // Figures of two scales in one table: say which is which.
-        Some((old_scale, old_command, runs)) if old_scale != scale.name => (
-            format!("{old_scale}, and {} for {} of {}", scale.name, workloads.join(","), {
-                let names: Vec<&str> = systems.iter().map(|s| s.name()).collect();
-                names.join(",")
-            }),
-            format!("{command}` on the results of `{old_command}"),
-            runs,
-        ),
-        Some((_, _, runs)) => (scale.name.to_string(), command, runs),
-        None => (scale.name.to_string(), command, Vec::new()),
+    let measured = Measured {
+        command: command.clone(),
+        scale: scale.name.to_string(),
+        machine: proc::machine(),
     };
     let mut suite = Suite {
-        scale: scale_name,
-        machine: proc::machine(),
+        scale: measured.scale.clone(),
+        machine: measured.machine.clone(),
         command,
         runs: kept,
     };
@@ -238,6 +229,7 @@ async fn suite(
                 };
                 match result {
                     Ok(mut run) => {
+                        run.measured = measured.clone();
                         // After the repeats an appended-to suite holds already.
                         run.repeat += earlier
                             .get(&(run.system.clone(), run.workload.clone()))

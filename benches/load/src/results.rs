@@ -65,8 +65,8 @@ pub mod metric {
     pub const REDIS_MEMORY_GROWTH: &str = "redis_memory_growth_bytes";
 }
 
-/// The machine a suite ran on.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+/// The machine a run was measured on.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct Machine {
     pub cpu: String,
     pub cores: usize,
@@ -76,13 +76,26 @@ pub struct Machine {
     pub open_files_limit: u64,
 }
 
+/// Where, when and by which command one run was measured. Suites are merged run by run
+/// (`--merge`), so each run keeps its own: two workloads of one report may come from different
+/// machines, and the report says so in each workload's section.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct Measured {
+    /// The command line of the suite that measured it.
+    pub command: String,
+    /// That suite's scale: "tiny", "quick" or "full".
+    pub scale: String,
+    pub machine: Machine,
+}
+
 /// A whole suite: every run, plus how it was made.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Suite {
-    /// "tiny", "quick" or "full".
+    /// The scale of the latest command (each run keeps its own in [`Run::measured`]).
     pub scale: String,
+    /// The machine of the latest command.
     pub machine: Machine,
-    /// The command line that produced it.
+    /// The latest command line that wrote this file.
     pub command: String,
     pub runs: Vec<Run>,
 }
@@ -106,4 +119,7 @@ pub struct Run {
     pub client_limited: bool,
     /// Anything a reader of the table should know (errors, caps hit).
     pub notes: Vec<String>,
+    /// Where and how it was measured.
+    #[serde(default)]
+    pub measured: Measured,
 }

@@ -156,22 +156,34 @@ describe('live collaboration', () => {
     context.setDefaultTimeout(10_000);
     let hold = false;
     const held = recorded();
+    const sockets = [];
     await context.routeWebSocket(/\/ws/, (ws) => {
+      sockets.push(hold ? 'opened while holding' : 'opened');
       const server = ws.connectToServer();
       ws.onMessage((m) => server.send(m));
       server.onMessage((m) => (hold ? held.push({ ws, m }) : ws.send(m)));
     });
     const replies = [];
     context.on('request', (r) => r.method() === 'POST' && r.url().endsWith('/replies') && replies.push(r.postDataJSON()));
+    // The page's API calls, to hold frames back only once none is on its way: a reload that
+    // started before would otherwise fetch the customer's next message over HTTP.
+    const calls = recorded();
+    const isApi = (r) => r.url().includes('/api/');
+    context.on('request', (r) => isApi(r) && calls.push({ start: `${r.method()} ${new URL(r.url()).pathname}`, hold }));
+    for (const end of ['requestfinished', 'requestfailed']) context.on(end, (r) => isApi(r) && calls.push({ end: true }));
+    const inFlight = (items) => items.filter((c) => c.start).length - items.filter((c) => c.end).length;
     const sam = await signedInPage(browser, hub, t.sam, { context });
     await row(sam, thread.id).click();
     await sam.locator('#conversation li.bubble', { hasText: 'Is 3 pm fine?' }).waitFor();
     await sam.locator('#reply-body').fill('Yes, 3 pm works');
+    await barrier(sam);
+    await calls.until((items) => inFlight(items) === 0, 'no API call on its way');
 
     hold = true;
     const second = await t.inbound('+1 555 123 4567', 'Actually, make it 4 pm');
     await held.until((frames) => frames.some(({ m }) => String(m).includes('Actually, make it 4 pm')), 'the held message.new');
-    assert.equal(await sam.locator('#conversation li.bubble', { hasText: '4 pm' }).count(), 0, 'not on screen yet');
+    const since = () => JSON.stringify({ calls: calls.items.filter((c) => c.hold).map((c) => c.start), sockets });
+    assert.equal(await sam.locator('#conversation li.bubble', { hasText: '4 pm' }).count(), 0, `not on screen yet: ${since()}`);
 
     await sam.getByRole('button', { name: 'Send reply' }).click();
     const warning = sam.locator('#reply-warning');

@@ -195,16 +195,11 @@ async fn suite(
         None => Vec::new(),
     };
     let measured = Measured {
-        command: command.clone(),
+        command,
         scale: scale.name.to_string(),
         machine: proc::machine(),
     };
-    let mut suite = Suite {
-        scale: measured.scale.clone(),
-        machine: measured.machine.clone(),
-        command,
-        runs: kept,
-    };
+    let mut suite = Suite { runs: kept };
     let mut earlier = std::collections::HashMap::<(String, String), u32>::new();
     for r in &suite.runs {
         let n = earlier.entry((r.system.clone(), r.workload.clone())).or_default();

@@ -1,4 +1,5 @@
-//! Turns a [`Suite`] into `BENCHMARKS.md` and its SVG plots under `docs/benchmarks/`.
+//! Turns a [`Suite`] into `BENCHMARKS.md` and its SVG plots under `docs/benchmarks/`, and keeps
+//! the suite beside them (`docs/benchmarks/results.json`).
 //!
 //! The markdown is generated in full on every run, down to the [`MARKER`] line; whatever an
 //! existing `BENCHMARKS.md` holds after that marker (the hand-written analysis) is kept.
@@ -30,10 +31,14 @@ pub const MARKER: &str = "<!-- analysis -->";
 /// Where the plots go, relative to the repository (and so to `BENCHMARKS.md`).
 const PLOT_DIR: &str = "docs/benchmarks";
 
-/// Writes `<repo>/BENCHMARKS.md` and the plots under `<repo>/docs/benchmarks/` (SVG).
+/// Writes `<repo>/BENCHMARKS.md`, the plots under `<repo>/docs/benchmarks/` (SVG) and, beside
+/// them, the runs they were drawn from (`results.json`), so the three always agree: a suite run
+/// with `--out` elsewhere still leaves the figures behind the report in the repository.
 pub fn write(suite: &Suite, repo: &Path) -> anyhow::Result<()> {
     let dir = repo.join(PLOT_DIR);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let results = dir.join("results.json");
+    fs::write(&results, serde_json::to_vec_pretty(suite)?).with_context(|| format!("writing {}", results.display()))?;
     let groups = groups(suite);
     for plot in plots(&groups) {
         let path = dir.join(&plot.file);
@@ -861,17 +866,7 @@ mod tests {
                 ));
             }
         }
-        Suite {
-            scale: "tiny".into(),
-            machine: Machine {
-                cpu: "Test CPU".into(),
-                cores: 2,
-                memory_gib: 24.0,
-                ..Machine::default()
-            },
-            command: "switchboard-load suite --scale tiny".into(),
-            runs,
-        }
+        Suite { runs }
     }
 
     #[test]
@@ -942,6 +937,13 @@ mod tests {
 
         write(&suite(), &repo).unwrap();
         let first = fs::read_to_string(&path).unwrap();
+        let kept: Suite =
+            serde_json::from_slice(&fs::read(repo.join("docs/benchmarks/results.json")).unwrap()).unwrap();
+        assert_eq!(
+            markdown(&kept),
+            markdown(&suite()),
+            "the runs behind the report are kept beside it"
+        );
         assert!(!first.contains("old generated text"));
         assert!(
             first.ends_with("<!-- analysis -->\nHand-written analysis.\n"),

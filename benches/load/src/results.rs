@@ -88,15 +88,10 @@ pub struct Measured {
     pub machine: Machine,
 }
 
-/// A whole suite: every run, plus how it was made.
+/// A whole suite: every run, each with how it was measured (`Run::measured`: suites are merged
+/// run by run, so nothing of one command holds for the whole file).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Suite {
-    /// The scale of the latest command (each run keeps its own in [`Run::measured`]).
-    pub scale: String,
-    /// The machine of the latest command.
-    pub machine: Machine,
-    /// The latest command line that wrote this file.
-    pub command: String,
     pub runs: Vec<Run>,
 }
 

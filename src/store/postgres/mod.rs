@@ -557,7 +557,7 @@ impl Inner {
         self.begin_with("BEGIN").await
     }
 
-    /// A write's transaction opened by `begin`, a BEGIN statement of the caller's (`batch`).
+    /// A write's transaction opened with the caller's own BEGIN statement (`batch::BEGIN_BATCH`).
     async fn begin_with(&self, begin: &'static str) -> StoreResult<Tx> {
         let conn = self.conn().await?;
         conn.start(begin);

@@ -90,6 +90,19 @@ pub fn check_backends(settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
+/// Turns Nagle's algorithm off (`TCP_NODELAY`) on each accepted connection (actix leaves it
+/// on): with it on, a frame or response written while the peer has not yet acknowledged the
+/// one before waits for that acknowledgement, which a client that also sends (pings, its own
+/// frames) may hold back up to 40 ms (delayed ACK), so a session sent two events in a row
+/// could get the second that late.
+fn without_delay(connection: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+        }
+    }
+}
+
 fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
@@ -211,6 +224,7 @@ impl Application {
                 .service(edge::static_client(static_dir.as_deref()))
                 .default_service(web::to(edge::unknown_path))
         })
+        .on_connect(without_delay)
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout_secs);
         if settings.server.workers > 0 {
@@ -289,5 +303,22 @@ async fn wait_for_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{dev::Extensions, rt::net::TcpStream};
+
+    #[actix_web::test]
+    async fn accepted_connections_send_without_delay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (_client, (accepted, _)) = (client.unwrap(), accepted.unwrap());
+        // The kernel's default, which the hook must change.
+        assert!(!accepted.nodelay().unwrap());
+        super::without_delay(&accepted, &mut Extensions::new());
+        assert!(accepted.nodelay().unwrap());
     }
 }

@@ -32,10 +32,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redis::{IntoConnectionInfo, cluster::ClusterClientBuilder, cluster_async::ClusterConnection};
+use redis::{cluster::ClusterClientBuilder, cluster_async::ClusterConnection};
 
 use super::{
-    PubSub, PubSubError, Receiver, Tuning, check_partition, check_prefix,
+    PubSub, PubSubError, Receiver, Tuning, check_partition, check_prefix, connection_info,
     engine::{self, Flavor, Handle, Source},
     partition,
     topology::NodeAddr,
@@ -63,10 +63,7 @@ impl ClusterPubSub {
         let mut infos = Vec::new();
         let mut seeds = Vec::new();
         for url in nodes {
-            let info = url
-                .as_str()
-                .into_connection_info()
-                .map_err(|e| PubSubError::Config(format!("redis.cluster_nodes: {e}")))?;
+            let info = connection_info(url.as_str(), "redis.cluster_nodes")?;
             match info.addr() {
                 redis::ConnectionAddr::Tcp(host, port) => seeds.push(NodeAddr {
                     host: host.clone(),
@@ -87,6 +84,7 @@ impl ClusterPubSub {
             .await
             .map_err(PubSubError::Cluster)?;
         let publisher = ClusterClientBuilder::new(infos)
+            .tcp_settings(template.tcp_settings().clone())
             .connection_timeout(tuning.command_timeout)
             .response_timeout(tuning.command_timeout)
             .retries(3)

@@ -68,6 +68,7 @@ mod topology;
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use redis::{ConnectionInfo, IntoConnectionInfo};
 
 pub use cluster::ClusterPubSub;
 pub use loopback::Loopback;
@@ -208,6 +209,19 @@ pub async fn connect(settings: &RedisSettings, receiver: Arc<dyn Receiver>) -> R
     })
 }
 
+/// The connection to Redis that `url` (the value of the setting `setting`) names, with
+/// Nagle's algorithm off (`TCP_NODELAY`), as every connection to Redis is made: redis-rs
+/// leaves it on, and then a publish written while an earlier one is unanswered waits in the
+/// kernel for that answer (and a subscription's command for an acknowledgement the server may
+/// delay). Redis turns it off on its side of each connection for the same reason.
+fn connection_info(url: &str, setting: &str) -> Result<ConnectionInfo, PubSubError> {
+    let info = url
+        .into_connection_info()
+        .map_err(|e| PubSubError::Config(format!("{setting}: {e}")))?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    Ok(info.set_tcp_settings(tcp))
+}
+
 fn check_partition(partition: u16) -> Result<(), PubSubError> {
     if partition < PARTITIONS {
         Ok(())
@@ -225,5 +239,25 @@ async fn within<T>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(PubSubError::Redis(e)),
         Err(_) => Err(PubSubError::Timeout),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_to_redis_send_without_delay_and_a_bad_url_names_its_setting() {
+        // redis-rs's default, which `connection_info` must change.
+        let default = "redis://127.0.0.1:6379".into_connection_info().unwrap();
+        assert!(!default.tcp_settings().nodelay());
+        let info = connection_info("redis://127.0.0.1:6379/2", "redis.url").unwrap();
+        assert!(info.tcp_settings().nodelay());
+        assert_eq!(info.addr().to_string(), "127.0.0.1:6379");
+        assert_eq!(info.redis_settings().db(), 2);
+        match connection_info("http://127.0.0.1", "redis.cluster_nodes") {
+            Err(PubSubError::Config(message)) => assert!(message.starts_with("redis.cluster_nodes: "), "{message}"),
+            other => panic!("expected a configuration error, got {:?}", other.map(|_| ())),
+        }
     }
 }

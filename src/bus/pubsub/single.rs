@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use redis::{
-    Client, IntoConnectionInfo,
+    Client,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
 use super::{
-    PubSub, PubSubError, Receiver, Tuning, check_partition, check_prefix,
+    PubSub, PubSubError, Receiver, Tuning, check_partition, check_prefix, connection_info,
     engine::{Flavor, Handle, Source},
     partition,
     topology::{NodeAddr, Topology},
@@ -42,9 +42,7 @@ impl SinglePubSub {
         tuning: Tuning,
     ) -> Result<SinglePubSub, PubSubError> {
         check_prefix(prefix).map_err(PubSubError::Config)?;
-        let info = url
-            .into_connection_info()
-            .map_err(|e| PubSubError::Config(format!("redis.url: {e}")))?;
+        let info = connection_info(url, "redis.url")?;
         let node = match info.addr() {
             redis::ConnectionAddr::Tcp(host, port) | redis::ConnectionAddr::TcpTls { host, port, .. } => NodeAddr {
                 host: host.clone(),

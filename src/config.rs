@@ -110,7 +110,9 @@ pub struct PostgresSettings {
     pub connect_timeout_ms: u64,
     /// How long, in microseconds, a tenant's next ingestion transaction waits after the one
     /// before it for more inbound messages to go in with it (0: never; at most 100,000, larger
-    /// values count as 100,000). A message that finds its tenant idle never waits.
+    /// values count as 100,000). A message that finds its tenant idle never waits. The wait
+    /// ends on tokio's timer, which counts whole milliseconds and rounds up: 1 to 1,000 wait
+    /// about 1 to 2 ms.
     pub ingest_linger_us: u64,
 }
 

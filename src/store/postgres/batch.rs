@@ -44,7 +44,11 @@
 //! waits), and only then ends if nothing came. So under a steady load messages are written
 //! a few at a time instead of one by one, at the cost of up to that wait each; a message that
 //! finds its tenant idle (no drainer running) still starts its transaction at once. Off (0)
-//! by default.
+//! by default. The wait is tokio's `sleep_until`, which counts whole milliseconds and rounds
+//! the deadline up to its next tick: on the benchmark machine a wait set to 100 or 250 µs took
+//! 1.1 ms at the median (up to 2.2), one of 1,000 µs 2.1 ms. A wait kept to the microsecond (a
+//! thread of its own sleeping on the kernel's timers, within about 0.1 ms) was tried: at 250
+//! and 500 µs it saved nothing measurable in W4, so the coarse timer stays.
 //!
 //! Each committed transaction's count of messages goes to `switchboard_ingest_batch_messages`
 //! (`PgStore::report_to`): how much the batching is doing, for an operator.

@@ -464,15 +464,18 @@ pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) ->
     })
 }
 
+/// The folders that list a number (`?2`), found through the number: `CROSS JOIN` makes SQLite
+/// start from `folder_numbers_by_number` and fetch each folder by its key. With a plain JOIN it
+/// walked every folder of the tenant in id order (to skip sorting for the ORDER BY), probing
+/// each for the number: every inbound message read all of its tenant's folders, which made the
+/// single node's ingestion half as fast with 1,000 folders (W2, BENCHMARKS.md).
+const FOLDERS_LISTING: &str = "SELECT DISTINCT f.id, f.location_id, f.sales_resource_id, f.service_resource_id
+     FROM folder_numbers n CROSS JOIN folders f ON f.tenant = n.tenant AND f.id = n.folder_id
+     WHERE n.tenant = ?1 AND n.number = ?2 ORDER BY f.id";
+
 /// Every folder that lists `number`, with its location and resources (auto-assignment's facts).
 fn folders_listing(c: &Connection, tenant: &TenantId, number: &PhoneNumber) -> StoreResult<Vec<plan::FolderFacts>> {
-    let mut stmt = c
-        .prepare_cached(
-            "SELECT DISTINCT f.id, f.location_id, f.sales_resource_id, f.service_resource_id FROM folder_numbers n
-             JOIN folders f ON f.tenant = n.tenant AND f.id = n.folder_id
-             WHERE n.tenant = ?1 AND n.number = ?2 ORDER BY f.id",
-        )
-        .map_err(db)?;
+    let mut stmt = c.prepare_cached(FOLDERS_LISTING).map_err(db)?;
     stmt.query_map(params![tenant.as_str(), number.as_str()], |r| {
         Ok(plan::FolderFacts {
             id: FolderId::trusted(r.get::<_, String>(0)?),
@@ -1173,5 +1176,25 @@ mod tests {
         c.execute_batch(include_str!("schema.sql")).unwrap();
         assert_eq!(cursor_key(&c, &[1; 32]), Ok([1; 32]));
         assert_eq!(cursor_key(&c, &[2; 32]), Ok([1; 32]), "a later candidate is ignored");
+    }
+
+    #[test]
+    fn the_folders_listing_a_number_are_found_through_the_number_not_by_a_walk_of_all_folders() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(include_str!("schema.sql")).unwrap();
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {FOLDERS_LISTING}"))
+            .unwrap()
+            .query_map(params!["acme", "+15551234567"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let searches: Vec<&String> = plan.iter().filter(|step| step.starts_with("SEARCH")).collect();
+        assert_eq!(searches.len(), 2, "{plan:?}");
+        assert!(
+            searches[0].contains("folder_numbers_by_number (tenant=? AND number=?)"),
+            "{plan:?}"
+        );
+        assert!(searches[1].contains("PRIMARY KEY (tenant=? AND id=?)"), "{plan:?}");
     }
 }

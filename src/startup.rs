@@ -96,10 +96,10 @@ pub fn check_backends(settings: &Settings) -> anyhow::Result<()> {
 /// frames) may hold back up to 40 ms (delayed ACK), so a session sent two events in a row
 /// could get the second that late.
 fn without_delay(connection: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
-    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
-        }
+    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
+        && let Err(e) = tcp.set_nodelay(true)
+    {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
     }
 }
 

@@ -467,8 +467,8 @@ pub(super) fn ingest(tx: &mut Tx<'_>, tenant: &TenantId, input: InboundInput) ->
 /// The folders that list a number (`?2`), found through the number: `CROSS JOIN` makes SQLite
 /// start from `folder_numbers_by_number` and fetch each folder by its key. With a plain JOIN it
 /// walked every folder of the tenant in id order (to skip sorting for the ORDER BY), probing
-/// each for the number: every inbound message read all of its tenant's folders, which made the
-/// single node's ingestion half as fast with 1,000 folders (W2, BENCHMARKS.md).
+/// each for the number: every inbound message read all of its tenant's folders, which cost the
+/// single node more than half of its ingestion rate with 1,000 folders (W2, BENCHMARKS.md).
 const FOLDERS_LISTING: &str = "SELECT DISTINCT f.id, f.location_id, f.sales_resource_id, f.service_resource_id
      FROM folder_numbers n CROSS JOIN folders f ON f.tenant = n.tenant AND f.id = n.folder_id
      WHERE n.tenant = ?1 AND n.number = ?2 ORDER BY f.id";
